@@ -1,0 +1,31 @@
+"""symoptax: symmetry-compatible optimizers for LLM pretraining, as optax transforms."""
+
+from symoptax import polar
+from symoptax.aliases import (
+    hybrid_polargrad_m,
+    left_polargrad_m,
+    muon,
+    polargrad,
+    right_polargrad_m,
+    rownorm_m,
+)
+from symoptax.axes import MatrixAxes, resolve_axes
+from symoptax.transforms import center_rows, scale_by_polar, scale_by_row_norm, scale_by_shape
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "MatrixAxes",
+    "center_rows",
+    "hybrid_polargrad_m",
+    "left_polargrad_m",
+    "muon",
+    "polar",
+    "polargrad",
+    "resolve_axes",
+    "right_polargrad_m",
+    "rownorm_m",
+    "scale_by_polar",
+    "scale_by_row_norm",
+    "scale_by_shape",
+]

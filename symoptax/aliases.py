@@ -1,0 +1,310 @@
+"""Named optimizers: short chains of symoptax primitives and optax's own transforms.
+
+Every alias follows the reference recipe of arXiv:2605.18106: EMA momentum
+``M <- beta M + (1 - beta) G`` (no bias correction), a symmetry-compatible map of ``M``,
+decoupled weight decay and the learning rate. Weight decay is added after the map, so the
+step is ``W <- W (1 - lr wd) - lr f(M)``. Centring (``center=True``) is for softmax-facing
+matrices (LM heads, routers): it removes the mean row before the nonlinear map and from the
+final update; momentum, weights and weight decay stay uncentred.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optax
+from jax.typing import ArrayLike
+
+from symoptax.axes import AxesLike, matrix_mask
+from symoptax.transforms import center_rows, scale_by_polar, scale_by_row_norm, scale_by_shape
+
+HYBRID_ORDERS = ("row_then_polar", "polar_then_row")
+ScalarOrSchedule = optax.ScalarOrSchedule
+
+
+def _chain(*txs: optax.GradientTransformation | None) -> optax.GradientTransformation:
+  return optax.chain(*(t for t in txs if t is not None))
+
+
+def _tail(learning_rate, weight_decay, axes):
+  # Weight decay only touches matrix leaves; 0/1-D leaves are left to a stack's vector rule.
+  wd = None
+  if not (isinstance(weight_decay, (int, float)) and weight_decay == 0):
+    wd = optax.add_decayed_weights(weight_decay, mask=matrix_mask(axes))
+  return wd, optax.scale_by_learning_rate(learning_rate)
+
+
+def rownorm_m(
+    learning_rate: ScalarOrSchedule,
+    *,
+    beta: ArrayLike = 0.95,
+    weight_decay: ArrayLike = 0.0,
+    center: bool = False,
+    axes: AxesLike = None,
+) -> optax.GradientTransformation:
+  r"""Row-normalised momentum.
+
+  .. math::
+    M_t = \beta M_{t-1} + (1-\beta) G_t, \qquad
+    W_{t+1} = W_t (1 - \eta\lambda) - \eta\, C\!\left(R(C(M_t))\right)
+
+  with :math:`R` row normalisation and :math:`C` row centring (identity unless ``center``).
+  Symmetry group: left-permutation / right-orthogonal (``W -> P W Q``).
+
+  Args:
+    learning_rate: float or optax schedule.
+    beta: EMA coefficient of the momentum.
+    weight_decay: decoupled weight decay (matrix leaves only).
+    center: remove the mean row (softmax shift invariance: LM heads, routers).
+    axes: which axes form rows and cols (see :func:`symoptax.axes.resolve_axes`).
+
+  Returns:
+    An ``optax.GradientTransformation``.
+
+  References:
+    arXiv:2605.18106 (symmetry-compatible optimizers for LLM pretraining), 2026.
+
+  Examples:
+    >>> import jax.numpy as jnp, optax, symoptax
+    >>> params = {"embed": jnp.ones((16, 4))}
+    >>> opt = symoptax.rownorm_m(1e-2)
+    >>> state = opt.init(params)
+    >>> u, state = opt.update({"embed": jnp.ones((16, 4))}, state, params)
+    >>> params = optax.apply_updates(params, u)
+  """
+  c = center_rows(axes=axes) if center else None
+  return _chain(optax.ema(beta, debias=False), c, scale_by_row_norm(axes=axes), c,
+                *_tail(learning_rate, weight_decay, axes))
+
+
+def _one_sided(side: str, learning_rate, beta, weight_decay, nuclear_power, center, method,
+               axes, compute_dtype):
+  c = center_rows(axes=axes) if center else None
+  return _chain(
+      optax.ema(beta, debias=False), c,
+      scale_by_polar(method, side=side, nuclear_power=nuclear_power, axes=axes,
+                     compute_dtype=compute_dtype),
+      c, *_tail(learning_rate, weight_decay, axes))
+
+
+def right_polargrad_m(
+    learning_rate: ScalarOrSchedule,
+    *,
+    beta: ArrayLike = 0.95,
+    weight_decay: ArrayLike = 0.0,
+    nuclear_power: ArrayLike = 1.0,
+    center: bool = False,
+    method: str = "polar_express",
+    axes: AxesLike = None,
+    compute_dtype: Any = None,
+) -> optax.GradientTransformation:
+  r"""Right polar momentum: polar factor through the cols x cols Gram, nu-scaled.
+
+  .. math::
+    M_t = \beta M_{t-1} + (1-\beta) G_t,\quad X = C(M_t),\quad
+    U = X (X^\top X)^{-1/2},\quad \nu = \langle X, U\rangle = \|X\|_*,\\
+    W_{t+1} = W_t (1 - \eta\lambda) - \eta\, C(\nu^{\alpha} U)
+
+  Cheap for tall matrices (``rows >> cols``: a vocab x d embedding): one small Gram.
+  Symmetry group: left-permutation / right-orthogonal (and bi-orthogonal for full-rank X).
+
+  Args:
+    learning_rate: float or optax schedule.
+    beta: EMA coefficient of the momentum.
+    weight_decay: decoupled weight decay (matrix leaves only).
+    nuclear_power: :math:`\alpha` (1 as in PolarGrad, 0 disables the nu scaling).
+    center: remove the mean row before the polar step and from the update.
+    method: Gram-side oracle: "polar_express", "newton_schulz" or "eigh".
+    axes: which axes form rows and cols.
+    compute_dtype: ``jnp.bfloat16`` for bf16 Gram/apply matmuls with fp32 accumulation.
+
+  Returns:
+    An ``optax.GradientTransformation``.
+
+  References:
+    arXiv:2605.18106, 2026; Lau et al., "PolarGrad", arXiv:2505.21799, 2025;
+    Amsel et al., "The Polar Express", arXiv:2505.16932, 2025.
+  """
+  return _one_sided("right", learning_rate, beta, weight_decay, nuclear_power, center,
+                    method, axes, compute_dtype)
+
+
+def left_polargrad_m(
+    learning_rate: ScalarOrSchedule,
+    *,
+    beta: ArrayLike = 0.95,
+    weight_decay: ArrayLike = 0.0,
+    nuclear_power: ArrayLike = 1.0,
+    center: bool = False,
+    method: str = "polar_express",
+    axes: AxesLike = None,
+    compute_dtype: Any = None,
+) -> optax.GradientTransformation:
+  r"""Left polar momentum: polar factor through the rows x rows Gram, nu-scaled.
+
+  .. math::
+    X = C(M_t),\quad U = (X X^\top)^{-1/2} X,\quad
+    W_{t+1} = W_t (1 - \eta\lambda) - \eta\, C(\langle X, U\rangle^{\alpha} U)
+
+  Cheap for wide matrices (few rows: a MoE router with E experts as rows).
+  Symmetry group: left-permutation / right-orthogonal (and bi-orthogonal for full-rank X).
+
+  Args: as :func:`right_polargrad_m`.
+
+  Returns:
+    An ``optax.GradientTransformation``.
+
+  References:
+    arXiv:2605.18106, 2026; Lau et al., "PolarGrad", arXiv:2505.21799, 2025.
+  """
+  return _one_sided("left", learning_rate, beta, weight_decay, nuclear_power, center,
+                    method, axes, compute_dtype)
+
+
+def hybrid_polargrad_m(
+    learning_rate: ScalarOrSchedule,
+    *,
+    beta: ArrayLike = 0.95,
+    weight_decay: ArrayLike = 0.0,
+    nuclear_power: ArrayLike = 1.0,
+    center: bool = False,
+    method: str = "polar_express",
+    order: str = "row_then_polar",
+    side: str = "auto",
+    axes: AxesLike = None,
+    compute_dtype: Any = None,
+) -> optax.GradientTransformation:
+  r"""Hybrid: row normalisation and the polar factor, in either order.
+
+  ``order="row_then_polar"`` (default):
+
+  .. math::
+    X = C(R(C(M_t))),\quad U = \mathrm{polar}(X),\quad
+    \text{update} = C(\langle X, U\rangle^{\alpha} U)
+
+  ``order="polar_then_row"``: :math:`C(R(\mathrm{polar}(C(M_t))))` (``nuclear_power`` has no
+  effect there, since the row normalisation removes any scale).
+
+  Row-normalising first equalises the row norms, which improves the conditioning the polar
+  step sees. Symmetry group: left-permutation / right-orthogonal.
+
+  Args:
+    learning_rate: float or optax schedule.
+    beta: EMA coefficient of the momentum.
+    weight_decay: decoupled weight decay (matrix leaves only).
+    nuclear_power: :math:`\alpha` for "row_then_polar".
+    center: centre rows (before, between and after), for softmax-facing matrices.
+    method: polar oracle.
+    order: "row_then_polar" or "polar_then_row".
+    side: polar side ("auto" picks the smaller Gram).
+    axes: which axes form rows and cols.
+    compute_dtype: ``jnp.bfloat16`` for bf16 matmuls with fp32 accumulation.
+
+  Returns:
+    An ``optax.GradientTransformation``.
+
+  References:
+    arXiv:2605.18106, 2026.
+  """
+  if order not in HYBRID_ORDERS:
+    raise ValueError(f"Unknown order {order!r}; valid choices are "
+                     f"{', '.join(map(repr, HYBRID_ORDERS))}.")
+  c = center_rows(axes=axes) if center else None
+  row = scale_by_row_norm(axes=axes)
+  if order == "row_then_polar":
+    polar = scale_by_polar(method, side=side, nuclear_power=nuclear_power, axes=axes,
+                           compute_dtype=compute_dtype)
+    body = (c, row, c, polar, c)
+  else:
+    polar = scale_by_polar(method, side=side, axes=axes, compute_dtype=compute_dtype)
+    body = (c, polar, row, c)
+  return _chain(optax.ema(beta, debias=False), *body, *_tail(learning_rate, weight_decay, axes))
+
+
+def polargrad(
+    learning_rate: ScalarOrSchedule,
+    *,
+    beta: ArrayLike = 0.95,
+    weight_decay: ArrayLike = 0.0,
+    nuclear_power: ArrayLike = 1.0,
+    center: bool = False,
+    method: str = "polar_express",
+    axes: AxesLike = None,
+    compute_dtype: Any = None,
+) -> optax.GradientTransformation:
+  r"""PolarGrad with EMA momentum: the full polar factor, nuclear-norm scaled.
+
+  .. math::
+    U = \mathrm{polar}(C(M_t)),\quad
+    W_{t+1} = W_t (1 - \eta\lambda) - \eta\, C(\|C(M_t)\|_*^{\alpha} U)
+
+  Symmetry group: bi-orthogonal (``W -> U W V^T``).
+
+  Args:
+    learning_rate: float or optax schedule.
+    beta: EMA coefficient of the momentum.
+    weight_decay: decoupled weight decay (matrix leaves only).
+    nuclear_power: :math:`\alpha`.
+    center: centre rows (breaks the bi-orthogonal symmetry down to LPRO).
+    method: full-side oracle ("polar_express", "muon_ns", "dsv4", "qdwh", "svd").
+    axes: which axes form rows and cols.
+    compute_dtype: ``jnp.bfloat16`` for bf16 matmuls with fp32 accumulation.
+
+  Returns:
+    An ``optax.GradientTransformation``.
+
+  References:
+    Lau, Long, Su, "PolarGrad", arXiv:2505.21799, 2025.
+  """
+  return _one_sided("full", learning_rate, beta, weight_decay, nuclear_power, center,
+                    method, axes, compute_dtype)
+
+
+def muon(
+    learning_rate: ScalarOrSchedule,
+    *,
+    beta: ArrayLike = 0.95,
+    nesterov: bool = True,
+    weight_decay: ArrayLike = 0.0,
+    method: str = "polar_express",
+    shape_rule: str = "muon",
+    rms: ArrayLike = 0.2,
+    axes: AxesLike = None,
+    compute_dtype: Any = None,
+) -> optax.GradientTransformation:
+  r"""Muon: orthogonalised (Nesterov) momentum with a shape factor.
+
+  .. math::
+    B_t = \beta B_{t-1} + G_t,\quad M_t = G_t + \beta B_t \;(\text{Nesterov}),\\
+    W_{t+1} = W_t (1 - \eta\lambda) - \eta\, s(\mathrm{rows}, \mathrm{cols})\, \mathrm{polar}(M_t)
+
+  with :math:`s = \sqrt{\max(1, \mathrm{rows}/\mathrm{cols})}` ("muon") or
+  :math:`0.2\sqrt{\max(\mathrm{rows}, \mathrm{cols})}` ("rms", Moonlight). Symmetry group:
+  bi-orthogonal. Unlike ``optax.contrib.muon`` this applies to the leaves it is given (0/1-D
+  leaves pass through); use :func:`symoptax.symmetry_stack` to route other leaves to AdamW.
+
+  Args:
+    learning_rate: float or optax schedule.
+    beta: momentum coefficient.
+    nesterov: use Nesterov momentum.
+    weight_decay: decoupled weight decay (matrix leaves only).
+    method: full-side polar oracle (default Polar Express, 5 steps).
+    shape_rule: "muon", "rms" or "none" (see :func:`symoptax.scale_by_shape`).
+    rms: target RMS for ``shape_rule="rms"``.
+    axes: which axes form rows and cols.
+    compute_dtype: ``jnp.bfloat16`` for bf16 matmuls with fp32 accumulation.
+
+  Returns:
+    An ``optax.GradientTransformation``.
+
+  References:
+    Jordan et al., "Muon: An optimizer for hidden layers in neural networks", 2024
+    (https://kellerjordan.github.io/posts/muon/); Liu et al., "Muon is Scalable for LLM
+    Training", arXiv:2502.16982, 2025; Amsel et al., "The Polar Express",
+    arXiv:2505.16932, 2025.
+  """
+  return _chain(
+      optax.trace(decay=beta, nesterov=nesterov),
+      scale_by_polar(method, side="full", axes=axes, compute_dtype=compute_dtype),
+      scale_by_shape(shape_rule, rms=rms, axes=axes),
+      *_tail(learning_rate, weight_decay, axes))

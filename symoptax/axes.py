@@ -1,0 +1,215 @@
+"""Matrix axes: how a parameter leaf is read as a batch of ``[rows, cols]`` matrices.
+
+``rows`` index objects that may be permuted without changing the network's function
+(vocabulary tokens, hidden neurons, experts); ``cols`` index the feature space on which
+orthogonal changes of basis act. Every other axis of a leaf is a batch axis (scanned layers,
+stacked experts, attention heads).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, NamedTuple, Sequence, Union
+
+import jax
+import jax.numpy as jnp
+from optax.contrib import MuonDimensionNumbers
+
+AxisSpec = Union[int, Sequence[int]]
+
+
+class MatrixAxes(NamedTuple):
+  """Axes of a leaf that form the rows and the columns of its matrices.
+
+  Attributes:
+    rows: axis index or tuple of indices (negative allowed) whose flattened product is the
+      row dimension (the permutable objects).
+    cols: axis index or tuple of indices forming the column dimension (the feature space).
+
+  All axes not named are batch axes: each slice along them is a separate matrix.
+
+  Examples:
+    >>> import symoptax
+    >>> symoptax.MatrixAxes(rows=1, cols=0)   # a Flax Dense kernel [d_in, d_out]
+    MatrixAxes(rows=1, cols=0)
+  """
+
+  rows: AxisSpec
+  cols: AxisSpec
+
+
+# What a user may pass wherever axes are accepted.
+AxesLike = Union[None, MatrixAxes, MuonDimensionNumbers, Any, Callable[[Any], Any]]
+
+
+def _is_axes_leaf(x: Any) -> bool:
+  return x is None or isinstance(x, (MatrixAxes, MuonDimensionNumbers))
+
+
+def _as_tuple(spec: AxisSpec) -> tuple[int, ...]:
+  if isinstance(spec, int):
+    return (spec,)
+  return tuple(int(a) for a in spec)
+
+
+def _path_str(path) -> str:
+  return jax.tree_util.keystr(tuple(path)) if path else "<root>"
+
+
+def _to_matrix_axes(spec: Any) -> MatrixAxes | None:
+  if spec is None or isinstance(spec, MatrixAxes):
+    return spec
+  if isinstance(spec, MuonDimensionNumbers):
+    # Flax [in, out] layout: the reduction axis is the feature space (cols), the output axis
+    # indexes the permutable output units (rows).
+    return MatrixAxes(rows=spec.output_axis, cols=spec.reduction_axis)
+  raise TypeError(
+      f"Expected a MatrixAxes, MuonDimensionNumbers or None as an axes leaf, got {spec!r}.")
+
+
+class _Layout(NamedTuple):
+  """Static recipe to move a leaf to ``[B, rows, cols]`` and back."""
+
+  perm: tuple[int, ...]
+  batch_shape: tuple[int, ...]
+  rows_shape: tuple[int, ...]
+  cols_shape: tuple[int, ...]
+
+  @property
+  def batched_shape(self) -> tuple[int, int, int]:
+    return (math.prod(self.batch_shape), math.prod(self.rows_shape), math.prod(self.cols_shape))
+
+
+def layout(shape: Sequence[int], axes: MatrixAxes, path: str = "<leaf>") -> _Layout:
+  """Checks ``axes`` against ``shape`` and returns the static reshaping recipe."""
+  ndim = len(shape)
+  rows, cols = _as_tuple(axes.rows), _as_tuple(axes.cols)
+  if not rows or not cols:
+    raise ValueError(f"{path}: MatrixAxes needs at least one rows axis and one cols axis, "
+                     f"got {axes}.")
+  norm = []
+  for a in rows + cols:
+    if not -ndim <= a < ndim:
+      raise ValueError(
+          f"{path}: axis {a} of {axes} is out of range for a leaf of shape {tuple(shape)} "
+          f"(ndim {ndim}); valid axes are {-ndim}..{ndim - 1}.")
+    norm.append(a % ndim)
+  if len(set(norm)) != len(norm):
+    raise ValueError(f"{path}: {axes} names the same axis twice for a leaf of shape "
+                     f"{tuple(shape)}.")
+  rows_n, cols_n = tuple(norm[:len(rows)]), tuple(norm[len(rows):])
+  batch = tuple(a for a in range(ndim) if a not in norm)
+  return _Layout(
+      perm=batch + rows_n + cols_n,
+      batch_shape=tuple(shape[a] for a in batch),
+      rows_shape=tuple(shape[a] for a in rows_n),
+      cols_shape=tuple(shape[a] for a in cols_n),
+  )
+
+
+def to_batched(x: jax.Array, lay: _Layout) -> jax.Array:
+  """Moves a leaf to ``[B, rows, cols]`` (batch axes first, tuple axes flattened in order)."""
+  return jnp.transpose(x, lay.perm).reshape(lay.batched_shape)
+
+
+def from_batched(y: jax.Array, lay: _Layout) -> jax.Array:
+  """Inverse of :func:`to_batched`."""
+  y = y.reshape(lay.batch_shape + lay.rows_shape + lay.cols_shape)
+  inv = [0] * len(lay.perm)
+  for i, a in enumerate(lay.perm):
+    inv[a] = i
+  return jnp.transpose(y, inv)
+
+
+def resolve_axes(axes: AxesLike, tree: Any) -> Any:
+  """Resolves any accepted axes specification to a pytree of ``MatrixAxes`` or ``None``.
+
+  Accepted forms:
+    * ``None``: every 2-D leaf is read as written (rows = 0, cols = 1); 0-D and 1-D leaves
+      get ``None`` (passed through unchanged); a leaf of more than 2 dims raises a ValueError
+      that names its path and asks for axes.
+    * a single ``MatrixAxes`` or ``optax.contrib.MuonDimensionNumbers``: used for every leaf
+      of 2 or more dims (0-D and 1-D leaves pass through).
+    * a pytree of them (full, or a prefix of ``tree``); a ``None`` entry means "not a matrix:
+      pass through".
+    * a callable ``tree -> pytree`` of the above.
+
+  Returns:
+    A pytree with the structure of ``tree`` whose leaves are ``MatrixAxes`` or ``None``; every
+    ``MatrixAxes`` has been checked against its leaf's shape.
+  """
+  if callable(axes) and not _is_axes_leaf(axes):
+    axes = axes(tree)
+
+  if axes is None:
+    def default(path, leaf):
+      nd = jnp.ndim(leaf)
+      if nd < 2:
+        return None
+      if nd == 2:
+        return MatrixAxes(0, 1)
+      raise ValueError(
+          f"{_path_str(path)}: a leaf of shape {tuple(jnp.shape(leaf))} has {nd} dims and no "
+          "axes were given. Pass axes=symoptax.MatrixAxes(rows=..., cols=...) (or a pytree "
+          "of them, or a callable params -> pytree) to say which axes form the matrix; the "
+          "others are batch axes.")
+    return jax.tree_util.tree_map_with_path(default, tree)
+
+  if _is_axes_leaf(axes):
+    single = _to_matrix_axes(axes)
+
+    def broadcast(path, leaf):
+      if jnp.ndim(leaf) < 2:
+        return None
+      layout(jnp.shape(leaf), single, _path_str(path))
+      return single
+    return jax.tree_util.tree_map_with_path(broadcast, tree)
+
+  try:
+    expanded = jax.tree_util.tree_map(
+        lambda spec, subtree: jax.tree_util.tree_map(
+            lambda _: _to_matrix_axes(spec), subtree, is_leaf=lambda x: x is None),
+        axes, tree, is_leaf=_is_axes_leaf)
+  except (ValueError, TypeError) as e:
+    raise ValueError(
+        "The axes pytree must match the parameter pytree, or be a prefix of it, with "
+        f"MatrixAxes / MuonDimensionNumbers / None at its leaves. JAX reported: {e}") from e
+
+  def check(path, leaf, spec):
+    if spec is None or leaf is None:
+      return None
+    if jnp.ndim(leaf) < 2:
+      raise ValueError(
+          f"{_path_str(path)}: axes {spec} given for a leaf of shape "
+          f"{tuple(jnp.shape(leaf))}; a matrix rule needs >= 2 dims. Use None for this "
+          "leaf to pass it through.")
+    layout(jnp.shape(leaf), spec, _path_str(path))
+    return spec
+
+  return jax.tree_util.tree_map_with_path(
+      check, tree, expanded, is_leaf=lambda x: x is None)
+
+
+def map_matrices(fn: Callable[[jax.Array], jax.Array], updates: Any, axes_tree: Any) -> Any:
+  """Applies ``fn`` to every matrix leaf as a ``[B, rows, cols]`` float32 batch.
+
+  Leaves whose axes are ``None`` are returned unchanged. The result of ``fn`` keeps the
+  batched shape and is cast back to the leaf's dtype.
+  """
+  def apply(u, ax):
+    if u is None or ax is None:
+      return u
+    lay = layout(jnp.shape(u), ax)
+    y = fn(to_batched(u, lay).astype(jnp.promote_types(u.dtype, jnp.float32)))
+    return from_batched(y, lay).astype(u.dtype)
+
+  return jax.tree_util.tree_map(apply, updates, axes_tree, is_leaf=lambda x: x is None)
+
+
+def matrix_mask(axes: AxesLike) -> Callable[[Any], Any]:
+  """A callable ``params -> pytree of bool``: True where ``axes`` makes the leaf a matrix."""
+
+  def mask(params):
+    return jax.tree_util.tree_map(lambda _, ax: ax is not None, params,
+                                  resolve_axes(axes, params), is_leaf=lambda x: x is None)
+  return mask

@@ -1,0 +1,301 @@
+"""Polar oracles: the orthogonal polar factor of a batch of matrices.
+
+For ``X = U diag(s) V^T`` (thin SVD) the polar factor is ``U V^T``; for a rank-deficient ``X``
+every oracle here aims at the partial isometry ``U_r V_r^T`` over the nonzero singular values,
+so a zero input gives a zero output. Arrays are ``[..., m, n]``, batched over leading axes.
+
+Two families:
+
+* **full side** (``side="full"``): iterate on the matrix itself. ``"muon_ns"`` (Jordan's
+  quintic Newton-Schulz), ``"polar_express"`` (Amsel et al.'s 5-step table), ``"dsv4"``
+  (DeepSeek-V4: Muon's quintic for 8 steps, then a converging quintic for 2), ``"qdwh"``
+  (``jax.lax.linalg.qdwh``) and ``"svd"`` (exact reference).
+* **Gram side** (``side="right"``: ``X (X^T X)^{-1/2}``, ``side="left"``:
+  ``(X X^T)^{-1/2} X``): form the small Gram once, compute its inverse square root on the
+  small side, multiply back once. ``"polar_express"`` and ``"newton_schulz"`` iterate a matrix
+  polynomial on the Gram (the same scalar maps as their full-side versions); ``"eigh"`` uses an
+  eigendecomposition.
+
+fp32 matmuls run at ``Precision.HIGHEST`` (on GPU JAX's default fp32 precision is TF32-like
+and loses the accuracy these oracles need). ``compute_dtype=jnp.bfloat16`` feeds the big
+matmuls bf16 inputs with fp32 accumulation.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+
+Coeffs = tuple[tuple[float, float, float], ...]
+
+MUON_COEFFS = (3.4445, -4.7750, 2.0315)
+POLAR_EXPRESS_COEFFS: Coeffs = (
+    (8.156554524902461, -22.48329292557795, 15.878769915207462),
+    (4.042929935166739, -2.808917465908714, 0.5000178451051316),
+    (3.8916678022926607, -2.772484153217685, 0.5060648178503393),
+    (3.285753657755655, -2.3681294933425376, 0.46449024233003106),
+    (2.3465413258596377, -1.7097828382687081, 0.42323551169305323),
+)
+DSV4_COEFFS: Coeffs = (MUON_COEFFS,) * 8 + ((2.0, -1.5, 0.5),) * 2
+# Classical cubic Newton-Schulz: s -> 1.5 s - 0.5 s^3 maps [0, sqrt(3)] into [0, 1].
+NEWTON_SCHULZ_COEFF = (1.5, -0.5, 0.0)
+
+FULL_METHODS = ("muon_ns", "polar_express", "dsv4", "qdwh", "svd")
+GRAM_METHODS = ("polar_express", "newton_schulz", "eigh")
+SIDES = ("full", "right", "left")
+
+# Frobenius-norm safety factors: the first iteration must see singular values <= 1
+# (<= sqrt(3) for the cubic Newton-Schulz map).
+_SCALE = {"muon_ns": 1.0, "polar_express": 1.02, "dsv4": 1.0, "newton_schulz": 1.0 / 1.7}
+DEFAULT_NEWTON_SCHULZ_STEPS = 24
+# Relative damping of the Gram (trace-normalised) per Gram-side oracle, and whether a final
+# Newton-Schulz polish on the undamped Gram follows (it removes the damping bias and maps
+# any output singular value in [0, sqrt(3)] into [0, 1]). Chosen by benchmarks/polar_accuracy.py.
+GRAM_DAMPING = {"polar_express": 1e-7, "newton_schulz": 1e-6, "eigh": 1e-6}
+GRAM_POLISH = {"polar_express": False, "newton_schulz": True, "eigh": True}
+
+
+def _check_choice(name: str, value: Any, choices: Sequence[str]) -> None:
+  if value not in choices:
+    raise ValueError(f"Unknown {name} {value!r}; valid choices are {', '.join(map(repr, choices))}.")
+
+
+def coefficients(method: str, steps: int | None = None) -> Coeffs:
+  """The per-step (a, b, c) table of a polynomial oracle for ``steps`` steps.
+
+  A table belongs to its step count: "polar_express" has exactly 5 steps and "dsv4" exactly
+  10; asking for another count raises instead of cycling or truncating the table.
+  """
+  if method == "muon_ns":
+    n = 5 if steps is None else int(steps)
+    if n < 1:
+      raise ValueError(f"steps must be >= 1 for 'muon_ns', got {steps}.")
+    return (MUON_COEFFS,) * n
+  if method == "newton_schulz":
+    n = DEFAULT_NEWTON_SCHULZ_STEPS if steps is None else int(steps)
+    if n < 1:
+      raise ValueError(f"steps must be >= 1 for 'newton_schulz', got {steps}.")
+    return (NEWTON_SCHULZ_COEFF,) * n
+  tables = {"polar_express": POLAR_EXPRESS_COEFFS, "dsv4": DSV4_COEFFS}
+  if method in tables:
+    table = tables[method]
+    if steps is not None and int(steps) != len(table):
+      raise ValueError(
+          f"method {method!r} has a {len(table)}-step coefficient table; got steps={steps}. "
+          f"Use steps=None (or {len(table)}), or 'muon_ns'/'newton_schulz' for a free step "
+          "count.")
+    return table
+  raise ValueError(f"{method!r} is not a polynomial oracle.")
+
+
+def _mm(a: jax.Array, b: jax.Array, compute_dtype: Any = None) -> jax.Array:
+  """Matmul in fp32 at HIGHEST precision, or with low-precision inputs and fp32 accumulation."""
+  if compute_dtype is None:
+    return jnp.matmul(a, b, precision=jax.lax.Precision.HIGHEST)
+  return jnp.matmul(a.astype(compute_dtype), b.astype(compute_dtype),
+                    preferred_element_type=jnp.float32)
+
+
+def _mT(x: jax.Array) -> jax.Array:
+  return jnp.swapaxes(x, -1, -2)
+
+
+def _fro(x: jax.Array) -> jax.Array:
+  return jnp.sqrt(jnp.sum(jnp.square(x), axis=(-2, -1), keepdims=True))
+
+
+def _safe_div(x: jax.Array, d: jax.Array) -> jax.Array:
+  # A zero matrix stays zero; no absolute epsilon, so tiny gradients are not shrunk.
+  return x / jnp.maximum(d, jnp.finfo(x.dtype).tiny)
+
+
+def _full_polynomial(x, coeffs: Coeffs, scale: float, compute_dtype):
+  wide = x.shape[-2] <= x.shape[-1]
+  if not wide:
+    x = _mT(x)  # iterate with the small Gram x x^T
+  x = _safe_div(x, scale * _fro(x))
+  for a, b, c in coeffs:
+    gram = _mm(x, _mT(x), compute_dtype)
+    poly = b * gram + c * _mm(gram, gram, compute_dtype) if c else b * gram
+    x = a * x + _mm(poly, x, compute_dtype)
+  return x if wide else _mT(x)
+
+
+def _gram(x, side, compute_dtype):
+  return _mm(_mT(x), x, compute_dtype) if side == "right" else _mm(x, _mT(x), compute_dtype)
+
+
+def _apply(x, r, side, compute_dtype):
+  # R is built in right form (X R); for the left route X^T R is the right polar of X^T, so
+  # polar(X) = R^T X.
+  return _mm(x, r, compute_dtype) if side == "right" else _mm(_mT(r), x, compute_dtype)
+
+
+def _gram_polynomial(gram, coeffs: Coeffs, scale: float, damping: float):
+  """R = p_k(...) with X R the polynomial iteration's result, computed on the Gram alone.
+
+  With X_k = X R_k and R_k a polynomial in S = X^T X, X_k^T X_k = G_k = R_k S R_k, and one
+  full-side step X_{k+1} = X_k p(G_k) becomes R_{k+1} = R_k p(G_k), G_{k+1} = p G_k p.
+  """
+  n = gram.shape[-1]
+  eye = jnp.eye(n, dtype=gram.dtype)
+  trace = jnp.trace(gram, axis1=-2, axis2=-1)[..., None, None]
+  norm = scale * jnp.sqrt(trace)  # scale * ||X||_F
+  inv = jnp.where(norm > 0, 1.0 / jnp.maximum(norm, jnp.finfo(gram.dtype).tiny), 0.0)
+  # Round-off leaves eigenvalues of order -eps * trace in a PSD Gram; the polynomial maps
+  # grow negative eigenvalues without bound, so shift them positive first.
+  g = gram * jnp.square(inv) + damping * eye
+  r = eye * inv
+  for a, b, c in coeffs:
+    p = a * eye + b * g + (c * _mm(g, g) if c else 0.0)
+    r = _mm(r, p)
+    g = _mm(p, _mm(g, p))
+    g = 0.5 * (g + _mT(g))
+  return r
+
+
+def _gram_eigh(gram, damping: float):
+  w, q = jnp.linalg.eigh(gram)
+  trace = jnp.sum(jnp.maximum(w, 0.0), axis=-1, keepdims=True)
+  f = jnp.where(trace > 0, jax.lax.rsqrt(jnp.maximum(w, 0.0) + damping * trace
+                                         + (trace <= 0)), 0.0)
+  return _mm(q * f[..., None, :], _mT(q))
+
+
+def _polish(r, gram):
+  """One cubic Newton-Schulz step on the output: X R -> X R (1.5 I - 0.5 R^T S R)."""
+  g = _mm(_mT(r), _mm(gram, r))
+  eye = jnp.eye(gram.shape[-1], dtype=gram.dtype)
+  return _mm(r, 1.5 * eye - 0.5 * (0.5 * (g + _mT(g))))
+
+
+def _rank_tol(s_max, dtype):
+  # Numerical-rank threshold: directions below a few ulps of the top singular value are
+  # round-off, which an iteration would otherwise blow up to full size. Singular values down
+  # to ~1e-6 sigma_max (fp32) are kept.
+  return 4.0 * jnp.finfo(dtype).eps * s_max
+
+
+def _qdwh(x):
+  wide = x.shape[-2] < x.shape[-1]
+  if wide:
+    x = _mT(x)
+  norm = _fro(x)
+  xs = jnp.where(norm > 0, _safe_div(x, norm), jnp.zeros_like(x))
+  flat = xs.reshape((-1,) + xs.shape[-2:])
+  u, h = jax.vmap(lambda m: jax.lax.linalg.qdwh(m)[:2])(flat)
+  # QDWH completes null directions of a rank-deficient input to a full isometry (round-off
+  # there is amplified to 1); keep the partial isometry on the numerical range of H instead.
+  # Round-off in H is of order eps * ||X||_F (= eps here, X being normalised), so the
+  # threshold is relative to the Frobenius norm: QDWH resolves singular values down to about
+  # 4 eps ||X||_F, "svd" down to 4 eps sigma_max.
+  w, q = jnp.linalg.eigh(0.5 * (h + _mT(h)))
+  keep = (w > _rank_tol(1.0, x.dtype)).astype(x.dtype)
+  u = _mm(u, _mm(q * keep[..., None, :], _mT(q))).reshape(xs.shape)
+  u = jnp.where(norm > 0, u, 0.0)
+  return _mT(u) if wide else u
+
+
+def _svd(x):
+  u, s, vt = jnp.linalg.svd(x, full_matrices=False)
+  keep = (s > _rank_tol(jnp.max(s, axis=-1, keepdims=True), x.dtype)).astype(x.dtype)
+  return _mm(u * keep[..., None, :], vt)
+
+
+def polar(
+    x: jax.Array,
+    *,
+    method: str = "polar_express",
+    steps: int | None = None,
+    side: str = "full",
+    compute_dtype: Any = None,
+    damping: float | None = None,
+) -> jax.Array:
+  r"""Orthogonal polar factor of a batch of matrices.
+
+  .. math::
+    \mathrm{polar}(X) = U V^\top \quad\text{for}\quad X = U \Sigma V^\top,\qquad
+    X (X^\top X)^{-1/2} \;(\text{right}),\qquad (X X^\top)^{-1/2} X \;(\text{left}).
+
+  Args:
+    x: array of shape ``[..., m, n]``; leading axes are batch axes.
+    method: oracle name. ``side="full"``: one of ``"muon_ns", "polar_express", "dsv4",
+      "qdwh", "svd"``. ``side="right"``/``"left"``: one of ``"polar_express",
+      "newton_schulz", "eigh"``.
+    steps: iteration count for ``"muon_ns"`` (default 5) and ``"newton_schulz"`` (default
+      24); ``"polar_express"`` (5) and ``"dsv4"`` (10) only accept their table's count.
+    side: ``"full"``, ``"right"`` (``x (x^T x)^{-1/2}``, through the n x n Gram) or
+      ``"left"`` (``(x x^T)^{-1/2} x``, through the m x m Gram). The two Gram forms are the
+      same function of ``x``; only the smaller Gram is well-posed (the larger one is
+      rank-deficient), so a non-square ``x`` always goes through its smaller Gram and the
+      side only picks the route for a square ``x``.
+    compute_dtype: ``None`` for fp32 matmuls at HIGHEST precision, or e.g. ``jnp.bfloat16``
+      for bf16 matmul inputs with fp32 accumulation (polynomial oracles; the Gram side keeps
+      its small iteration in fp32). Ignored by "qdwh", "svd" and "eigh".
+    damping: Gram side only: ``damping * trace(Gram) * I`` is added to the Gram before its
+      inverse square root, so that round-off (eigenvalues of order ``-eps * trace``) cannot
+      blow up the output. Defaults per oracle in ``GRAM_DAMPING``; "newton_schulz" and
+      "eigh" then take one Newton-Schulz polish step on the undamped Gram.
+
+  Returns:
+    An array of ``x``'s shape and dtype. A zero matrix maps to zero.
+
+  References:
+    Jordan et al., "Muon: An optimizer for hidden layers in neural networks", 2024.
+    Amsel et al., "The Polar Express: Optimal Matrix Sign Methods and Their Application to
+    the Muon Algorithm", arXiv:2505.16932, 2025.
+    Nakatsukasa, Bai, Gygi, "Optimizing Halley's iteration for computing the matrix polar
+    decomposition", SIAM J. Matrix Anal. Appl., 2010 (QDWH).
+
+  Examples:
+    >>> import jax, jax.numpy as jnp
+    >>> from symoptax.polar import polar
+    >>> x = jax.random.normal(jax.random.key(0), (64, 16))
+    >>> u = polar(x, method="svd")
+    >>> bool(jnp.allclose(u.T @ u, jnp.eye(16), atol=1e-4))
+    True
+  """
+  if side == "auto":
+    side = _auto_side(method, x.shape)
+  _check_choice("side", side, SIDES + ("auto",))
+  if jnp.ndim(x) < 2:
+    raise ValueError(f"polar needs an array of at least 2 dims, got shape {jnp.shape(x)}.")
+  x = jnp.asarray(x)
+  dtype = x.dtype
+  work = x.astype(jnp.promote_types(dtype, jnp.float32))
+  if side == "full":
+    _check_choice("full-side polar method", method, FULL_METHODS)
+    if method == "svd":
+      out = _svd(work)
+    elif method == "qdwh":
+      out = _qdwh(work)
+    else:
+      out = _full_polynomial(work, coefficients(method, steps), _SCALE[method], compute_dtype)
+  else:
+    _check_choice(f"{side}-side (Gram) polar method", method, GRAM_METHODS)
+    # X (X^T X)^{-1/2} = (X X^T)^{-1/2} X for every X (pseudo-inverses for rank-deficient X).
+    # The larger of the two Grams is rank-deficient, and round-off in its null space is
+    # blown up by the inverse square root, so a non-square X always goes through the
+    # smaller Gram; for a square X the named side is used.
+    m, n = work.shape[-2:]
+    if m != n:
+      side = "right" if m > n else "left"
+    gram = _gram(work, side, compute_dtype)
+    damping = GRAM_DAMPING[method] if damping is None else damping
+    if method == "eigh":
+      r = _gram_eigh(gram, damping)
+    else:
+      r = _gram_polynomial(gram, coefficients(method, steps), _SCALE[method], damping)
+    if GRAM_POLISH[method]:
+      r = _polish(r, gram)
+    out = _apply(work, r, side, compute_dtype)
+  return out.astype(dtype)
+
+
+def _auto_side(method: str, shape: Sequence[int]) -> str:
+  """The cheaper Gram side for Gram-capable methods, else "full"."""
+  if method in GRAM_METHODS:
+    return "right" if shape[-2] >= shape[-1] else "left"
+  return "full"

@@ -1,0 +1,201 @@
+"""Symmetry-compatible primitives: row normalisation, polar steps, centring, shape scaling.
+
+Each primitive is an ``optax.GradientTransformation`` that holds no learning rate and no
+state (``optax.EmptyState``); it reads every leaf as a batch of ``[rows, cols]`` matrices
+(see :class:`symoptax.MatrixAxes`) and passes leaves whose axes are ``None`` (by default the
+0-D and 1-D ones) through unchanged. Chain them with optax's momentum, weight decay and
+learning-rate transforms.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax.typing import ArrayLike
+
+from symoptax import polar as polar_lib
+from symoptax.axes import AxesLike, map_matrices, resolve_axes
+
+SHAPE_RULES = ("muon", "rms", "none")
+
+
+def _stateless(fn_of_batch, axes: AxesLike) -> optax.GradientTransformation:
+  """A stateless transform applying ``fn_of_batch`` to every matrix leaf's [B, rows, cols]."""
+
+  def init_fn(params):
+    resolve_axes(axes, params)  # fail at init on bad axes, naming the leaf
+    return optax.EmptyState()
+
+  def update_fn(updates, state, params=None):
+    axes_tree = resolve_axes(axes, params if params is not None else updates)
+    return map_matrices(fn_of_batch, updates, axes_tree), state
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
+def row_norm(x: jax.Array, eps: ArrayLike = 1e-8) -> jax.Array:
+  r"""Row normalisation of ``[..., rows, cols]``: :math:`x_i / (\|x_i\|_2 + \epsilon)`."""
+  return x / (jnp.linalg.norm(x, axis=-1, keepdims=True) + eps)
+
+
+def scale_by_row_norm(eps: ArrayLike = 1e-8, *, axes: AxesLike = None
+                      ) -> optax.GradientTransformation:
+  r"""Normalises every row of every matrix leaf to unit Euclidean norm.
+
+  .. math::
+    R(G)_i = \frac{G_i}{\|G_i\|_2 + \epsilon}
+
+  Equivariant under ``G -> P G Q`` for a row permutation ``P`` and an orthogonal ``Q``
+  (left-permutation / right-orthogonal, "LPRO"); not under a left rotation.
+
+  Args:
+    eps: added to each row norm (a zero row stays zero).
+    axes: which axes form rows and cols; see :func:`symoptax.axes.resolve_axes`.
+
+  Returns:
+    An ``optax.GradientTransformation``.
+
+  References:
+    arXiv:2605.18106 (symmetry-compatible optimizers for LLM pretraining), 2026.
+
+  Examples:
+    >>> import jax.numpy as jnp, symoptax
+    >>> tx = symoptax.scale_by_row_norm()
+    >>> u, _ = tx.update({"w": jnp.array([[3.0, 4.0], [0.0, 2.0]])}, tx.init(None))
+    >>> u["w"].round(3).tolist()
+    [[0.6, 0.8], [0.0, 1.0]]
+  """
+  return _stateless(lambda x: row_norm(x, eps), axes)
+
+
+def center_rows(*, axes: AxesLike = None) -> optax.GradientTransformation:
+  r"""Removes the mean row: the projection onto updates with no softmax-shift component.
+
+  .. math::
+    C(G) = G - \tfrac{1}{r} \mathbf{1} \mathbf{1}^\top G
+
+  For an LM head or a softmax router, ``W -> W + 1 v^T`` changes no output; a centred update
+  never moves along that direction, so the head's mean row stays where it was.
+
+  Args:
+    axes: which axes form rows and cols.
+
+  Returns:
+    An ``optax.GradientTransformation``.
+  """
+  return _stateless(lambda x: x - jnp.mean(x, axis=-2, keepdims=True), axes)
+
+
+def scale_by_shape(rule: str = "muon", *, rms: ArrayLike = 0.2, axes: AxesLike = None
+                   ) -> optax.GradientTransformation:
+  r"""Multiplies every matrix update by a factor of its shape.
+
+  * ``"muon"``: :math:`\sqrt{\max(1, \mathrm{rows}/\mathrm{cols})}` (Jordan's Muon).
+  * ``"rms"``: :math:`\mathrm{rms} \cdot \sqrt{\max(\mathrm{rows}, \mathrm{cols})}` (Moonlight:
+    matches AdamW's update RMS for an orthogonal update).
+  * ``"none"``: 1.
+
+  Args:
+    rule: one of ``"muon"``, ``"rms"``, ``"none"``.
+    rms: target RMS for ``rule="rms"``.
+    axes: which axes form rows and cols.
+
+  Returns:
+    An ``optax.GradientTransformation``.
+  """
+  if rule not in SHAPE_RULES:
+    raise ValueError(f"Unknown shape rule {rule!r}; valid choices are "
+                     f"{', '.join(map(repr, SHAPE_RULES))}.")
+
+  def fn(x):
+    rows, cols = x.shape[-2], x.shape[-1]
+    if rule == "muon":
+      return x * max(1.0, rows / cols) ** 0.5
+    if rule == "rms":
+      return x * (rms * max(rows, cols) ** 0.5)
+    return x
+
+  return _stateless(fn, axes)
+
+
+def _validate_polar(method: str, side: str, steps: int | None) -> None:
+  polar_lib._check_choice("side", side, polar_lib.SIDES + ("auto",))
+  choices = {"full": polar_lib.FULL_METHODS,
+             "right": polar_lib.GRAM_METHODS, "left": polar_lib.GRAM_METHODS,
+             "auto": tuple(dict.fromkeys(polar_lib.GRAM_METHODS + polar_lib.FULL_METHODS))}
+  polar_lib._check_choice(f"polar method for side={side!r}", method, choices[side])
+  if method in ("muon_ns", "polar_express", "dsv4", "newton_schulz"):
+    polar_lib.coefficients(method, steps)
+
+
+def polar_scaled(x: jax.Array, *, method: str, steps: int | None, side: str,
+                 nuclear_power: ArrayLike, compute_dtype: Any = None,
+                 damping: float | None = None) -> jax.Array:
+  r"""``nu^alpha polar(x)`` with :math:`\nu = \langle x, \mathrm{polar}(x)\rangle = \|x\|_*`."""
+  if side == "auto":
+    side = polar_lib._auto_side(method, x.shape)
+  u = polar_lib.polar(x, method=method, steps=steps, side=side,
+                      compute_dtype=compute_dtype, damping=damping)
+  if isinstance(nuclear_power, (int, float)) and nuclear_power == 0:
+    return u
+  nu = jnp.maximum(jnp.sum(x * u, axis=(-2, -1), keepdims=True), 0.0)
+  return u * jnp.power(nu, nuclear_power)
+
+
+def scale_by_polar(
+    method: str = "polar_express",
+    *,
+    steps: int | None = None,
+    side: str = "auto",
+    nuclear_power: ArrayLike = 0.0,
+    axes: AxesLike = None,
+    compute_dtype: Any = None,
+    damping: float | None = None,
+) -> optax.GradientTransformation:
+  r"""Replaces every matrix update by its orthogonal polar factor, optionally nu-scaled.
+
+  .. math::
+    U = \mathrm{polar}(G) = G (G^\top G)^{-1/2}, \qquad
+    \text{update} = \nu^{\alpha} U, \quad \nu = \langle G, U \rangle = \|G\|_*
+
+  Sides: ``"full"`` iterates on the matrix (Muon-style), ``"right"`` uses
+  :math:`G (G^\top G)^{-1/2}` through the cols x cols Gram, ``"left"`` uses
+  :math:`(G G^\top)^{-1/2} G` through the rows x rows Gram, ``"auto"`` picks the smaller Gram
+  for Gram-capable methods ("polar_express", "newton_schulz", "eigh") and "full" for the
+  others. The polar factor is equivariant under ``G -> U G V^T`` for orthogonal ``U, V``
+  (bi-orthogonal), hence also under the LPRO group.
+
+  Args:
+    method: polar oracle (see :func:`symoptax.polar.polar`).
+    steps: iteration count where the oracle allows a choice.
+    side: ``"auto"``, ``"full"``, ``"right"`` or ``"left"``.
+    nuclear_power: :math:`\alpha`; 1 gives PolarGrad's nuclear-norm scaling, 0 disables it.
+    axes: which axes form rows and cols.
+    compute_dtype: ``jnp.bfloat16`` for bf16 matmul inputs with fp32 accumulation.
+    damping: relative eigenvalue damping of the "eigh" oracle.
+
+  Returns:
+    An ``optax.GradientTransformation``.
+
+  References:
+    Lau, Long, Su, "PolarGrad: A Class of Matrix-Gradient Optimizers from a Unifying
+    Preconditioning Perspective", arXiv:2505.21799, 2025.
+    Amsel et al., "The Polar Express", arXiv:2505.16932, 2025.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp, symoptax
+    >>> tx = symoptax.scale_by_polar("svd", side="full")
+    >>> g = {"w": jax.random.normal(jax.random.key(0), (8, 4))}
+    >>> u, _ = tx.update(g, tx.init(g))
+    >>> bool(jnp.allclose(u["w"].T @ u["w"], jnp.eye(4), atol=1e-5))
+    True
+  """
+  _validate_polar(method, side, steps)
+  return _stateless(
+      lambda x: polar_scaled(x, method=method, steps=steps, side=side,
+                             nuclear_power=nuclear_power, compute_dtype=compute_dtype,
+                             damping=damping),
+      axes)
