@@ -188,3 +188,18 @@ def test_jit_and_vmap():
   x = normal((3, 16, 8), 11)
   f = jax.jit(lambda a: P.polar(a, method="polar_express", side="right"))
   np.testing.assert_allclose(f(x), jax.vmap(lambda a: P.polar(a, side="right"))(x), atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", [1e0, 1e3, 1e6, "rank1", "rankdef"])
+@pytest.mark.parametrize("side,method", [("full", "muon_ns"), ("full", "polar_express"),
+                                         ("full", "dsv4"), ("right", "polar_express"),
+                                         ("right", "newton_schulz"), ("left", "newton_schulz")])
+def test_bf16_safety_sweep(kind, side, method):
+  shape = (48, 48) if side == "full" else ((96, 24) if side == "right" else (24, 96))
+  k = min(shape)
+  s = (np.ones(1) if kind == "rank1" else np.ones(k // 3) if kind == "rankdef"
+       else log_spectrum(k, kind))
+  out = P.polar(with_spectrum(*shape, s, seed=12), method=method, side=side,
+                compute_dtype=jnp.bfloat16)
+  assert bool(jnp.all(jnp.isfinite(out)))
+  assert spectral_norm(out) <= ceiling(method)
