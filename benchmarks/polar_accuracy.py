@@ -88,6 +88,8 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--quick", action="store_true", help="small shapes (seconds)")
   parser.add_argument("--repeats", type=int, default=3)
+  parser.add_argument("--oracles", nargs="*", default=None,
+                      help="subset, e.g. full:qdwh gram:eigh (default: all)")
   parser.add_argument("--json", default="runs/bench/polar_accuracy.json")
   args = parser.parse_args()
 
@@ -98,7 +100,8 @@ def main():
   kinds = CONDS + ["zero", "rank1", "rankdef"]
   device = jax.devices()[0]
   rows = []
-  for (side, method) in ORACLES:
+  oracles = [o for o in ORACLES if args.oracles is None or f"{o[0]}:{o[1]}" in args.oracles]
+  for (side, method) in oracles:
     for prec in ("fp32", "bf16"):
       if prec == "bf16" and method not in LOW_PRECISION:
         continue
@@ -125,7 +128,7 @@ def main():
   print(header)
   print("-" * len(header))
   unsafe = []
-  for (side, method) in ORACLES:
+  for (side, method) in oracles:
     for prec in ("fp32", "bf16"):
       for sname in shapes:
         sel = [r for r in rows if r["oracle"] == f"{side}:{method}" and r["precision"] == prec

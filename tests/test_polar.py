@@ -15,7 +15,8 @@ GRAM = P.GRAM_METHODS
 SHAPES = [(96, 24), (24, 96), (40, 40)]
 # Spectral-norm ceilings: polynomial oracles overshoot 1 by design (Polar Express ~1.14).
 POLYNOMIAL = {"muon_ns", "polar_express"}
-LEAK = {"gram": 1e-2, "qdwh": 1e-1}
+# Allowed leak outside x's row/column spaces for rank-deficient x (see the test below).
+LEAK = {"gram": 1e-2, "qdwh": 2e-1}
 
 
 def ceiling(method):
@@ -104,9 +105,12 @@ def test_zero_rank_one_and_rank_deficient_inputs(shape, side, method):
     assert bool(jnp.all(jnp.isfinite(out)))
     assert spectral_norm(out) <= ceiling(method)
     # Nothing (beyond round-off) leaks outside the row/column spaces of x. The Gram side
-    # cannot tell singular values below ~sqrt(eps) sigma_max from zero; QDWH keeps null
-    # directions whose round-off sits at the numerical-rank threshold, partly converged.
-    leak = LEAK.get(method if side == "full" else "gram", 1e-3)
+    # cannot tell singular values below ~sqrt(eps) sigma_max from zero. QDWH resolves
+    # singular values down to 4 eps sigma_max, and for a flat spectrum of rank >~ 10 the
+    # round-off in its H (~eps ||x||_F) reaches that threshold, so a few null directions
+    # come back partly converged; rank 1 must still be clean.
+    leak = LEAK.get(method if side == "full" else "gram", 1e-3) if rank > 1 else (
+        1e-2 if side != "full" else 1e-3)
     diag, off = singular_values_in_basis(x, out)
     assert off < leak
     assert abs(np.linalg.norm(np.asarray(out)) - np.linalg.norm(diag)) < leak
