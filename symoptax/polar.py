@@ -62,6 +62,15 @@ def _check_choice(name: str, value: Any, choices: Sequence[str]) -> None:
     raise ValueError(f"Unknown {name} {value!r}; valid choices are {', '.join(map(repr, choices))}.")
 
 
+def _static_steps(steps: Any) -> int:
+  try:
+    return int(steps)
+  except (TypeError, jax.errors.ConcretizationTypeError):
+    raise ValueError(
+        f"steps must be a static Python int, got {steps!r}. Under optax.inject_hyperparams "
+        "pass static_args=('steps',).") from None
+
+
 def coefficients(method: str, steps: int | None = None) -> Coeffs:
   """The per-step (a, b, c) table of a polynomial oracle for ``steps`` steps.
 
@@ -69,19 +78,19 @@ def coefficients(method: str, steps: int | None = None) -> Coeffs:
   10; asking for another count raises instead of cycling or truncating the table.
   """
   if method == "muon_ns":
-    n = 5 if steps is None else int(steps)
+    n = 5 if steps is None else _static_steps(steps)
     if n < 1:
       raise ValueError(f"steps must be >= 1 for 'muon_ns', got {steps}.")
     return (MUON_COEFFS,) * n
   if method == "newton_schulz":
-    n = DEFAULT_NEWTON_SCHULZ_STEPS if steps is None else int(steps)
+    n = DEFAULT_NEWTON_SCHULZ_STEPS if steps is None else _static_steps(steps)
     if n < 1:
       raise ValueError(f"steps must be >= 1 for 'newton_schulz', got {steps}.")
     return (NEWTON_SCHULZ_COEFF,) * n
   tables = {"polar_express": POLAR_EXPRESS_COEFFS, "dsv4": DSV4_COEFFS}
   if method in tables:
     table = tables[method]
-    if steps is not None and int(steps) != len(table):
+    if steps is not None and _static_steps(steps) != len(table):
       raise ValueError(
           f"method {method!r} has a {len(table)}-step coefficient table; got steps={steps}. "
           f"Use steps=None (or {len(table)}), or 'muon_ns'/'newton_schulz' for a free step "
@@ -231,9 +240,9 @@ def polar(
       24); ``"polar_express"`` (5) and ``"dsv4"`` (10) only accept their table's count.
     side: ``"full"``, ``"right"`` (``x (x^T x)^{-1/2}``, through the n x n Gram) or
       ``"left"`` (``(x x^T)^{-1/2} x``, through the m x m Gram). The two Gram forms are the
-      same function of ``x``; only the smaller Gram is well-posed (the larger one is
-      rank-deficient), so a non-square ``x`` always goes through its smaller Gram and the
-      side only picks the route for a square ``x``.
+      same function of ``x`` in exact arithmetic; they differ in cost (the smaller Gram is
+      cheaper), numerics and sharding. ``"auto"`` picks the smaller Gram for Gram-capable
+      methods and "full" otherwise.
     compute_dtype: ``None`` for fp32 matmuls at HIGHEST precision, or e.g. ``jnp.bfloat16``
       for bf16 matmul inputs with fp32 accumulation: every matmul of the full-side
       polynomial oracles; on the Gram side only the Gram's formation (the small iteration and
@@ -269,6 +278,10 @@ def polar(
   x = jnp.asarray(x)
   dtype = x.dtype
   work = x.astype(jnp.promote_types(dtype, jnp.float32))
+  # The polar factor is scale-invariant; dividing by the largest entry first keeps the
+  # Frobenius norm and the Gram representable for inputs from ~1e-30 to ~1e30.
+  amax = jnp.max(jnp.abs(work), axis=(-2, -1), keepdims=True)
+  work = work / jnp.where(amax > 0, amax, 1.0)
   if side == "full":
     _check_choice("full-side polar method", method, FULL_METHODS)
     if method == "svd":
@@ -279,13 +292,6 @@ def polar(
       out = _full_polynomial(work, coefficients(method, steps), _SCALE[method], compute_dtype)
   else:
     _check_choice(f"{side}-side (Gram) polar method", method, GRAM_METHODS)
-    # X (X^T X)^{-1/2} = (X X^T)^{-1/2} X for every X (pseudo-inverses for rank-deficient X).
-    # The larger of the two Grams is rank-deficient, and round-off in its null space is
-    # blown up by the inverse square root, so a non-square X always goes through the
-    # smaller Gram; for a square X the named side is used.
-    m, n = work.shape[-2:]
-    if m != n:
-      side = "right" if m > n else "left"
     if compute_dtype is not None:
       # The output must be the polar factor of the very matrix whose Gram was formed: an
       # inverse square root amplifies any mismatch along small singular directions.

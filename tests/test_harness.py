@@ -16,13 +16,14 @@ AXES = {"w": MatrixAxes(0, 1), "stack": MatrixAxes(rows=2, cols=1), "b": None}
 # name -> (factory, keyword arguments, the numeric hyperparameter injected by the
 # inject_hyperparams check)
 PRIMITIVES = {
-    "scale_by_row_norm": (symoptax.scale_by_row_norm, {"eps": 1e-8}, "eps"),
+    "scale_by_row_norm": (symoptax.scale_by_row_norm, {"eps": 1e-8}, ("eps", 0.5)),
     "center_rows": (symoptax.center_rows, {}, None),
-    "scale_by_shape": (symoptax.scale_by_shape, {"rule": "rms", "rms": 0.2}, "rms"),
-    "scale_by_polar": (symoptax.scale_by_polar, {"nuclear_power": 1.0}, "nuclear_power"),
+    "scale_by_shape": (symoptax.scale_by_shape, {"rule": "rms", "rms": 0.2}, ("rms", 0.3)),
+    "scale_by_polar": (symoptax.scale_by_polar, {"nuclear_power": 1.0},
+                       ("nuclear_power", 0.25)),
     "scale_by_polar_full_qdwh": (symoptax.scale_by_polar,
                                  {"method": "qdwh", "side": "full", "nuclear_power": 0.5},
-                                 "nuclear_power"),
+                                 ("nuclear_power", 2.0)),
 }
 # name -> (factory, keyword arguments)
 ALIASES = {
@@ -107,6 +108,15 @@ def test_inject_hyperparams_equals_plain(name):
   _, _, plain = run(make(name))
   _, state, inj = run(injected, jit=True)
   chex.assert_trees_all_close(plain, inj, atol=1e-4, rtol=1e-4)
+  if name in PRIMITIVES and PRIMITIVES[name][2] is not None:
+    # The injected hyperparameter is live: changing it in the state equals a transform built
+    # with the new value.
+    factory, kwargs, (hp, value) = PRIMITIVES[name]
+    state.hyperparams[hp] = jnp.asarray(value)
+    u_inj, _ = injected.update(grads(3), state, params())
+    plain = factory(**{**kwargs, hp: value}, axes=AXES)
+    u_plain, _ = plain.update(grads(3), plain.init(params()), params())
+    chex.assert_trees_all_close(u_inj, u_plain, atol=1e-4, rtol=1e-4)
   if name in ALIASES:
     # The injected learning rate is live: halving it halves the next update.
     p = params()

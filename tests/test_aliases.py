@@ -1,0 +1,92 @@
+"""Named optimizers against a direct numpy re-derivation of their update (two steps)."""
+
+import numpy as np
+import pytest
+
+import symoptax
+from helpers import normal
+
+BETA, LR, WD = 0.9, 0.1, 0.5
+
+
+def C(x):
+  return x - x.mean(axis=0, keepdims=True)
+
+
+def R(x):
+  return x / (np.linalg.norm(x, axis=1, keepdims=True) + 1e-8)
+
+
+def polar(x):
+  u, _, vt = np.linalg.svd(x, full_matrices=False)
+  return u @ vt
+
+
+def nu_polar(x, alpha=1.0):
+  u = polar(x)
+  return np.sum(x * u) ** alpha * u
+
+
+REFERENCES = {
+    # name: (optimizer, update as a function of the momentum M, shape)
+    "rownorm_m": (symoptax.rownorm_m(LR, beta=BETA, weight_decay=WD),
+                  lambda m: R(m), (12, 5)),
+    "rownorm_m_centred": (symoptax.rownorm_m(LR, beta=BETA, weight_decay=WD, center=True),
+                          lambda m: C(R(C(m))), (12, 5)),
+    "right_polargrad_m": (symoptax.right_polargrad_m(LR, beta=BETA, weight_decay=WD,
+                                                     method="eigh"),
+                          lambda m: nu_polar(m), (12, 5)),
+    "right_polargrad_m_centred_half": (
+        symoptax.right_polargrad_m(LR, beta=BETA, weight_decay=WD, method="eigh", center=True,
+                                   nuclear_power=0.5),
+        lambda m: C(nu_polar(C(m), 0.5)), (12, 5)),
+    "left_polargrad_m_centred": (
+        symoptax.left_polargrad_m(LR, beta=BETA, weight_decay=WD, method="eigh", center=True),
+        lambda m: C(nu_polar(C(m))), (5, 12)),
+    "hybrid_row_then_polar_centred": (
+        symoptax.hybrid_polargrad_m(LR, beta=BETA, weight_decay=WD, method="eigh", center=True),
+        lambda m: C(nu_polar(C(R(C(m))))), (12, 5)),
+    "hybrid_polar_then_row_centred": (
+        symoptax.hybrid_polargrad_m(LR, beta=BETA, weight_decay=WD, method="eigh", center=True,
+                                    order="polar_then_row"),
+        lambda m: C(R(polar(C(m)))), (12, 5)),
+    "polargrad": (symoptax.polargrad(LR, beta=BETA, weight_decay=WD, method="svd"),
+                  lambda m: nu_polar(m), (5, 12)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCES))
+def test_ema_rules_match_their_formula(name):
+  tx, f, shape = REFERENCES[name]
+  w = np.asarray(normal(shape, 0), np.float64)
+  g1, g2 = (np.asarray(normal(shape, s), np.float64) for s in (1, 2))
+  state = tx.init({"w": w.astype(np.float32)})
+  m = np.zeros(shape)
+  for g in (g1, g2):
+    m = BETA * m + (1 - BETA) * g  # EMA, no bias correction
+    u, state = tx.update({"w": g.astype(np.float32)}, state, {"w": w.astype(np.float32)})
+    expected = -LR * (f(m) + WD * w)  # decoupled weight decay, never centred
+    np.testing.assert_allclose(u["w"], expected, rtol=2e-3, atol=2e-4 * np.abs(expected).max())
+
+
+@pytest.mark.parametrize("nesterov", [True, False])
+@pytest.mark.parametrize("shape,factor", [((12, 5), np.sqrt(12 / 5)), ((5, 12), 1.0)])
+def test_muon_matches_its_formula(nesterov, shape, factor):
+  tx = symoptax.muon(LR, beta=BETA, nesterov=nesterov, weight_decay=WD, method="svd")
+  w = np.asarray(normal(shape, 0), np.float64)
+  state = tx.init({"w": w.astype(np.float32)})
+  buf = np.zeros(shape)
+  for s in (1, 2):
+    g = np.asarray(normal(shape, s), np.float64)
+    buf = BETA * buf + g
+    m = g + BETA * buf if nesterov else buf
+    u, state = tx.update({"w": g.astype(np.float32)}, state, {"w": w.astype(np.float32)})
+    np.testing.assert_allclose(u["w"], -LR * (factor * polar(m) + WD * w), rtol=1e-4, atol=1e-5)
+
+
+def test_centred_rule_with_weight_decay_does_not_centre_the_decay():
+  tx = symoptax.rownorm_m(LR, weight_decay=WD, center=True)
+  w = np.asarray(normal((12, 5), 0)) + 3.0
+  u, _ = tx.update({"w": normal((12, 5), 1)}, tx.init({"w": w}), {"w": w})
+  np.testing.assert_allclose(np.asarray(u["w"]).sum(axis=0), -LR * WD * w.sum(axis=0),
+                             rtol=1e-4)
