@@ -10,12 +10,21 @@ from symoptax.aliases import (
     rownorm_m,
 )
 from symoptax.axes import MatrixAxes, resolve_axes
+from symoptax.roles import ROLES, label_roles, matrix_axes
+from symoptax.stacks import PRESETS, RULES, describe, symmetry_stack
 from symoptax.transforms import center_rows, scale_by_polar, scale_by_row_norm, scale_by_shape
 
 __version__ = "0.1.0"
 
 __all__ = [
     "MatrixAxes",
+    "PRESETS",
+    "ROLES",
+    "RULES",
+    "describe",
+    "label_roles",
+    "matrix_axes",
+    "symmetry_stack",
     "center_rows",
     "hybrid_polargrad_m",
     "left_polargrad_m",

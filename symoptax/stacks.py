@@ -1,0 +1,279 @@
+"""One optimizer for a whole model: each leaf gets the rule of its role.
+
+:func:`symmetry_stack` labels the leaves (:func:`symoptax.label_roles`), picks a rule per
+role from a preset, and combines them with ``optax.multi_transform``. :func:`describe` shows
+what each leaf gets.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Iterable, Mapping
+
+import jax
+import optax
+from optax.transforms import MaskedNode
+
+from symoptax import aliases
+from symoptax.roles import ROLES, label_roles, matrix_axes, path_str
+
+RULES = ("adamw", "muon", "rownorm", "right_polar", "left_polar", "hybrid", "polargrad")
+_SOFTMAX_ROLES = ("lm_head", "router")
+_HIDDEN = ("attn_q", "attn_k", "attn_v", "attn_qkv", "attn_o", "mlp_in", "mlp_out", "matrix")
+_EXPERTS = ("expert_in", "expert_out")
+
+
+def _preset(vocab: str, router: str, experts: str, embedding: str | None = None):
+  table = {r: "muon" for r in _HIDDEN}
+  table.update(embedding=embedding or vocab, lm_head=vocab, router=router, vector="adamw")
+  table.update({r: experts for r in _EXPERTS})
+  return table
+
+
+# Preset "paper" is the reference code's library builder (arXiv:2605.18106): right polar on
+# the embedding, hybrid on the head, left polar on the router, Muon on attention and dense
+# MLPs, row-norm on experts. "muon" is today's common practice (AdamW on vocabulary
+# matrices and routers, Muon elsewhere).
+PRESETS: dict[str, dict[str, str]] = {
+    "paper": _preset("hybrid", "left_polar", "rownorm", embedding="right_polar"),
+    "rownorm": _preset("rownorm", "rownorm", "rownorm"),
+    "hybrid": _preset("hybrid", "hybrid", "hybrid"),
+    "muon": _preset("adamw", "adamw", "muon"),
+    "adamw": {r: "adamw" for r in ROLES},
+}
+
+# Learning rate of each rule relative to ``learning_rate`` (the Muon rate). AdamW 0.25 and
+# the router 0.625 are the reference builder's lr_other / lr_matrix (2e-4 / 8e-4) and
+# lr_router / lr_matrix (5e-4 / 8e-4). nu-scaled rules (right/left polar, hybrid,
+# polargrad) step by lr * ||X||_*, which is large for vocabulary matrices, so their ratios
+# are small; the row-norm and nu-scaled ratios were tuned on examples/quickstart.py (see
+# its sweep), whose best rates were row-norm 0.1 / 3e-3 (embedding / head), right polar
+# 0.1 and hybrid 3e-4 against Muon 0.02.
+LR_RATIO: dict[tuple[str, str], float] = {
+    ("adamw", "*"): 0.25,
+    ("muon", "*"): 1.0,
+    ("rownorm", "embedding"): 5.0, ("rownorm", "*"): 0.15,
+    ("right_polar", "*"): 5.0,
+    ("left_polar", "router"): 0.625, ("left_polar", "*"): 0.015,
+    ("hybrid", "*"): 0.015,
+    ("polargrad", "*"): 0.015,
+}
+# Decoupled weight decay: 0.01 for AdamW (the reference's wd_other) except on softmax-facing
+# matrices (LM head, router), 0 for the matrix rules (as in the reference).
+ADAMW = dict(b1=0.9, b2=0.95, eps=1e-8)
+
+
+def _lr_ratio(rule: str, role: str) -> float:
+  return LR_RATIO.get((rule, role), LR_RATIO.get((rule, "*"), 1.0))
+
+
+def _default_wd(rule: str, role: str) -> float:
+  return 0.01 if rule == "adamw" and role not in _SOFTMAX_ROLES else 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class RoleRule:
+  """The resolved rule of one role: its name, learning rate and weight decay."""
+  role: str
+  rule: str
+  learning_rate: Any
+  weight_decay: float
+  center: bool
+
+
+def _scaled(lr, ratio):
+  if ratio == 1.0:
+    return lr
+  if callable(lr):
+    return lambda step: ratio * lr(step)
+  return ratio * lr
+
+
+def resolve_rules(learning_rate, preset: str = "paper",
+                  overrides: Mapping[str, Any] | None = None) -> dict[str, RoleRule]:
+  """The rule, learning rate and weight decay of every role for a preset and overrides."""
+  if preset not in PRESETS:
+    raise ValueError(f"Unknown preset {preset!r}; valid choices are "
+                     f"{', '.join(map(repr, PRESETS))}.")
+  table = dict(PRESETS[preset])
+  custom: dict[str, dict[str, Any]] = {}
+  for role, spec in (overrides or {}).items():
+    if role not in ROLES:
+      raise ValueError(f"overrides: unknown role {role!r}; valid roles are "
+                       f"{', '.join(ROLES)}.")
+    spec = {"rule": spec} if isinstance(spec, str) else dict(spec)
+    unknown = set(spec) - {"rule", "learning_rate", "weight_decay"}
+    if unknown:
+      raise ValueError(f"overrides[{role!r}]: unknown keys {sorted(unknown)}; use 'rule', "
+                       "'learning_rate' and/or 'weight_decay'.")
+    if "rule" in spec:
+      if spec["rule"] not in RULES:
+        raise ValueError(f"overrides[{role!r}]: unknown rule {spec['rule']!r}; valid rules "
+                         f"are {', '.join(RULES)}.")
+      if role == "vector" and spec["rule"] != "adamw":
+        raise ValueError(f"overrides['vector']: rule {spec['rule']!r} needs matrices; vectors "
+                         "(biases, norm scales) only take 'adamw'.")
+      table[role] = spec["rule"]
+    custom[role] = spec
+  out = {}
+  for role in ROLES:
+    rule = table[role]
+    spec = custom.get(role, {})
+    lr = spec.get("learning_rate", _scaled(learning_rate, _lr_ratio(rule, role)))
+    wd = spec.get("weight_decay", _default_wd(rule, role))
+    out[role] = RoleRule(role, rule, lr, wd,
+                         center=role in _SOFTMAX_ROLES and rule not in ("adamw", "muon"))
+  return out
+
+
+def _build(r: RoleRule, axes) -> optax.GradientTransformation:
+  if r.rule == "adamw":
+    return optax.adamw(r.learning_rate, weight_decay=r.weight_decay, **ADAMW)
+  if r.rule == "muon":
+    return aliases.muon(r.learning_rate, weight_decay=r.weight_decay, axes=axes)
+  kw = dict(weight_decay=r.weight_decay, center=r.center, axes=axes)
+  if r.rule == "rownorm":
+    return aliases.rownorm_m(r.learning_rate, **kw)
+  if r.rule == "right_polar":
+    return aliases.right_polargrad_m(r.learning_rate, **kw)
+  if r.rule == "left_polar":
+    return aliases.left_polargrad_m(r.learning_rate, **kw)
+  if r.rule == "hybrid":
+    return aliases.hybrid_polargrad_m(r.learning_rate, **kw)
+  return aliases.polargrad(r.learning_rate, **kw)
+
+
+def symmetry_stack(
+    learning_rate: optax.ScalarOrSchedule,
+    *,
+    preset: str = "paper",
+    params: Any = None,
+    roles: Any = None,
+    overrides: Mapping[str, Any] | None = None,
+    scan_axis: int | None = None,
+    rules: Iterable[tuple[str, str]] | None = None,
+    shardings: Any = None,
+    mesh: Any = None,
+) -> optax.GradientTransformation:
+  """One optimizer for a whole model: every leaf gets the rule of its role.
+
+  Presets (role -> rule):
+
+  * ``"paper"``: embedding -> right polar (nu-scaled); lm_head -> hybrid, centred; router ->
+    left polar, centred; attention, dense MLP and unknown matrices -> Muon (Polar Express);
+    experts -> row-norm; vectors -> AdamW (b1 0.9, b2 0.95, eps 1e-8, wd 0.01).
+  * ``"rownorm"``: row-norm on embedding, head, router and experts (centred on head and
+    router); Muon elsewhere; AdamW on vectors.
+  * ``"hybrid"``: the hybrid rule on embedding, head, router and experts; Muon elsewhere.
+  * ``"muon"``: AdamW on embedding, head, router and vectors; Muon elsewhere (common
+    practice).
+  * ``"adamw"``: AdamW everywhere.
+
+  LM heads and routers are centred (softmax shift) under every matrix rule except Muon.
+  Learning rates are ``learning_rate`` (the Muon rate) times a per-rule ratio
+  (``LR_RATIO``: sources in its comment); weight decay is 0.01 for AdamW except on head and
+  router, 0 for matrix rules.
+
+  Args:
+    learning_rate: the Muon learning rate (float or optax schedule); other rules scale it.
+    preset: one of ``"paper", "rownorm", "hybrid", "muon", "adamw"``.
+    params: optional parameter tree (or ``jax.ShapeDtypeStruct`` tree): labels are then
+      computed and checked now, so naming errors surface before training.
+    roles: optional pytree of role strings (from :func:`label_roles`, edited as you like);
+      used instead of labelling.
+    overrides: ``{role: rule}`` or ``{role: {"rule": ..., "learning_rate": ...,
+      "weight_decay": ...}}`` (learning rates absolute, float or schedule).
+    scan_axis: the layer axis of scanned layer stacks (see :func:`label_roles`).
+    rules: extra ``(regex, role)`` patterns for :func:`label_roles`.
+    shardings, mesh: reserved for the sharded polar step; must be None in this release.
+
+  Returns:
+    An ``optax.GradientTransformation`` (an ``optax.multi_transform`` over roles).
+
+  References:
+    arXiv:2605.18106 (symmetry-compatible optimizers for LLM pretraining), 2026.
+
+  Examples:
+    >>> import jax.numpy as jnp, optax, symoptax
+    >>> params = {"embed_tokens": {"embedding": jnp.ones((32, 8))},
+    ...           "mlp": {"up_proj": {"kernel": jnp.ones((8, 16))}}, "norm": {"scale": jnp.ones(8)}}
+    >>> opt = symoptax.symmetry_stack(0.02, params=params)
+    >>> state = opt.init(params)
+  """
+  if shardings is not None or mesh is not None:
+    raise NotImplementedError(
+        "symmetry_stack(shardings=..., mesh=...): the shard_map-aware polar step is not in "
+        "this release; call it without shardings (jit partitions the step) for now.")
+  table = resolve_rules(learning_rate, preset, overrides)
+  if roles is not None:
+    bad = [(path_str(p), r) for p, r in jax.tree_util.tree_flatten_with_path(roles)[0]
+           if r not in ROLES]
+    if bad:
+      raise ValueError(f"roles: {bad[0][0]} has unknown role {bad[0][1]!r}; valid roles are "
+                       f"{', '.join(ROLES)}.")
+    labels: Any = roles
+    axes: Any = lambda p: matrix_axes(p, roles=_like(roles, p), scan_axis=scan_axis)
+  else:
+    rules = list(rules) if rules is not None else None
+    labels = lambda p: label_roles(p, scan_axis=scan_axis, rules=rules)
+    axes = lambda p: matrix_axes(p, scan_axis=scan_axis, rules=rules)
+    if params is not None:
+      labels = labels(params)
+      matrix_axes(params, roles=labels, scan_axis=scan_axis)
+  transforms = {role: _build(r, axes) for role, r in table.items()}
+  return optax.multi_transform(transforms, labels)
+
+
+def _like(roles, tree):
+  """``roles`` with the masked leaves of a multi_transform branch masked out too."""
+  masked = lambda x: isinstance(x, MaskedNode)
+  return jax.tree_util.tree_map(lambda t, r: t if masked(t) else r, tree, roles,
+                                is_leaf=masked)
+
+
+@dataclasses.dataclass
+class Description:
+  """What :func:`symmetry_stack` gives each leaf; ``str()`` prints the table."""
+  rows: list[dict[str, Any]]
+
+  def __str__(self) -> str:
+    cols = ["path", "shape", "role", "rule", "rows", "cols", "lr", "wd"]
+    cells = [[str(r[c]) for c in cols] for r in self.rows]
+    width = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(cols)]
+    line = lambda vals: "  ".join(v.ljust(w) for v, w in zip(vals, width)).rstrip()
+    return "\n".join([line(cols), line(["-" * w for w in width])] + [line(c) for c in cells])
+
+  __repr__ = __str__
+
+
+def describe(params: Any, *, preset: str = "paper", learning_rate: Any = 1.0,
+             roles: Any = None, overrides: Mapping[str, Any] | None = None,
+             scan_axis: int | None = None,
+             rules: Iterable[tuple[str, str]] | None = None) -> Description:
+  """A table of what each leaf gets: path, shape, role, rule, rows/cols axes, lr, wd.
+
+  With the default ``learning_rate=1.0`` the lr column shows each rule's multiple of the
+  learning rate you will pass to :func:`symmetry_stack`. Schedules show as ``schedule``.
+
+  Examples:
+    >>> import jax.numpy as jnp, symoptax
+    >>> print(symoptax.describe({"lm_head": {"kernel": jnp.ones((8, 32))}}))
+    path            shape    role     rule    rows  cols  lr     wd
+    --------------  -------  -------  ------  ----  ----  -----  ---
+    lm_head/kernel  (8, 32)  lm_head  hybrid  1     0     0.015  0.0
+  """
+  table = resolve_rules(learning_rate, preset, overrides)
+  if roles is None:
+    roles = label_roles(params, scan_axis=scan_axis, rules=rules)
+  axes = matrix_axes(params, roles=roles, scan_axis=scan_axis)
+  rows = []
+  flat_axes = jax.tree_util.tree_leaves(axes, is_leaf=lambda a: a is None or hasattr(a, "rows"))
+  for (path, leaf), role, ax in zip(jax.tree_util.tree_flatten_with_path(params)[0],
+                                    jax.tree_util.tree_leaves(roles), flat_axes):
+    r = table[role]
+    rule = r.rule + (" (centred)" if r.center else "")
+    lr = "schedule" if callable(r.learning_rate) else float(f"{r.learning_rate:.4g}")
+    rows.append(dict(path=path_str(path), shape=tuple(jax.numpy.shape(leaf)), role=role,
+                     rule=rule, rows="-" if ax is None else ax.rows,
+                     cols="-" if ax is None else ax.cols, lr=lr, wd=r.weight_decay))
+  return Description(rows)

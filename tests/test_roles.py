@@ -1,0 +1,166 @@
+"""label_roles / matrix_axes on every example model: the full table of every leaf."""
+
+import jax
+import jax.numpy as jnp
+import pytest
+from flax import nnx
+
+import symoptax
+from examples.models import gemma3, maxtext_style, moe, qwen3
+from symoptax import MatrixAxes as A
+from symoptax.roles import path_str
+
+V = None  # vectors have no axes
+
+
+def table(params, **kw):
+  """{path: (role, axes)} for every leaf."""
+  roles = symoptax.label_roles(params, **kw)
+  axes = symoptax.matrix_axes(params, **kw)
+  flat_axes = jax.tree_util.tree_leaves(axes, is_leaf=lambda a: a is None or isinstance(a, A))
+  return {path_str(p): (r, a) for (p, r), a in
+          zip(jax.tree_util.tree_flatten_with_path(roles)[0], flat_axes)}
+
+
+def per_layer(layers, entries):
+  return {f"layers/{i}/{k}": v for i in range(layers) for k, v in entries.items()}
+
+
+ATTN_HF = {
+    "self_attn/q_proj/kernel": ("attn_q", A(1, 0)),
+    "self_attn/k_proj/kernel": ("attn_k", A(1, 0)),
+    "self_attn/v_proj/kernel": ("attn_v", A(1, 0)),
+    "self_attn/o_proj/kernel": ("attn_o", A(1, 0)),
+}
+QK_NORM = {"self_attn/q_norm/scale": ("vector", V), "self_attn/k_norm/scale": ("vector", V)}
+SWIGLU = {
+    "mlp/gate_proj/kernel": ("mlp_in", A(1, 0)),
+    "mlp/up_proj/kernel": ("mlp_in", A(1, 0)),
+    "mlp/down_proj/kernel": ("mlp_out", A(0, 1)),
+}
+NORMS = {"input_layernorm/scale": ("vector", V), "post_attention_layernorm/scale": ("vector", V)}
+TOP = {"embed_tokens/embedding": ("embedding", A(0, 1)), "norm/scale": ("vector", V),
+       "lm_head/kernel": ("lm_head", A(1, 0))}
+
+
+def nnx_params(cls):
+  return nnx.state(cls(rngs=nnx.Rngs(0)), nnx.Param)
+
+
+def test_qwen3_full_table():
+  expected = {**TOP, **per_layer(2, {**ATTN_HF, **QK_NORM, **SWIGLU, **NORMS})}
+  assert table(nnx_params(qwen3.Qwen3)) == expected
+
+
+def test_qwen3_pure_dict_form_gives_the_same_table():
+  params = nnx_params(qwen3.Qwen3)
+  assert table(nnx.to_pure_dict(params)) == table(params)
+
+
+def test_gemma3_full_table():
+  attn = {k.replace("self_attn", "attn"): v for k, v in {**ATTN_HF, **QK_NORM}.items()}
+  norms = {f"{n}/scale": ("vector", V) for n in ("pre_attention_norm", "post_attention_norm",
+                                                  "pre_ffw_norm", "post_ffw_norm")}
+  expected = {"embedder/embedding": ("embedding", A(0, 1)), "final_norm/scale": ("vector", V),
+              **per_layer(2, {**attn, **SWIGLU, **norms})}
+  assert table(nnx_params(gemma3.Gemma3)) == expected
+
+
+def test_olmoe_full_table():
+  mlp = {"mlp/gate/kernel": ("router", A(1, 0)),
+         "mlp/experts/gate_proj": ("expert_in", A(2, 1)),
+         "mlp/experts/up_proj": ("expert_in", A(2, 1)),
+         "mlp/experts/down_proj": ("expert_out", A(1, 2))}
+  expected = {**TOP, **per_layer(2, {**ATTN_HF, **QK_NORM, **mlp, **NORMS})}
+  assert table(nnx_params(moe.Olmoe)) == expected
+
+
+def test_gpt_oss_full_table():
+  attn_bias = {f"self_attn/{n}/bias": ("vector", V) for n in ("q_proj", "k_proj", "v_proj",
+                                                               "o_proj")}
+  mlp = {"mlp/router/kernel": ("router", A(1, 0)), "mlp/router/bias": ("vector", V),
+         "mlp/experts/gate_up_proj": ("expert_in", A(2, 1)),
+         "mlp/experts/gate_up_proj_bias": ("vector", V),
+         "mlp/experts/down_proj": ("expert_out", A(1, 2)),
+         "mlp/experts/down_proj_bias": ("vector", V)}
+  expected = {**TOP, **per_layer(2, {**ATTN_HF, **attn_bias, "self_attn/sinks": ("vector", V),
+                                     **mlp, **NORMS})}
+  assert table(nnx_params(moe.GptOss)) == expected
+
+
+@pytest.mark.parametrize("scan_axis", [0, 1])
+def test_maxtext_style_full_table(scan_axis):
+  _, params = maxtext_style.init(maxtext_style.Config(param_scan_axis=scan_axis))
+  # Core layouts: query/key/value [d, H, hd], out [H, hd, d], wi [d, ff], wo [ff, d]; the
+  # layer axis sits at scan_axis and is a batch axis.
+  lift = lambda a: a if a < scan_axis else a + 1
+  ax = lambda rows, cols: A(lift(rows), lift(cols))
+  layer = {
+      "self_attention/query/kernel": ("attn_q", ax(2, 0)),
+      "self_attention/key/kernel": ("attn_k", ax(2, 0)),
+      "self_attention/value/kernel": ("attn_v", ax(2, 0)),
+      "self_attention/out/kernel": ("attn_o", ax(2, 1)),
+      "mlp/wi_0/kernel": ("mlp_in", ax(1, 0)),
+      "mlp/wi_1/kernel": ("mlp_in", ax(1, 0)),
+      "mlp/wo/kernel": ("mlp_out", ax(0, 1)),
+      "pre_self_attention_layer_norm/scale": ("vector", V),
+      "post_self_attention_layer_norm/scale": ("vector", V),
+  }
+  expected = {"token_embedder/embedding": ("embedding", A(0, 1)),
+              "decoder/decoder_norm/scale": ("vector", V),
+              "decoder/logits_dense/kernel": ("lm_head", A(1, 0)),
+              **{f"decoder/layers/{k}": v for k, v in layer.items()}}
+  assert table(params, scan_axis=scan_axis) == expected
+
+
+def test_flax_default_names_and_unknown_matrices():
+  params = {"Embed_0": {"embedding": jnp.ones((50, 8))},
+            "Dense_0": {"kernel": jnp.ones((8, 16)), "bias": jnp.ones(16)},
+            "LayerNorm_0": {"scale": jnp.ones(16)}, "temperature": jnp.ones(())}
+  assert table(params) == {
+      "Embed_0/embedding": ("embedding", A(0, 1)),
+      "Dense_0/kernel": ("matrix", A(1, 0)), "Dense_0/bias": ("vector", V),
+      "LayerNorm_0/scale": ("vector", V), "temperature": ("vector", V)}
+  assert "matrix" in str(symoptax.describe(params))
+
+
+def test_fused_qkv_and_maxtext_moe_names():
+  params = {"attn": {"c_attn": {"kernel": jnp.ones((8, 24))}},
+            "MoeBlock_0": {"gate": {"kernel": jnp.ones((8, 4))},
+                           "wi_0": jnp.ones((4, 8, 16)), "wo": jnp.ones((4, 16, 8))}}
+  assert table(params) == {
+      "attn/c_attn/kernel": ("attn_qkv", A(1, 0)),
+      "MoeBlock_0/gate/kernel": ("router", A(1, 0)),
+      "MoeBlock_0/wi_0": ("expert_in", A(2, 1)),
+      "MoeBlock_0/wo": ("expert_out", A(1, 2))}
+
+
+def test_user_rules_take_precedence():
+  params = {"blocks": {"0": {"wqkv": jnp.ones((8, 24)), "proj": jnp.ones((8, 8))}},
+            "tok": jnp.ones((30, 8)), "lm_head": {"kernel": jnp.ones((8, 30))}}
+  rules = [(r"blocks/\d+/wqkv", "attn_qkv"), (r"^tok$", "embedding"),
+           (r"lm_head", "matrix")]
+  t = table(params, rules=rules)
+  assert t["blocks/0/wqkv"] == ("attn_qkv", A(1, 0))
+  assert t["tok"] == ("embedding", A(0, 1))
+  assert t["lm_head/kernel"] == ("matrix", A(1, 0))
+  assert t["blocks/0/proj"] == ("matrix", A(1, 0))
+
+
+@pytest.mark.parametrize("params,kw,match", [
+    ({"embed": {"lm_head": {"kernel": jnp.ones((8, 8))}}}, {},
+     r"embed/lm_head/kernel: built-in patterns claim .*embedding, lm_head.*rules="),
+    ({"mlp": {"experts": {"up_proj": jnp.ones((8, 16))}}}, {},
+     r"mlp/experts/up_proj: .*'expert_in'.*needs 3.*rules="),
+    ({"embed_tokens": {"embedding": jnp.ones((4, 8, 2))}}, {},
+     r"embed_tokens/embedding: .*'embedding'.*needs 2"),
+    ({"decoder": {"layers": {"mlp": {"wo": {"kernel": jnp.ones((4, 2, 8))}}}}},
+     {"scan_axis": 3}, r"decoder/layers/mlp/wo/kernel: scan_axis=3 is out of range"),
+    ({"weird": jnp.ones((2, 3, 4))}, {}, r"weird: no role matches this 3-dim leaf"),
+    ({"w": jnp.ones((2, 3))}, {"rules": [("w", "embeddings")]}, r"unknown role 'embeddings'"),
+    ({"emb": jnp.ones(3)}, {"rules": [("emb", "embedding")]},
+     r"emb: your rules make this leaf 'embedding'.*1 matrix dims"),
+])
+def test_errors_name_the_path_and_the_fix(params, kw, match):
+  with pytest.raises(ValueError, match=match):
+    symoptax.label_roles(params, **kw)

@@ -1,0 +1,137 @@
+"""symmetry_stack: every preset trains every example model; softmax-shift control; errors."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+import symoptax
+from examples.models import gemma3, maxtext_style, moe, qwen3
+from examples.models.common import next_token_loss
+
+NNX_MODELS = {"qwen3": qwen3.Qwen3, "gemma3": gemma3.Gemma3, "olmoe": moe.Olmoe,
+              "gpt_oss": moe.GptOss}
+TOKENS = jax.random.randint(jax.random.key(1), (4, 17), 0, 256)
+
+
+def nnx_problem(name):
+  graphdef, params, rest = nnx.split(NNX_MODELS[name](rngs=nnx.Rngs(0)), nnx.Param, ...)
+  loss = lambda p, toks: next_token_loss(nnx.merge(graphdef, p, rest), toks)
+  return params, loss, {}
+
+
+def maxtext_problem(scan_axis):
+  model, params = maxtext_style.init(maxtext_style.Config(param_scan_axis=scan_axis))
+
+  def loss(p, toks):
+    logits = model.apply({"params": p}, toks[:, :-1])
+    return optax.softmax_cross_entropy_with_integer_labels(logits, toks[:, 1:]).mean()
+  return params, loss, {"scan_axis": scan_axis}
+
+
+def problem(name):
+  return maxtext_problem(int(name[-1])) if name.startswith("maxtext") else nnx_problem(name)
+
+
+def train(params, loss, tx, steps, tokens=TOKENS):
+  @jax.jit
+  def step(p, s, toks):
+    l, g = jax.value_and_grad(loss)(p, toks)
+    u, s = tx.update(g, s, p)
+    return optax.apply_updates(p, u), s, l
+
+  state = tx.init(params)
+  losses = []
+  for i in range(steps):
+    params, state, l = step(params, state, jnp.roll(tokens, i, axis=1))
+    losses.append(float(l))
+  return params, losses
+
+
+MODELS = sorted(NNX_MODELS) + ["maxtext_scan0", "maxtext_scan1"]
+
+
+@pytest.mark.parametrize("preset", sorted(symoptax.PRESETS))
+@pytest.mark.parametrize("model", MODELS)
+def test_every_preset_trains_every_model(model, preset):
+  params, loss, kw = problem(model)
+  tx = symoptax.symmetry_stack(0.02, preset=preset, params=params, **kw)
+  new, losses = train(params, loss, tx, steps=1)
+  assert all(np.isfinite(losses))
+  for (path, a), b in zip(jax.tree_util.tree_flatten_with_path(params)[0],
+                          jax.tree_util.tree_leaves(new)):
+    assert bool(jnp.all(jnp.isfinite(b))), jax.tree_util.keystr(path)
+    assert not bool(jnp.all(a == b)), f"{jax.tree_util.keystr(path)} did not change"
+
+
+def test_paper_preset_lowers_the_loss_on_repeated_batches():
+  params, loss, kw = problem("qwen3")
+  _, losses = train(params, loss, symoptax.symmetry_stack(0.02, **kw), steps=30,
+                    tokens=TOKENS)
+  assert losses[-1] < 0.8 * losses[0]
+
+
+def _mean_row_drift(model, leaf_path, preset, steps=20):
+  params, loss, kw = problem(model)
+  new, _ = train(params, loss, symoptax.symmetry_stack(0.02, preset=preset, **kw), steps)
+  get = lambda tree: nnx.to_pure_dict(tree) if isinstance(tree, nnx.State) else tree
+  a, b = get(params), get(new)
+  for k in leaf_path:
+    a, b = a[k], b[k]
+  # Flax layout [d, vocab or experts]: rows (the softmax axis) are axis 1.
+  return float(jnp.abs(b.mean(axis=1) - a.mean(axis=1)).max()), float(jnp.abs(b - a).max())
+
+
+@pytest.mark.parametrize("model,leaf", [("qwen3", ("lm_head", "kernel")),
+                                        ("olmoe", ("layers", 0, "mlp", "gate", "kernel"))])
+def test_softmax_shift_is_never_drifted_along(model, leaf):
+  drift, moved = _mean_row_drift(model, leaf, "paper")
+  assert moved > 1e-3  # the leaf did train ...
+  assert drift < 1e-6 * max(1.0, moved) * 10  # ... but its mean row stayed (fp32 rounding)
+  adam_drift, _ = _mean_row_drift(model, leaf, "adamw")
+  assert adam_drift > 1e3 * drift and adam_drift > 1e-4
+
+
+def test_overrides_change_rule_learning_rate_and_weight_decay():
+  params, _, _ = problem("qwen3")
+  rows = {r["path"]: r for r in symoptax.describe(
+      params, learning_rate=0.02,
+      overrides={"lm_head": "rownorm", "embedding": {"learning_rate": 0.5, "weight_decay": 0.1},
+                 "mlp_in": {"rule": "hybrid"}}).rows}
+  assert rows["lm_head/kernel"]["rule"] == "rownorm (centred)"
+  assert rows["embed_tokens/embedding"]["lr"] == 0.5
+  assert rows["embed_tokens/embedding"]["wd"] == 0.1
+  assert rows["layers/0/mlp/up_proj/kernel"]["rule"] == "hybrid"
+  assert rows["layers/0/mlp/down_proj/kernel"]["rule"] == "muon"
+
+
+def test_schedules_and_explicit_roles():
+  params, loss, _ = problem("qwen3")
+  roles = symoptax.label_roles(params)
+  sched = optax.cosine_decay_schedule(0.02, 10)
+  tx = symoptax.symmetry_stack(sched, roles=roles,
+                               overrides={"lm_head": {"learning_rate": sched}})
+  _, losses = train(params, loss, tx, steps=2)
+  assert all(np.isfinite(losses))
+  assert "schedule" in str(symoptax.describe(params, learning_rate=sched))
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"preset": "sgd"}, r"Unknown preset 'sgd'.*'paper'"),
+    ({"overrides": {"head": "muon"}}, r"unknown role 'head'.*lm_head"),
+    ({"overrides": {"lm_head": "lion"}}, r"overrides\['lm_head'\]: unknown rule 'lion'"),
+    ({"overrides": {"lm_head": {"lr": 1.0}}}, r"unknown keys \['lr'\]"),
+    ({"overrides": {"vector": "muon"}}, r"vectors .* only take 'adamw'"),
+])
+def test_bad_stack_arguments_raise(kwargs, match):
+  with pytest.raises(ValueError, match=match):
+    symoptax.symmetry_stack(0.02, **kwargs)
+
+
+def test_labelling_errors_surface_at_construction_with_params():
+  with pytest.raises(ValueError, match=r"weird: no role matches"):
+    symoptax.symmetry_stack(0.02, params={"weird": jnp.ones((2, 3, 4))})
+  with pytest.raises(NotImplementedError, match="shard_map"):
+    symoptax.symmetry_stack(0.02, shardings={})
