@@ -258,9 +258,9 @@ def describe(params: Any, *, preset: str = "paper", learning_rate: Any = 1.0,
   Examples:
     >>> import jax.numpy as jnp, symoptax
     >>> print(symoptax.describe({"lm_head": {"kernel": jnp.ones((8, 32))}}))
-    path            shape    role     rule    rows  cols  lr     wd
-    --------------  -------  -------  ------  ----  ----  -----  ---
-    lm_head/kernel  (8, 32)  lm_head  hybrid  1     0     0.015  0.0
+    path            shape    role     rule              rows  cols  lr     wd
+    --------------  -------  -------  ----------------  ----  ----  -----  ---
+    lm_head/kernel  (8, 32)  lm_head  hybrid (centred)  1     0     0.015  0.0
   """
   table = resolve_rules(learning_rate, preset, overrides)
   if roles is None:
