@@ -27,32 +27,39 @@ _EMBED = {"embed_tokens", "token_embedder", "embedder", "embed", "embedding", "e
 _HEAD = {"lm_head", "logits_dense", "unembed", "unembedding", "output_layer"}
 _ATTN = {"attn", "attention", "self_attn", "self_attention", "cross_attn", "cross_attention"}
 _ATTN_NAMES = {
-    "attn_q": {"q_proj", "query", "wq", "q", "q_einsum"},
+    "attn_q": {"q_proj", "query", "wq", "q"},
     "attn_k": {"k_proj", "key", "wk", "k"},
     "attn_v": {"v_proj", "value", "wv", "v"},
     "attn_qkv": {"qkv", "qkv_proj", "c_attn", "wqkv", "query_key_value", "in_proj"},
-    "attn_o": {"o_proj", "out", "wo", "out_proj", "o", "c_proj", "attn_vec_einsum", "dense"},
+    "attn_o": {"o_proj", "out", "wo", "out_proj", "o", "c_proj", "dense"},
 }
 _MLP = {"mlp", "feed_forward", "ffn", "feedforward", "mlp_block", "ffw"}
 _IN_NAMES = {"gate_proj", "up_proj", "gate_up_proj", "wi_0", "wi_1", "wi", "w1", "w3", "fc1",
-             "c_fc", "gating_einsum", "up", "dense_h_to_4h"}
+             "c_fc", "gate", "up", "dense_h_to_4h"}
 _OUT_NAMES = {"down_proj", "wo", "w2", "fc2", "c_proj", "down", "linear", "dense_4h_to_h"}
-_ROUTER = {"router", "gate", "router_gate", "moe_gate"}
-_MOE_BLOCK = re.compile(r"^(moe|moeblock|moe_block|sparse_moe)(_\d+)?$")
+_MOE_BLOCK = re.compile(r"^(moe|moeblock|moe_block|sparse_moe|block_sparse_moe)(_\d+)?$")
+# Embedding tables that are not vocabulary matrices (positions, relative positions, segments).
+_NOT_VOCAB = re.compile(r"pos|wpe|relative|token_type|segment")
 _FLAX_EMBED = re.compile(r"^embed_\d+$")
 _VECTOR_LEAF = re.compile(r"(^|_)(bias|sinks?)$")
-# The scanned-layer container in MaxText-style trees (params['decoder']['layers'][...]).
-SCAN_KEYS = ("layers",)
+# The scanned-layer containers in MaxText-style trees: decoder/layers, dense_layers,
+# moe_layers. A container followed by an integer index (layers/0/...) is an unscanned list.
+SCAN_KEY = re.compile(r"(^|_)layers$")
+_MATRIX_LEAF = {"embedding", "kernel", "weight", "w"}
 
 # Expected matrix dims per role (after removing a scan axis).
 _NDIM = {"embedding": (2,), "lm_head": (2,), "attn_q": (2, 3), "attn_k": (2, 3),
          "attn_v": (2, 3), "attn_qkv": (2, 3), "attn_o": (2, 3), "mlp_in": (2,),
-         "mlp_out": (2,), "router": (2,), "expert_in": (3,), "expert_out": (3,),
+         "mlp_out": (2,), "router": (2,), "expert_in": (2, 3), "expert_out": (2, 3),
          "matrix": (2,)}
 
 
 def path_keys(path: Sequence[Any]) -> tuple[str, ...]:
-  """A jax key path as plain strings; NNX's trailing ``.value`` is dropped."""
+  """A jax key path as plain strings; NNX's trailing ``.value`` attribute is dropped."""
+  path = tuple(path)
+  if len(path) > 1 and isinstance(path[-1], jax.tree_util.GetAttrKey) and path[-1].name in (
+      "value", "raw_value"):
+    path = path[:-1]
   out = []
   for k in path:
     for attr in ("key", "idx", "name"):
@@ -61,8 +68,6 @@ def path_keys(path: Sequence[Any]) -> tuple[str, ...]:
         break
     else:
       out.append(str(k))
-  if len(out) > 1 and out[-1] in ("value", "raw_value"):
-    out = out[:-1]
   return tuple(out)
 
 
@@ -73,7 +78,9 @@ def path_str(path: Sequence[Any]) -> str:
 def _core_shape(shape, path, scan_axis):
   """Shape without the scan axis for leaves inside a scanned layer stack."""
   keys = [k.lower() for k in path_keys(path)]
-  if scan_axis is None or not any(k in SCAN_KEYS for k in keys):
+  scanned = any(SCAN_KEY.search(k) and not (i + 1 < len(keys) and keys[i + 1].isdigit())
+                for i, k in enumerate(keys))
+  if scan_axis is None or not scanned:
     return tuple(shape), None
   nd = len(shape)
   if not -nd <= scan_axis < nd:
@@ -85,18 +92,23 @@ def _core_shape(shape, path, scan_axis):
   return tuple(d for i, d in enumerate(shape) if i != s), s
 
 
-def _builtin_roles(keys: tuple[str, ...], core_ndim: int) -> set[str]:
+def _builtin_roles(keys: tuple[str, ...], core_ndim: int, moe_parents: frozenset) -> set[str]:
   """Every built-in role whose pattern claims this path (normally exactly one or none)."""
   low = [k.lower() for k in keys]
-  leaf = low[-1]
   found = set()
   if any(k in _EMBED or _FLAX_EMBED.match(k) for k in low) and not any(
-      "pos" in k for k in low):
+      _NOT_VOCAB.search(k) for k in low):
     found.add("embedding")
   if any(k in _HEAD for k in low):
     found.add("lm_head")
-  experts = "experts" in low or (any(_MOE_BLOCK.match(k) for k in low) and core_ndim == 3)
-  router = not experts and any(k in _ROUTER or "router" in k for k in low)
+  moe_block = any(_MOE_BLOCK.match(k) for k in low)
+  experts = "experts" in low or (moe_block and core_ndim == 3)
+  # A bare "gate" is a router only in an MoE block or next to an "experts" key; elsewhere it
+  # is a dense gated-MLP input.
+  router = not experts and (
+      any("router" in k for k in low)
+      or any(k == "gate" and (moe_block or tuple(low[:i]) in moe_parents)
+             for i, k in enumerate(low)))
   if router:
     found.add("router")
   if any(k in _ATTN for k in low):
@@ -105,7 +117,7 @@ def _builtin_roles(keys: tuple[str, ...], core_ndim: int) -> set[str]:
       if any(k in names for k in low[i + 1:]):
         found.add(role)
   if experts:
-    if any(k in _IN_NAMES or k in ("gate", "up") for k in low):
+    if any(k in _IN_NAMES for k in low):
       found.add("expert_in")
     if any(k in _OUT_NAMES for k in low):
       found.add("expert_out")
@@ -115,7 +127,6 @@ def _builtin_roles(keys: tuple[str, ...], core_ndim: int) -> set[str]:
       found.add("mlp_in")
     if any(k in _OUT_NAMES for k in low[i + 1:]):
       found.add("mlp_out")
-  del leaf
   return found
 
 
@@ -135,17 +146,27 @@ def _check_rules(rules):
   return out
 
 
-def _role_of(path, shape, scan_axis, rules) -> str:
+def _role_of(path, leaf, scan_axis, rules, moe_parents) -> str:
   name = path_str(path)
+  shape = jax.numpy.shape(leaf)
+  dtype = getattr(leaf, "dtype", None)
+  if dtype is not None and not jax.numpy.issubdtype(dtype, jax.numpy.inexact):
+    raise ValueError(
+        f"{name}: a leaf of dtype {dtype} is not a trainable parameter. Label only the "
+        "parameters: nnx.state(model, nnx.Param), or variables['params'] in Linen.")
   core, _ = _core_shape(shape, path, scan_axis)
   nd = len(core)
   for pattern, role in rules:
     if pattern.search(name):
       return _checked(name, shape, core, role, "your rules")
   keys = path_keys(path)
-  if _VECTOR_LEAF.search(keys[-1].lower()) or nd <= 1:
+  if any(_VECTOR_LEAF.search(k.lower()) for k in keys):
+    return "vector"  # biases (also bias tables such as T5's relative_attention_bias), sinks
+  found = _builtin_roles(keys, nd, moe_parents)
+  if nd <= 1:
+    if found and keys[-1].lower() in _MATRIX_LEAF:
+      return _checked(name, shape, core, sorted(found)[0], "its path")
     return "vector"
-  found = _builtin_roles(keys, nd)
   if len(found) > 1:
     raise ValueError(
         f"{name}: built-in patterns claim this leaf for several roles "
@@ -159,6 +180,18 @@ def _role_of(path, shape, scan_axis, rules) -> str:
       f"{name}: no role matches this {nd}-dim leaf (shape {tuple(shape)}), and only 2-D "
       "leaves fall back to 'matrix'. Pass rules=[(regex, role)] to name it, or scan_axis= "
       "if it lives in a scanned layer stack.")
+
+
+def _moe_parents(params) -> frozenset:
+  """Paths (lower case) of every container that holds an ``experts`` key, masked or not."""
+  from optax.transforms import MaskedNode
+  paths = jax.tree_util.tree_flatten_with_path(
+      params, is_leaf=lambda x: x is None or isinstance(x, MaskedNode))[0]
+  out = set()
+  for path, _ in paths:
+    low = [k.lower() for k in path_keys(path)]
+    out.update(tuple(low[:i]) for i, k in enumerate(low) if k == "experts")
+  return frozenset(out)
 
 
 def _checked(name, shape, core, role, source):
@@ -185,6 +218,9 @@ def label_roles(params: Any, *, scan_axis: int | None = None,
   MoE ``mlp.gate``/``router`` and ``experts.*``), MaxText (``token_embedder``,
   ``logits_dense``, ``query/key/value/out``, ``wi_0/wi_1/wo``, ``MoeBlock_*/gate``) and Flax
   defaults (``Embed_0``, ``embedding``; unknown ``Dense_N/kernel`` become ``matrix``).
+  Position, relative-position and segment tables (``wpe``, ``pos_*``, ``token_type_*``) are
+  not vocabulary matrices. Einsum-style kernels with stacked q/k/v axes (DeepMind Gemma's
+  ``q_einsum``, ``kv_einsum``) are not recognised: name them with ``rules``.
   Biases, attention sinks and every 0/1-D leaf are ``vector``. A tied embedding used as the
   LM head is one leaf with role ``embedding``.
 
@@ -202,8 +238,9 @@ def label_roles(params: Any, *, scan_axis: int | None = None,
 
   Raises:
     ValueError: naming the leaf's path, when two built-in patterns claim a leaf, when a role's
-      shape is impossible (an ``embedding`` of one dim, experts without an expert axis), when
-      ``scan_axis`` is out of range, or for an unknown >2-D leaf.
+      shape is impossible (an ``embedding`` of one dim, a 4-dim expert leaf), when
+      ``scan_axis`` is out of range, for an unknown >2-D leaf, or for a non-float leaf (RNG
+      keys, counters: label ``nnx.state(model, nnx.Param)`` only).
 
   Examples:
     >>> import jax.numpy as jnp, symoptax
@@ -213,8 +250,9 @@ def label_roles(params: Any, *, scan_axis: int | None = None,
     {'embed_tokens': {'embedding': 'embedding'}, 'lm_head': {'kernel': 'lm_head'}, 'norm': {'scale': 'vector'}}
   """
   compiled = _check_rules(rules)
+  moe = _moe_parents(params)
   return jax.tree_util.tree_map_with_path(
-      lambda path, leaf: _role_of(path, jax.numpy.shape(leaf), scan_axis, compiled), params)
+      lambda path, leaf: _role_of(path, leaf, scan_axis, compiled, moe), params)
 
 
 # Core (scan axis removed) (rows, cols) per role and core ndim, Flax layouts.
@@ -232,6 +270,8 @@ _CORE_AXES = {
     ("router", 2): (1, 0),       # [d, E]: rows are the experts
     ("expert_in", 3): (2, 1),    # [E, d, ff]
     ("expert_out", 3): (1, 2),   # [E, ff, d]
+    ("expert_in", 2): (1, 0),    # one expert's [d, ff] (unstacked experts/0/...)
+    ("expert_out", 2): (0, 1),   # [ff, d]
     ("matrix", 2): (1, 0),       # Flax Dense [in, out]
 }
 

@@ -267,9 +267,9 @@ def describe(params: Any, *, preset: str = "paper", learning_rate: Any = 1.0,
     roles = label_roles(params, scan_axis=scan_axis, rules=rules)
   axes = matrix_axes(params, roles=roles, scan_axis=scan_axis)
   rows = []
-  flat_axes = jax.tree_util.tree_leaves(axes, is_leaf=lambda a: a is None or hasattr(a, "rows"))
-  for (path, leaf), role, ax in zip(jax.tree_util.tree_flatten_with_path(params)[0],
-                                    jax.tree_util.tree_leaves(roles), flat_axes):
+  flat, treedef = jax.tree_util.tree_flatten_with_path(params)
+  for (path, leaf), role, ax in zip(flat, treedef.flatten_up_to(roles),
+                                    treedef.flatten_up_to(axes)):
     r = table[role]
     rule = r.rule + (" (centred)" if r.center else "")
     lr = "schedule" if callable(r.learning_rate) else float(f"{r.learning_rate:.4g}")

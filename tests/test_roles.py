@@ -150,8 +150,11 @@ def test_user_rules_take_precedence():
 @pytest.mark.parametrize("params,kw,match", [
     ({"embed": {"lm_head": {"kernel": jnp.ones((8, 8))}}}, {},
      r"embed/lm_head/kernel: built-in patterns claim .*embedding, lm_head.*rules="),
-    ({"mlp": {"experts": {"up_proj": jnp.ones((8, 16))}}}, {},
-     r"mlp/experts/up_proj: .*'expert_in'.*needs 3.*rules="),
+    ({"mlp": {"experts": {"up_proj": jnp.ones((2, 4, 8, 16))}}}, {},
+     r"mlp/experts/up_proj: .*'expert_in'.*needs 2 or 3.*rules="),
+    ({"embed_tokens": {"embedding": jnp.ones(8)}}, {},
+     r"embed_tokens/embedding: .*'embedding'.*1 matrix dims"),
+    ({"params": {"rng": jax.random.key(0)}}, {}, r"params/rng: .*not a trainable.*nnx.Param"),
     ({"embed_tokens": {"embedding": jnp.ones((4, 8, 2))}}, {},
      r"embed_tokens/embedding: .*'embedding'.*needs 2"),
     ({"decoder": {"layers": {"mlp": {"wo": {"kernel": jnp.ones((4, 2, 8))}}}}},
@@ -164,3 +167,46 @@ def test_user_rules_take_precedence():
 def test_errors_name_the_path_and_the_fix(params, kw, match):
   with pytest.raises(ValueError, match=match):
     symoptax.label_roles(params, **kw)
+
+
+def test_realistic_names_outside_the_examples():
+  m = lambda *s: jnp.ones(s)
+  params = {
+      # GPT-2 / BERT / T5 tables that are not vocabulary matrices.
+      "wpe": {"embedding": m(32, 8)}, "token_type_embeddings": {"embedding": m(2, 8)},
+      "SelfAttention": {"relative_attention_bias": {"embedding": m(16, 4)}},
+      # A dense gated MLP named gate/up/down (no experts next to it) ...
+      "dense_block": {"mlp": {"gate": {"kernel": m(8, 16)}, "up": {"kernel": m(8, 16)},
+                              "down": {"kernel": m(16, 8)}}},
+      # ... and a Mixtral-style MoE block with unstacked experts.
+      "block_sparse_moe": {"gate": {"kernel": m(8, 4)},
+                           "experts": {"0": {"w1": {"kernel": m(8, 16)},
+                                             "w2": {"kernel": m(16, 8)}}}},
+      # A dict key named "value" is an attention value projection, not NNX's .value.
+      "self_attn": {"query": m(8, 8), "key": m(8, 8), "value": m(8, 8)},
+      "unused": None,
+  }
+  t = table(params)
+  assert t["wpe/embedding"][0] == "matrix"
+  assert t["token_type_embeddings/embedding"][0] == "matrix"
+  assert t["SelfAttention/relative_attention_bias/embedding"][0] == "vector"
+  assert t["dense_block/mlp/gate/kernel"] == ("mlp_in", A(1, 0))
+  assert t["dense_block/mlp/down/kernel"] == ("mlp_out", A(0, 1))
+  assert t["block_sparse_moe/gate/kernel"] == ("router", A(1, 0))
+  assert t["block_sparse_moe/experts/0/w1/kernel"] == ("expert_in", A(1, 0))
+  assert t["block_sparse_moe/experts/0/w2/kernel"] == ("expert_out", A(0, 1))
+  assert t["self_attn/value"] == ("attn_v", A(1, 0))
+  assert symoptax.label_roles(params)["unused"] is None
+
+
+def test_maxtext_dense_and_moe_layer_stacks_and_unscanned_lists():
+  params = {"decoder": {"dense_layers": {"mlp": {"wi_0": {"kernel": jnp.ones((8, 3, 16))}}},
+                        "moe_layers": {"MoeBlock_0": {"gate": {"kernel": jnp.ones((8, 3, 4))},
+                                                      "wi_0": jnp.ones((4, 3, 8, 16))}}}}
+  t = table(params, scan_axis=1)
+  assert t["decoder/dense_layers/mlp/wi_0/kernel"] == ("mlp_in", A(2, 0))
+  assert t["decoder/moe_layers/MoeBlock_0/gate/kernel"] == ("router", A(2, 0))
+  assert t["decoder/moe_layers/MoeBlock_0/wi_0"] == ("expert_in", A(3, 2))
+  # An unscanned list of layers keeps its shapes even when scan_axis is given.
+  listed = {"layers": {"0": {"mlp": {"up_proj": {"kernel": jnp.ones((8, 16))}}}}}
+  assert table(listed, scan_axis=0)["layers/0/mlp/up_proj/kernel"] == ("mlp_in", A(1, 0))

@@ -135,3 +135,39 @@ def test_labelling_errors_surface_at_construction_with_params():
     symoptax.symmetry_stack(0.02, params={"weird": jnp.ones((2, 3, 4))})
   with pytest.raises(NotImplementedError, match="shard_map"):
     symoptax.symmetry_stack(0.02, shardings={})
+
+
+def test_overrides_are_applied_by_the_built_transform():
+  params = nnx.to_pure_dict(problem("qwen3")[0])  # the pure-dict form, as in checkpoints
+  grads = jax.tree_util.tree_map(jnp.ones_like, params)
+  grads["norm"]["scale"] = jnp.zeros_like(params["norm"]["scale"])
+  tx = symoptax.symmetry_stack(0.02, overrides={
+      "lm_head": {"learning_rate": 0.0},
+      "vector": {"learning_rate": 0.5, "weight_decay": 0.1}})
+  u, _ = tx.update(grads, tx.init(params), params)
+  assert bool(jnp.all(u["lm_head"]["kernel"] == 0))
+  assert not bool(jnp.all(u["embed_tokens"]["embedding"] == 0))
+  # Zero gradient under AdamW: the update is the decoupled decay -lr * wd * w alone.
+  np.testing.assert_allclose(u["norm"]["scale"], -0.5 * 0.1 * params["norm"]["scale"],
+                             rtol=1e-6)
+
+
+def test_stack_works_with_eval_shape_multisteps_and_inject_hyperparams():
+  params, loss, _ = problem("olmoe")
+  structs = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), params)
+  tx = symoptax.symmetry_stack(0.02, params=structs)
+  abstract = jax.eval_shape(tx.init, structs)
+  concrete = tx.init(params)
+  assert (jax.tree_util.tree_structure(abstract) == jax.tree_util.tree_structure(concrete))
+  grads = jax.grad(loss)(params, TOKENS)
+  multi = optax.MultiSteps(tx, every_k_schedule=2)
+  s = multi.init(params)
+  _, s = multi.update(grads, s, params)
+  u_multi, _ = multi.update(grads, s, params)
+  u_plain, _ = tx.update(grads, tx.init(params), params)
+  for a, b in zip(jax.tree_util.tree_leaves(u_multi), jax.tree_util.tree_leaves(u_plain)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+  injected = optax.inject_hyperparams(symoptax.symmetry_stack)(learning_rate=0.02)
+  u_inj, _ = jax.jit(injected.update)(grads, injected.init(params), params)
+  for a, b in zip(jax.tree_util.tree_leaves(u_inj), jax.tree_util.tree_leaves(u_plain)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
