@@ -8,6 +8,7 @@ stacked experts, attention heads).
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any, Callable, NamedTuple, Sequence, Union
 
@@ -193,17 +194,33 @@ def resolve_axes(axes: AxesLike, tree: Any) -> Any:
 def map_matrices(fn: Callable[[jax.Array], jax.Array], updates: Any, axes_tree: Any) -> Any:
   """Applies ``fn`` to every matrix leaf as a ``[B, rows, cols]`` float32 batch.
 
-  Leaves whose axes are ``None`` are returned unchanged. The result of ``fn`` keeps the
-  batched shape and is cast back to the leaf's dtype.
+  ``fn`` must treat the batch axis independently (every symoptax primitive does). Leaves
+  whose matrices have the same ``[rows, cols]`` shape and dtype are concatenated along the
+  batch axis and go through ``fn`` in one call (28 layers' gate kernels become one batched
+  polar step), then are split back. Leaves whose axes are ``None`` are returned unchanged;
+  results are cast back to each leaf's dtype.
   """
-  def apply(u, ax):
+  is_none = lambda x: x is None
+  leaves, treedef = jax.tree_util.tree_flatten(updates, is_leaf=is_none)
+  axes_leaves = treedef.flatten_up_to(axes_tree)
+  groups: dict[Any, list[tuple[int, jax.Array, _Layout]]] = {}
+  for i, (u, ax) in enumerate(zip(leaves, axes_leaves)):
     if u is None or ax is None:
-      return u
+      continue
     lay = layout(jnp.shape(u), ax)
-    y = fn(to_batched(u, lay).astype(jnp.promote_types(u.dtype, jnp.float32)))
-    return from_batched(y, lay).astype(u.dtype)
-
-  return jax.tree_util.tree_map(apply, updates, axes_tree, is_leaf=lambda x: x is None)
+    xb = to_batched(u, lay).astype(jnp.promote_types(u.dtype, jnp.float32))
+    groups.setdefault((xb.shape[1:], xb.dtype), []).append((i, xb, lay))
+  out = list(leaves)
+  for items in groups.values():
+    if len(items) == 1:
+      ys = [fn(items[0][1])]
+    else:
+      sizes = [xb.shape[0] for _, xb, _ in items]
+      y = fn(jnp.concatenate([xb for _, xb, _ in items], axis=0))
+      ys = jnp.split(y, list(itertools.accumulate(sizes))[:-1], axis=0)
+    for (i, _, lay), y in zip(items, ys):
+      out[i] = from_batched(y, lay).astype(leaves[i].dtype)
+  return jax.tree_util.tree_unflatten(treedef, out)
 
 
 def matrix_mask(axes: AxesLike) -> Callable[[Any], Any]:

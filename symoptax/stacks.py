@@ -79,6 +79,7 @@ class RoleRule:
   learning_rate: Any
   weight_decay: float
   center: bool
+  group: str = ""  # roles with the same group share one optax branch (batched together)
 
 
 def _scaled(lr, ratio):
@@ -119,10 +120,13 @@ def resolve_rules(learning_rate, preset: str = "paper",
   for role in ROLES:
     rule = table[role]
     spec = custom.get(role, {})
-    lr = spec.get("learning_rate", _scaled(learning_rate, _lr_ratio(rule, role)))
+    ratio = _lr_ratio(rule, role)
+    lr = spec.get("learning_rate", _scaled(learning_rate, ratio))
     wd = spec.get("weight_decay", _default_wd(rule, role))
-    out[role] = RoleRule(role, rule, lr, wd,
-                         center=role in _SOFTMAX_ROLES and rule not in ("adamw", "muon"))
+    center = role in _SOFTMAX_ROLES and rule not in ("adamw", "muon")
+    group = (f"{role}:custom" if "learning_rate" in spec
+             else f"{rule}|lr*{ratio:g}|wd={wd}" + ("|centred" if center else ""))
+    out[role] = RoleRule(role, rule, lr, wd, center=center, group=group)
   return out
 
 
@@ -205,22 +209,29 @@ def symmetry_stack(
         "symmetry_stack(shardings=..., mesh=...): the shard_map-aware polar step is not in "
         "this release; call it without shardings (jit partitions the step) for now.")
   table = resolve_rules(learning_rate, preset, overrides)
+  group_of = {role: r.group for role, r in table.items()}
+  to_groups = lambda role_tree: jax.tree_util.tree_map(group_of.__getitem__, role_tree)
   if roles is not None:
     bad = [(path_str(p), r) for p, r in jax.tree_util.tree_flatten_with_path(roles)[0]
            if r not in ROLES]
     if bad:
       raise ValueError(f"roles: {bad[0][0]} has unknown role {bad[0][1]!r}; valid roles are "
                        f"{', '.join(ROLES)}.")
-    labels: Any = roles
+    labels: Any = to_groups(roles)
     axes: Any = lambda p: matrix_axes(p, roles=_like(roles, p), scan_axis=scan_axis)
   else:
     rules = list(rules) if rules is not None else None
-    labels = lambda p: label_roles(p, scan_axis=scan_axis, rules=rules)
+    labels = lambda p: to_groups(label_roles(p, scan_axis=scan_axis, rules=rules))
     axes = lambda p: matrix_axes(p, scan_axis=scan_axis, rules=rules)
     if params is not None:
-      labels = labels(params)
-      matrix_axes(params, roles=labels, scan_axis=scan_axis)
-  transforms = {role: _build(r, axes) for role, r in table.items()}
+      found = label_roles(params, scan_axis=scan_axis, rules=rules)
+      matrix_axes(params, roles=found, scan_axis=scan_axis)
+      labels = to_groups(found)
+  # Roles that share rule, learning rate, weight decay and centring share one branch, so a
+  # branch's same-shape matrices are processed as one batch.
+  transforms = {}
+  for r in table.values():
+    transforms.setdefault(r.group, _build(r, axes))
   return optax.multi_transform(transforms, labels)
 
 

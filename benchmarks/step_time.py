@@ -1,0 +1,186 @@
+"""Optimizer step time and state memory on a Qwen3-0.6B-shaped parameter tree.
+
+Compares, on whatever device JAX sees:
+  optax.adamw                       every leaf
+  optax.contrib.muon + adamw        optax's Muon on the hidden matrices (attention, MLP),
+                                    its internal Adam on embedding, head and vectors
+  symoptax "muon" preset            symoptax.muon on the same hidden matrices, AdamW on the rest
+  symoptax presets                  "paper", "rownorm", "hybrid", "adamw"
+
+The tree is Qwen3-0.6B's (untied: vocab 151936, d 1024, 28 layers, SwiGLU ff 3072, q 2048,
+kv 1024, q/k RMSNorm), every width divided by ``--scale`` (layers kept). Each step is
+``tx.update`` + ``optax.apply_updates`` under jit with donated params and state, on fixed
+random gradients; the time is the median of ``--repeats`` warm steps. Also prints the
+optimizer-state bytes and an estimated roofline (polar-step FLOPs at the measured matmul rate
+plus elementwise bytes at the measured copy bandwidth). Writes JSON; asserts nothing.
+
+  python benchmarks/step_time.py --scale 8          # CPU-sized
+  python benchmarks/step_time.py --scale 1          # the real shapes (GPU/TPU)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from optax.contrib import MuonDimensionNumbers
+
+import symoptax
+
+
+def qwen3_tree(scale: int):
+  v, d, ff, q, kv, hd = (151936 // scale, 1024 // scale, 3072 // scale, 2048 // scale,
+                         1024 // scale, 128 // scale)
+  sds = lambda *s: jax.ShapeDtypeStruct(s, jnp.float32)
+  layer = {"input_layernorm": {"scale": sds(d)}, "post_attention_layernorm": {"scale": sds(d)},
+           "self_attn": {"q_proj": {"kernel": sds(d, q)}, "k_proj": {"kernel": sds(d, kv)},
+                         "v_proj": {"kernel": sds(d, kv)}, "o_proj": {"kernel": sds(q, d)},
+                         "q_norm": {"scale": sds(hd)}, "k_norm": {"scale": sds(hd)}},
+           "mlp": {"gate_proj": {"kernel": sds(d, ff)}, "up_proj": {"kernel": sds(d, ff)},
+                   "down_proj": {"kernel": sds(ff, d)}}}
+  return {"embed_tokens": {"embedding": sds(v, d)},
+          "layers": {str(i): layer for i in range(28)},
+          "norm": {"scale": sds(d)}, "lm_head": {"kernel": sds(d, v)}}
+
+
+HIDDEN = ("attn_q", "attn_k", "attn_v", "attn_o", "mlp_in", "mlp_out")
+
+
+def optax_muon_dims(params):
+  """optax.contrib.muon on the hidden matrices only (Flax [in, out] kernels)."""
+  roles = symoptax.label_roles(params)
+  return jax.tree_util.tree_map(
+      lambda r: MuonDimensionNumbers(reduction_axis=0, output_axis=1) if r in HIDDEN else None,
+      roles)
+
+
+def optimizers(lr=0.02):
+  return {
+      "optax.adamw": optax.adamw(lr),
+      "optax.contrib.muon+adam": optax.contrib.muon(
+          lr, muon_weight_dimension_numbers=optax_muon_dims),
+      **{f"symoptax:{p}": symoptax.symmetry_stack(lr, preset=p)
+         for p in ("muon", "paper", "rownorm", "hybrid", "adamw")},
+  }
+
+
+def materialise(tree, seed):
+  leaves, treedef = jax.tree_util.tree_flatten(tree)
+  keys = jax.random.split(jax.random.key(seed), len(leaves))
+  return treedef.unflatten([jax.random.normal(k, l.shape, l.dtype) * 0.02
+                            for k, l in zip(keys, leaves)])
+
+
+def time_step(tx, params, grads, repeats):
+  def step(p, s, g):
+    u, s = tx.update(g, s, p)
+    return optax.apply_updates(p, u), s
+
+  step = jax.jit(step, donate_argnums=(0, 1))
+  state = tx.init(params)
+  state_bytes = sum(x.nbytes for x in jax.tree_util.tree_leaves(state))
+  p = jax.tree_util.tree_map(jnp.copy, params)
+  for _ in range(2):
+    p, state = step(p, state, grads)
+  jax.block_until_ready(p)
+  times = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    p, state = step(p, state, grads)
+    jax.block_until_ready(p)
+    times.append((time.perf_counter() - t0) * 1e3)
+  return statistics.median(times), state_bytes
+
+
+def device_rates():
+  """Measured fp32 matmul FLOP/s and copy bandwidth (bytes/s) of the default device."""
+  n = 2048 if jax.devices()[0].platform == "cpu" else 8192
+  a = jnp.ones((n, n), jnp.float32)
+  mm = jax.jit(lambda x: x @ x)
+  mm(a).block_until_ready()
+  t0 = time.perf_counter()
+  for _ in range(3):
+    mm(a).block_until_ready()
+  flops = 3 * 2 * n ** 3 / (time.perf_counter() - t0)
+  b = jnp.ones((64 * 2 ** 20,), jnp.float32)
+  cp = jax.jit(lambda x: x * 1.0001)
+  cp(b).block_until_ready()
+  t0 = time.perf_counter()
+  for _ in range(3):
+    cp(b).block_until_ready()
+  bw = 3 * 2 * b.nbytes / (time.perf_counter() - t0)
+  return flops, bw
+
+
+def polar_flops(params, roles):
+  """FLOPs of Polar Express (5 steps, full side) on every hidden matrix."""
+  total = 0
+  for leaf, role in zip(jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(roles)):
+    if role in HIDDEN:
+      m, n = sorted(leaf.shape)
+      total += 5 * (4 * m * m * n + 2 * m ** 3)
+  return total
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--scale", type=int, default=8)
+  parser.add_argument("--repeats", type=int, default=5)
+  parser.add_argument("--only", nargs="*", default=None, help="subset of optimizer names")
+  parser.add_argument("--json", default="runs/bench/step_time.json")
+  args = parser.parse_args()
+
+  abstract = qwen3_tree(args.scale)
+  params, grads = materialise(abstract, 0), materialise(abstract, 1)
+  n_params = sum(x.size for x in jax.tree_util.tree_leaves(params))
+  param_bytes = 4 * n_params
+  flops_rate, bw = device_rates()
+  roles = symoptax.label_roles(params)
+  pf = polar_flops(params, roles)
+  # Elementwise traffic of one AdamW-like step: read params, grads, two moments, write three.
+  roofline_ms = {"adamw": 7 * param_bytes / bw * 1e3,
+                 "muon(hidden)": (pf / flops_rate + 7 * param_bytes / bw) * 1e3}
+
+  results = {}
+  for name, tx in optimizers().items():
+    if args.only and name not in args.only:
+      continue
+    ms, sb = time_step(tx, params, grads, args.repeats)
+    results[name] = {"ms": ms, "state_bytes": sb}
+    print(f"done {name}: {ms:.1f} ms", flush=True)
+
+  dev = jax.devices()[0]
+  print(f"\nQwen3-0.6B-shaped tree / {args.scale}: {n_params / 1e6:.1f} M params; device "
+        f"{dev.device_kind} ({dev.platform}), jax {jax.__version__}; measured fp32 matmul "
+        f"{flops_rate / 1e9:.0f} GFLOP/s, copy {bw / 1e9:.1f} GB/s")
+  base = results.get("optax.adamw", {}).get("ms")
+  muon = results.get("optax.contrib.muon+adam", {}).get("ms")
+  base_b = results.get("optax.adamw", {}).get("state_bytes")
+  print(f"{'optimizer':26s} {'ms/step':>9s} {'x adamw':>8s} {'x optax muon':>12s} "
+        f"{'state MB':>9s} {'x adamw state':>13s}")
+  for name, r in results.items():
+    f = lambda x, b: f"{x / b:.2f}" if b else "-"
+    print(f"{name:26s} {r['ms']:9.1f} {f(r['ms'], base):>8s} {f(r['ms'], muon):>12s} "
+          f"{r['state_bytes'] / 2**20:9.1f} {f(r['state_bytes'], base_b):>13s}")
+  print(f"estimated roofline: adamw {roofline_ms['adamw']:.1f} ms; Muon on hidden matrices "
+        f"{roofline_ms['muon(hidden)']:.1f} ms ({pf / 1e9:.1f} GFLOP of Polar Express)")
+  out = Path(args.json)
+  out.parent.mkdir(parents=True, exist_ok=True)
+  out.write_text(json.dumps(dict(
+      scale=args.scale, n_params=n_params, device=dev.device_kind, platform=dev.platform,
+      jax=jax.__version__, machine=platform.machine(), date=time.strftime("%Y-%m-%d"),
+      matmul_flops=flops_rate, copy_bandwidth=bw, roofline_ms=roofline_ms,
+      results=results), indent=1))
+  print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+  main()
