@@ -5,14 +5,19 @@ from symoptax.aliases import (
     hybrid_polargrad_m,
     left_polargrad_m,
     muon,
+    muoneq,
+    normuon,
     polargrad,
     right_polargrad_m,
     rownorm_m,
+    spectral_clip,
 )
 from symoptax.axes import MatrixAxes, resolve_axes
 from symoptax.roles import ROLES, label_roles, matrix_axes
 from symoptax.stacks import PRESETS, RULES, describe, symmetry_stack
-from symoptax.transforms import center_rows, scale_by_polar, scale_by_row_norm, scale_by_shape
+from symoptax.transforms import (center_rows, scale_by_col_norm, scale_by_polar,
+                                 scale_by_row_norm, scale_by_row_second_moment,
+                                 scale_by_shape, scale_by_spectral_clip)
 
 __version__ = "0.1.0"
 
@@ -29,12 +34,18 @@ __all__ = [
     "hybrid_polargrad_m",
     "left_polargrad_m",
     "muon",
+    "muoneq",
+    "normuon",
     "polar",
     "polargrad",
     "resolve_axes",
     "right_polargrad_m",
     "rownorm_m",
+    "scale_by_col_norm",
     "scale_by_polar",
     "scale_by_row_norm",
+    "scale_by_row_second_moment",
     "scale_by_shape",
+    "scale_by_spectral_clip",
+    "spectral_clip",
 ]

@@ -16,7 +16,9 @@ import optax
 from jax.typing import ArrayLike
 
 from symoptax.axes import AxesLike, matrix_mask
-from symoptax.transforms import center_rows, scale_by_polar, scale_by_row_norm, scale_by_shape
+from symoptax.transforms import (center_rows, scale_by_col_norm, scale_by_polar,
+                                 scale_by_row_norm, scale_by_row_second_moment,
+                                 scale_by_shape, scale_by_spectral_clip)
 
 HYBRID_ORDERS = ("row_then_polar", "polar_then_row")
 ScalarOrSchedule = optax.ScalarOrSchedule
@@ -308,3 +310,147 @@ def muon(
       scale_by_polar(method, side="full", axes=axes, compute_dtype=compute_dtype),
       scale_by_shape(shape_rule, rms=rms, axes=axes),
       *_tail(learning_rate, weight_decay, axes))
+
+
+MUONEQ_MODES = ("R", "C", "RC")
+
+
+def _muon_like(pre, learning_rate, beta, nesterov, weight_decay, method, shape_rule, rms,
+               axes, compute_dtype, post=()):
+  """trace -> pre... -> polar (full) -> post... -> shape factor -> weight decay -> lr."""
+  return _chain(
+      optax.trace(decay=beta, nesterov=nesterov), *pre,
+      scale_by_polar(method, side="full", axes=axes, compute_dtype=compute_dtype), *post,
+      scale_by_shape(shape_rule, rms=rms, axes=axes),
+      *_tail(learning_rate, weight_decay, axes))
+
+
+def muoneq(
+    learning_rate: ScalarOrSchedule,
+    *,
+    mode: str = "R",
+    beta: ArrayLike = 0.95,
+    nesterov: bool = True,
+    weight_decay: ArrayLike = 0.0,
+    method: str = "polar_express",
+    shape_rule: str = "muon",
+    rms: ArrayLike = 0.2,
+    axes: AxesLike = None,
+    compute_dtype: Any = None,
+) -> optax.GradientTransformation:
+  r"""MuonEq: equilibrate rows and/or columns of the momentum, then Muon's polar step.
+
+  .. math::
+    \text{"R"}: \mathrm{polar}(R(M)),\quad \text{"C"}: \mathrm{polar}(M D_c^{-1}),\quad
+    \text{"RC"}: \mathrm{polar}(R(M) D_c^{-1})
+
+  with :math:`R` row normalisation and :math:`D_c` the column norms (of the row-normalised
+  matrix for "RC"); then Muon's shape factor. Symmetry: "R" is LPRO (row permutations, right
+  orthogonal maps) -- it is ``hybrid_polargrad_m``'s row-then-polar map without nu scaling or
+  centring, on Nesterov momentum; "C" is its mirror (left orthogonal, column permutations);
+  "RC" only keeps permutations on both sides.
+
+  Args:
+    learning_rate: float or optax schedule.
+    mode: "R", "C" or "RC".
+    beta, nesterov, weight_decay, method, shape_rule, rms, axes, compute_dtype: as
+      :func:`muon`.
+
+  Returns:
+    An ``optax.GradientTransformation``.
+
+  References:
+    MuonEq, arXiv:2603.28254, 2026.
+  """
+  if mode not in MUONEQ_MODES:
+    raise ValueError(f"Unknown mode {mode!r}; valid choices are "
+                     f"{', '.join(map(repr, MUONEQ_MODES))}.")
+  pre = {"R": (scale_by_row_norm(axes=axes),),
+         "C": (scale_by_col_norm(axes=axes),),
+         "RC": (scale_by_row_norm(axes=axes), scale_by_col_norm(axes=axes))}[mode]
+  return _muon_like(pre, learning_rate, beta, nesterov, weight_decay, method, shape_rule, rms,
+                    axes, compute_dtype)
+
+
+def normuon(
+    learning_rate: ScalarOrSchedule,
+    *,
+    beta: ArrayLike = 0.95,
+    b2: ArrayLike = 0.95,
+    eps: ArrayLike = 1e-8,
+    nesterov: bool = True,
+    weight_decay: ArrayLike = 0.0,
+    method: str = "polar_express",
+    shape_rule: str = "muon",
+    rms: ArrayLike = 0.2,
+    axes: AxesLike = None,
+    compute_dtype: Any = None,
+) -> optax.GradientTransformation:
+  r"""NorMuon: Muon's polar step, then per-row second-moment normalisation.
+
+  .. math::
+    O = \mathrm{polar}(M_t),\quad v_t = \beta_2 v_{t-1} + (1-\beta_2)\,\mathrm{mean}_j
+    O_{ij}^2,\quad \hat O = \frac{O}{\sqrt{v_t} + \epsilon}\,
+    \frac{\|O\|_F}{\|O / (\sqrt{v_t} + \epsilon)\|_F}
+
+  then Muon's shape factor. One extra float per row of state. Symmetry: LPRO (the per-row
+  statistics break left rotations).
+
+  Args:
+    learning_rate: float or optax schedule.
+    beta, nesterov, weight_decay, method, shape_rule, rms, axes, compute_dtype: as
+      :func:`muon`.
+    b2: EMA coefficient of the per-row second moment.
+    eps: added to its square root.
+
+  Returns:
+    An ``optax.GradientTransformation``.
+
+  References:
+    Li et al., "NorMuon: Making Muon more efficient and scalable", arXiv:2510.05491, 2025.
+  """
+  return _muon_like((), learning_rate, beta, nesterov, weight_decay, method, shape_rule, rms,
+                    axes, compute_dtype,
+                    post=(scale_by_row_second_moment(b2, eps, axes=axes),))
+
+
+def spectral_clip(
+    learning_rate: ScalarOrSchedule,
+    *,
+    bound: ArrayLike = 1.0,
+    beta: ArrayLike = 0.95,
+    weight_decay: ArrayLike = 0.0,
+    method: str = "dsv4",
+    axes: AxesLike = None,
+    compute_dtype: Any = None,
+) -> optax.GradientTransformation:
+  r"""Spectrally clipped momentum: singular values of the EMA momentum clipped at ``bound``.
+
+  .. math::
+    M_t = \beta M_{t-1} + (1-\beta) G_t = U \Sigma V^\top,\quad
+    W_{t+1} = W_t (1 - \eta\lambda) - \eta\, U \min(\Sigma, c) V^\top
+
+  computed with two polar factors (no SVD on the hot path; see
+  :func:`symoptax.transforms.clip_singular_values`). Small directions keep their size
+  instead of being inflated to 1 as in Muon. Symmetry: bi-orthogonal.
+
+  Args:
+    learning_rate: float or optax schedule.
+    bound: the clipping level ``c``.
+    beta: EMA coefficient.
+    weight_decay: decoupled weight decay (matrix leaves only).
+    method: full-side polar oracle (default "dsv4", see :func:`scale_by_spectral_clip`).
+    axes: which axes form rows and cols.
+    compute_dtype: ``jnp.bfloat16`` for bf16 matmuls in the polar calls.
+
+  Returns:
+    An ``optax.GradientTransformation``.
+
+  References:
+    SPECTRA (spectral clipping of optimizer updates); the two-polar construction is
+    symoptax's.
+  """
+  return _chain(optax.ema(beta, debias=False),
+                scale_by_spectral_clip(bound, method=method, axes=axes,
+                                       compute_dtype=compute_dtype),
+                *_tail(learning_rate, weight_decay, axes))

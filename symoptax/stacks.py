@@ -17,7 +17,8 @@ from optax.transforms import MaskedNode
 from symoptax import aliases
 from symoptax.roles import ROLES, label_roles, matrix_axes, path_str
 
-RULES = ("adamw", "muon", "rownorm", "right_polar", "left_polar", "hybrid", "polargrad")
+RULES = ("adamw", "muon", "rownorm", "right_polar", "left_polar", "hybrid", "polargrad",
+         "normuon", "muoneq", "spectral_clip")
 _SOFTMAX_ROLES = ("lm_head", "router")
 _HIDDEN = ("attn_q", "attn_k", "attn_v", "attn_qkv", "attn_o", "mlp_in", "mlp_out", "matrix")
 _EXPERTS = ("expert_in", "expert_out")
@@ -51,7 +52,8 @@ PRESETS: dict[str, dict[str, str]] = {
 # 0.1 and hybrid 3e-4 against Muon 0.02.
 LR_RATIO: dict[tuple[str, str], float] = {
     ("adamw", "*"): 0.25,
-    ("muon", "*"): 1.0,
+    ("muon", "*"): 1.0, ("normuon", "*"): 1.0, ("muoneq", "*"): 1.0,
+    ("spectral_clip", "*"): 1.0,
     ("rownorm", "embedding"): 5.0, ("rownorm", "*"): 0.15,
     ("right_polar", "*"): 5.0,
     ("left_polar", "router"): 0.625, ("left_polar", "*"): 0.015,
@@ -123,7 +125,8 @@ def resolve_rules(learning_rate, preset: str = "paper",
     ratio = _lr_ratio(rule, role)
     lr = spec.get("learning_rate", _scaled(learning_rate, ratio))
     wd = spec.get("weight_decay", _default_wd(rule, role))
-    center = role in _SOFTMAX_ROLES and rule not in ("adamw", "muon")
+    center = role in _SOFTMAX_ROLES and rule in ("rownorm", "right_polar", "left_polar",
+                                                 "hybrid", "polargrad")
     group = (f"{role}:custom" if "learning_rate" in spec
              else f"{rule}|lr*{ratio:g}|wd={wd}" + ("|centred" if center else ""))
     out[role] = RoleRule(role, rule, lr, wd, center=center, group=group)
@@ -133,8 +136,8 @@ def resolve_rules(learning_rate, preset: str = "paper",
 def _build(r: RoleRule, axes) -> optax.GradientTransformation:
   if r.rule == "adamw":
     return optax.adamw(r.learning_rate, weight_decay=r.weight_decay, **ADAMW)
-  if r.rule == "muon":
-    return aliases.muon(r.learning_rate, weight_decay=r.weight_decay, axes=axes)
+  if r.rule in ("muon", "normuon", "muoneq", "spectral_clip"):
+    return getattr(aliases, r.rule)(r.learning_rate, weight_decay=r.weight_decay, axes=axes)
   kw = dict(weight_decay=r.weight_decay, center=r.center, axes=axes)
   if r.rule == "rownorm":
     return aliases.rownorm_m(r.learning_rate, **kw)

@@ -17,9 +17,12 @@ TALL, WIDE = (24, 10), (10, 24)
 
 
 def group_elements(group, shape, seed):
+  """biorth: U, V orthogonal; lpro: row permutation, right orthogonal; rplo: left
+  orthogonal, column permutation; perm: permutations on both sides."""
   m, n = shape
-  left = orthogonal(m, seed) if group == "biorth" else permutation(m, seed)
-  return left, orthogonal(n, seed + 100)
+  left = orthogonal(m, seed) if group in ("biorth", "rplo") else permutation(m, seed)
+  right = permutation(n, seed + 100) if group in ("rplo", "perm") else orthogonal(n, seed + 100)
+  return left, right
 
 
 def equivariance_error(tx, group, shape, seed=0, steps=3):

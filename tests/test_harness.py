@@ -21,6 +21,11 @@ PRIMITIVES = {
     "scale_by_shape": (symoptax.scale_by_shape, {"rule": "rms", "rms": 0.2}, ("rms", 0.3)),
     "scale_by_polar": (symoptax.scale_by_polar, {"nuclear_power": 1.0},
                        ("nuclear_power", 0.25)),
+    "scale_by_col_norm": (symoptax.scale_by_col_norm, {"eps": 1e-8}, ("eps", 0.5)),
+    "scale_by_spectral_clip": (symoptax.scale_by_spectral_clip, {"bound": 1.0},
+                               ("bound", 0.5)),
+    "scale_by_row_second_moment": (symoptax.scale_by_row_second_moment, {"b2": 0.95},
+                                   ("b2", 0.5)),
     "scale_by_polar_full_qdwh": (symoptax.scale_by_polar,
                                  {"method": "qdwh", "side": "full", "nuclear_power": 0.5},
                                  ("nuclear_power", 2.0)),
@@ -36,6 +41,9 @@ ALIASES = {
     "polargrad": (symoptax.polargrad, {"weight_decay": 0.01}),
     "muon": (symoptax.muon, {"weight_decay": 0.01}),
     "muon_rms_dsv4": (symoptax.muon, {"shape_rule": "rms", "method": "dsv4"}),
+    "normuon": (symoptax.normuon, {"weight_decay": 0.01}),
+    "muoneq_rc": (symoptax.muoneq, {"mode": "RC"}),
+    "spectral_clip": (symoptax.spectral_clip, {"bound": 0.5, "weight_decay": 0.01}),
 }
 
 
@@ -115,7 +123,7 @@ def test_inject_hyperparams_equals_plain(name):
     state.hyperparams[hp] = jnp.asarray(value)
     u_inj, _ = injected.update(grads(3), state, params())
     plain = factory(**{**kwargs, hp: value}, axes=AXES)
-    u_plain, _ = plain.update(grads(3), plain.init(params()), params())
+    u_plain, _ = plain.update(grads(3), state.inner_state, params())
     chex.assert_trees_all_close(u_inj, u_plain, atol=1e-4, rtol=1e-4)
   if name in ALIASES:
     # The injected learning rate is live: halving it halves the next update.
@@ -170,6 +178,9 @@ TOY = {
     "polargrad": (symoptax.polargrad, {}, 0.3),
     "muon": (symoptax.muon, {}, 0.1),
     "muon_rms_dsv4": (symoptax.muon, {"shape_rule": "rms", "method": "dsv4"}, 0.1),
+    "normuon": (symoptax.normuon, {}, 0.1),
+    "muoneq": (symoptax.muoneq, {}, 0.1),
+    "spectral_clip": (symoptax.spectral_clip, {"bound": 10.0}, 0.3),
 }
 
 
