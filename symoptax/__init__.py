@@ -6,6 +6,7 @@ from symoptax.aliases import (
     left_polargrad_m,
     muon,
     muoneq,
+    namo,
     normuon,
     polargrad,
     right_polargrad_m,
@@ -16,8 +17,9 @@ from symoptax.axes import MatrixAxes, resolve_axes
 from symoptax.roles import ROLES, label_roles, matrix_axes
 from symoptax.stacks import PRESETS, RULES, describe, symmetry_stack
 from symoptax.transforms import (center_rows, scale_by_col_norm, scale_by_polar,
-                                 scale_by_row_norm, scale_by_row_second_moment,
-                                 scale_by_shape, scale_by_spectral_clip)
+                                 scale_by_namo, scale_by_row_norm,
+                                 scale_by_row_second_moment, scale_by_shape,
+                                 scale_by_spectral_clip)
 
 __version__ = "0.1.0"
 
@@ -35,6 +37,7 @@ __all__ = [
     "left_polargrad_m",
     "muon",
     "muoneq",
+    "namo",
     "normuon",
     "polar",
     "polargrad",
@@ -42,6 +45,7 @@ __all__ = [
     "right_polargrad_m",
     "rownorm_m",
     "scale_by_col_norm",
+    "scale_by_namo",
     "scale_by_polar",
     "scale_by_row_norm",
     "scale_by_row_second_moment",

@@ -17,8 +17,9 @@ from jax.typing import ArrayLike
 
 from symoptax.axes import AxesLike, matrix_mask
 from symoptax.transforms import (center_rows, scale_by_col_norm, scale_by_polar,
-                                 scale_by_row_norm, scale_by_row_second_moment,
-                                 scale_by_shape, scale_by_spectral_clip)
+                                 scale_by_namo, scale_by_row_norm,
+                                 scale_by_row_second_moment, scale_by_shape,
+                                 scale_by_spectral_clip)
 
 HYBRID_ORDERS = ("row_then_polar", "polar_then_row")
 ScalarOrSchedule = optax.ScalarOrSchedule
@@ -454,3 +455,45 @@ def spectral_clip(
                 scale_by_spectral_clip(bound, method=method, axes=axes,
                                        compute_dtype=compute_dtype),
                 *_tail(learning_rate, weight_decay, axes))
+
+
+def namo(
+    learning_rate: ScalarOrSchedule,
+    *,
+    b1: ArrayLike = 0.95,
+    b2: ArrayLike = 0.99,
+    eps: ArrayLike = 1e-8,
+    weight_decay: ArrayLike = 0.0,
+    method: str = "polar_express",
+    axes: AxesLike = None,
+    compute_dtype: Any = None,
+) -> optax.GradientTransformation:
+  r"""NAMO: orthogonalised momentum scaled by one Adam-type step size per matrix.
+
+  .. math::
+    W_{t+1} = W_t - \eta\, \alpha_t \left(\mathrm{polar}(M_t) + \lambda W_t\right),\quad
+    \alpha_t = \frac{\sqrt{1-\beta_2^t}}{1-\beta_1^t}\,\frac{\|M_t\|_F}{\sqrt{v_t}+\epsilon}
+
+  with :math:`M_t` the EMA of gradients and :math:`v_t` the EMA of :math:`\|G_t\|_F^2`
+  (:func:`symoptax.scale_by_namo`). One extra float per matrix of state. Symmetry:
+  bi-orthogonal.
+
+  Args:
+    learning_rate: float or optax schedule.
+    b1, b2, eps: moment coefficients and stabiliser.
+    weight_decay: decoupled weight decay, scaled by ``alpha_t`` as in the paper.
+    method: full-side polar oracle.
+    axes: which axes form rows and cols.
+    compute_dtype: ``jnp.bfloat16`` for bf16 matmuls in the polar step.
+
+  Returns:
+    An ``optax.GradientTransformation``.
+
+  References:
+    Zhang, Liu, Schaeffer, "Adam Improves Muon: Adaptive Moment Estimation with
+    Orthogonalized Momentum", arXiv:2602.17080, 2026.
+  """
+  return optax.chain(
+      scale_by_namo(b1, b2, eps, weight_decay, method=method, axes=axes,
+                    compute_dtype=compute_dtype),
+      optax.scale_by_learning_rate(learning_rate))

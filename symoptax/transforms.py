@@ -336,3 +336,94 @@ def scale_by_row_second_moment(b2: ArrayLike = 0.95, eps: ArrayLike = 1e-8, *,
                                         treedef.unflatten(new_nu)))
 
   return optax.GradientTransformation(init_fn, update_fn)
+
+
+class ScaleByNamoState(NamedTuple):
+  """State of :func:`scale_by_namo`."""
+  count: jax.Array  # int32 scalar, steps taken
+  mu: Any  # first moment (EMA of gradients), like the params
+  nu: Any  # per matrix leaf: [B] float32 EMA of ||G||_F^2; else None
+
+
+def scale_by_namo(b1: ArrayLike = 0.95, b2: ArrayLike = 0.99, eps: ArrayLike = 1e-8,
+                  weight_decay: ArrayLike = 0.0, *, method: str = "polar_express",
+                  axes: AxesLike = None, compute_dtype: Any = None
+                  ) -> optax.GradientTransformation:
+  r"""NAMO's step: orthogonalised momentum times an Adam-type scalar step size per matrix.
+
+  .. math::
+    M_t = \beta_1 M_{t-1} + (1-\beta_1) G_t,\quad
+    v_t = \beta_2 v_{t-1} + (1-\beta_2) \|G_t\|_F^2,\\
+    \alpha_t = \frac{\sqrt{1-\beta_2^t}}{1-\beta_1^t}\,\frac{\|M_t\|_F}{\sqrt{v_t}+\epsilon},
+    \quad \text{out} = \alpha_t \left(\mathrm{polar}(M_t) + \lambda W\right)
+
+  The decoupled weight decay ``lambda`` is scaled by ``alpha`` as in the paper, so it lives
+  here rather than in a later ``optax.add_decayed_weights``. Bi-orthogonally equivariant
+  (every quantity is a Frobenius norm or the polar factor). Leaves without axes pass through.
+
+  Args:
+    b1: EMA coefficient of the momentum.
+    b2: EMA coefficient of the squared gradient norm.
+    eps: added to ``sqrt(v)``.
+    weight_decay: ``lambda``.
+    method: full-side polar oracle.
+    axes: which axes form rows and cols.
+    compute_dtype: ``jnp.bfloat16`` for bf16 matmuls in the polar step.
+
+  Returns:
+    An ``optax.GradientTransformation``.
+
+  References:
+    Zhang, Liu, Schaeffer, "Adam Improves Muon: Adaptive Moment Estimation with
+    Orthogonalized Momentum", arXiv:2602.17080, 2026.
+  """
+  _validate_polar(method, "full", None)
+
+  def split(tree):
+    axes_tree = resolve_axes(axes, tree)
+    leaves, treedef = jax.tree_util.tree_flatten(tree, is_leaf=lambda x: x is None)
+    return leaves, treedef, treedef.flatten_up_to(axes_tree)
+
+  def init_fn(params):
+    leaves, treedef, ax = split(params)
+    mu = [None if p is None else jnp.zeros_like(p) for p in leaves]
+    nu = [None if (p is None or a is None) else
+          jnp.zeros(layout(jnp.shape(p), a).batched_shape[:1], jnp.float32)
+          for p, a in zip(leaves, ax)]
+    return ScaleByNamoState(jnp.zeros([], jnp.int32), treedef.unflatten(mu),
+                            treedef.unflatten(nu))
+
+  def update_fn(updates, state, params=None):
+    leaves, treedef, ax = split(updates)
+    if params is None and not (isinstance(weight_decay, (int, float)) and weight_decay == 0):
+      raise ValueError("scale_by_namo with weight_decay needs params in update().")
+    ps = treedef.flatten_up_to(params) if params is not None else [None] * len(leaves)
+    count = optax.safe_increment(state.count)
+    t = count.astype(jnp.float32)
+    bias = jnp.sqrt(1 - b2 ** t) / (1 - b1 ** t)
+    out, mus, nus = [], [], []
+    for g, a, m, v, p in zip(leaves, ax, treedef.flatten_up_to(state.mu),
+                             treedef.flatten_up_to(state.nu), ps):
+      if g is None:
+        out.append(g), mus.append(m), nus.append(v)
+        continue
+      m = (b1 * m + (1 - b1) * g).astype(m.dtype)
+      mus.append(m)
+      if a is None:
+        out.append(m)  # vectors get plain momentum, as in the other named optimizers
+        nus.append(v)
+        continue
+      lay = layout(jnp.shape(g), a)
+      gb = to_batched(g, lay).astype(jnp.float32)
+      mb = to_batched(m, lay).astype(jnp.float32)
+      v = b2 * v + (1 - b2) * jnp.sum(jnp.square(gb), axis=(-2, -1))
+      nus.append(v)
+      alpha = bias * jnp.linalg.norm(mb, axis=(-2, -1)) / (jnp.sqrt(v) + eps)
+      step = polar_lib.polar(mb, method=method, side="full", compute_dtype=compute_dtype)
+      if p is not None:
+        step = step + weight_decay * to_batched(p, lay).astype(jnp.float32)
+      out.append(from_batched(alpha[:, None, None] * step, lay).astype(g.dtype))
+    return treedef.unflatten(out), ScaleByNamoState(count, treedef.unflatten(mus),
+                                                    treedef.unflatten(nus))
+
+  return optax.GradientTransformation(init_fn, update_fn)

@@ -26,6 +26,8 @@ PRIMITIVES = {
                                ("bound", 0.5)),
     "scale_by_row_second_moment": (symoptax.scale_by_row_second_moment, {"b2": 0.95},
                                    ("b2", 0.5)),
+    "scale_by_namo": (symoptax.scale_by_namo, {"b2": 0.99, "weight_decay": 0.1},
+                      ("weight_decay", 0.5)),
     "scale_by_polar_full_qdwh": (symoptax.scale_by_polar,
                                  {"method": "qdwh", "side": "full", "nuclear_power": 0.5},
                                  ("nuclear_power", 2.0)),
@@ -44,6 +46,7 @@ ALIASES = {
     "normuon": (symoptax.normuon, {"weight_decay": 0.01}),
     "muoneq_rc": (symoptax.muoneq, {"mode": "RC"}),
     "spectral_clip": (symoptax.spectral_clip, {"bound": 0.5, "weight_decay": 0.01}),
+    "namo": (symoptax.namo, {"weight_decay": 0.01}),
 }
 
 
@@ -181,6 +184,7 @@ TOY = {
     "normuon": (symoptax.normuon, {}, 0.1),
     "muoneq": (symoptax.muoneq, {}, 0.1),
     "spectral_clip": (symoptax.spectral_clip, {"bound": 10.0}, 0.3),
+    "namo": (symoptax.namo, {}, 0.3),
 }
 
 

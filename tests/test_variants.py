@@ -87,7 +87,24 @@ def test_spectral_clip_default_oracle_is_close_and_bounded(bound):
   np.testing.assert_allclose(s_out, np.minimum(s_in, bound), rtol=1e-2)
 
 
+def test_namo_formula():
+  shape, b1, b2, eps = (12, 5), 0.9, 0.99, 1e-8
+  w = np.asarray(normal(shape, 0), np.float64)
+  tx = symoptax.namo(LR, b1=b1, b2=b2, weight_decay=WD, method="svd")
+  state = tx.init({"w": w.astype(np.float32)})
+  m, v = np.zeros(shape), 0.0
+  for t in (1, 2):
+    g = np.asarray(normal(shape, t), np.float64)
+    m = b1 * m + (1 - b1) * g
+    v = b2 * v + (1 - b2) * np.sum(g ** 2)
+    alpha = np.sqrt(1 - b2 ** t) / (1 - b1 ** t) * np.linalg.norm(m) / (np.sqrt(v) + eps)
+    u, state = tx.update({"w": g.astype(np.float32)}, state, {"w": w.astype(np.float32)})
+    np.testing.assert_allclose(u["w"], -LR * alpha * (polar(m) + WD * w), rtol=2e-4,
+                               atol=2e-5)
+
+
 CLASSES = {
+    "namo": (lambda: symoptax.namo(LR, weight_decay=WD), ("biorth",), None),
     # name: (optimizer, groups it must respect, a group it must fail)
     "normuon": (lambda: symoptax.normuon(LR), ("lpro",), "biorth"),
     "muoneq_R": (lambda: symoptax.muoneq(LR, mode="R"), ("lpro",), "biorth"),
@@ -118,7 +135,7 @@ def test_muoneq_r_is_the_hybrid_map_on_nesterov_momentum():
   np.testing.assert_allclose(a, b, atol=1e-4)
 
 
-@pytest.mark.parametrize("rule", ["normuon", "muoneq", "spectral_clip"])
+@pytest.mark.parametrize("rule", ["normuon", "muoneq", "spectral_clip", "namo"])
 def test_variant_trains_the_qwen3_model(rule):
   graphdef, params, rest = nnx.split(qwen3.Qwen3(rngs=nnx.Rngs(0)), nnx.Param, ...)
   loss = lambda p, t: next_token_loss(nnx.merge(graphdef, p, rest), t)
