@@ -306,11 +306,8 @@ def muon(
     Training", arXiv:2502.16982, 2025; Amsel et al., "The Polar Express",
     arXiv:2505.16932, 2025.
   """
-  return _chain(
-      optax.trace(decay=beta, nesterov=nesterov),
-      scale_by_polar(method, side="full", axes=axes, compute_dtype=compute_dtype),
-      scale_by_shape(shape_rule, rms=rms, axes=axes),
-      *_tail(learning_rate, weight_decay, axes))
+  return _muon_like((), learning_rate, beta, nesterov, weight_decay, method, shape_rule, rms,
+                    axes, compute_dtype)
 
 
 MUONEQ_MODES = ("R", "C", "RC")

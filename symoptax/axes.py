@@ -191,6 +191,19 @@ def resolve_axes(axes: AxesLike, tree: Any) -> Any:
       check, tree, expanded, is_leaf=lambda x: x is None)
 
 
+def flatten_with_layouts(tree: Any, axes_tree: Any) -> tuple[list, Any, list]:
+  """Leaves of ``tree`` (``None`` leaves kept), its treedef, and each leaf's ``_Layout``.
+
+  ``axes_tree`` is a resolved axes tree (see :func:`resolve_axes`); the layout is ``None``
+  for leaves that are ``None`` or have no axes.
+  """
+  leaves, treedef = jax.tree_util.tree_flatten(tree, is_leaf=lambda x: x is None)
+  axes_leaves = treedef.flatten_up_to(axes_tree)
+  layouts = [None if (u is None or ax is None) else layout(jnp.shape(u), ax)
+             for u, ax in zip(leaves, axes_leaves)]
+  return leaves, treedef, layouts
+
+
 def map_matrices(fn: Callable[[jax.Array], jax.Array], updates: Any, axes_tree: Any) -> Any:
   """Applies ``fn`` to every matrix leaf as a ``[B, rows, cols]`` float32 batch.
 
@@ -200,14 +213,11 @@ def map_matrices(fn: Callable[[jax.Array], jax.Array], updates: Any, axes_tree: 
   polar step), then are split back. Leaves whose axes are ``None`` are returned unchanged;
   results are cast back to each leaf's dtype.
   """
-  is_none = lambda x: x is None
-  leaves, treedef = jax.tree_util.tree_flatten(updates, is_leaf=is_none)
-  axes_leaves = treedef.flatten_up_to(axes_tree)
+  leaves, treedef, layouts = flatten_with_layouts(updates, axes_tree)
   groups: dict[Any, list[tuple[int, jax.Array, _Layout]]] = {}
-  for i, (u, ax) in enumerate(zip(leaves, axes_leaves)):
-    if u is None or ax is None:
+  for i, (u, lay) in enumerate(zip(leaves, layouts)):
+    if lay is None:
       continue
-    lay = layout(jnp.shape(u), ax)
     xb = to_batched(u, lay).astype(jnp.promote_types(u.dtype, jnp.float32))
     groups.setdefault((xb.shape[1:], xb.dtype), []).append((i, xb, lay))
   out = list(leaves)

@@ -8,7 +8,7 @@ what each leaf gets.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
 import jax
 import optax

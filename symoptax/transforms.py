@@ -17,8 +17,8 @@ import optax
 from jax.typing import ArrayLike
 
 from symoptax import polar as polar_lib
-from symoptax.axes import (AxesLike, from_batched, layout, map_matrices, resolve_axes,
-                           to_batched)
+from symoptax.axes import (AxesLike, flatten_with_layouts, from_batched, map_matrices,
+                           resolve_axes, to_batched)
 
 SHAPE_RULES = ("muon", "rms", "none")
 
@@ -137,8 +137,6 @@ def polar_scaled(x: jax.Array, *, method: str, steps: int | None, side: str,
                  nuclear_power: ArrayLike, compute_dtype: Any = None,
                  damping: float | None = None) -> jax.Array:
   r"""``nu^alpha polar(x)`` with :math:`\nu = \langle x, \mathrm{polar}(x)\rangle = \|x\|_*`."""
-  if side == "auto":
-    side = polar_lib._auto_side(method, x.shape)
   u = polar_lib.polar(x, method=method, steps=steps, side=side,
                       compute_dtype=compute_dtype, damping=damping)
   if isinstance(nuclear_power, (int, float)) and nuclear_power == 0:
@@ -237,7 +235,7 @@ def clip_singular_values(x: jax.Array, bound: ArrayLike, *, method: str = "polar
   q = polar_lib.polar(x, method=method, side="full", compute_dtype=compute_dtype)
   r = x - bound * q
   p = polar_lib.polar(r, method=method, side="full", compute_dtype=compute_dtype)
-  mm = lambda a, b: jnp.matmul(a, b, precision=jax.lax.Precision.HIGHEST)
+  mm = polar_lib._mm
   # Q P^T R through the small side: (Q P^T) R for wide x, Q (P^T R) for tall x.
   if x.shape[-2] <= x.shape[-1]:
     abs_part = mm(mm(q, jnp.swapaxes(p, -1, -2)), r)
@@ -301,29 +299,21 @@ def scale_by_row_second_moment(b2: ArrayLike = 0.95, eps: ArrayLike = 1e-8, *,
   References:
     Li et al., "NorMuon: Making Muon more efficient and scalable", arXiv:2510.05491, 2025.
   """
-  def batched_leaves(tree):
-    axes_tree = resolve_axes(axes, tree)
-    leaves, treedef = jax.tree_util.tree_flatten(tree, is_leaf=lambda x: x is None)
-    return leaves, treedef, treedef.flatten_up_to(axes_tree)
-
   def init_fn(params):
-    leaves, treedef, ax = batched_leaves(params)
-    nu = [None if (p is None or a is None) else
-          jnp.zeros(layout(jnp.shape(p), a).batched_shape[:2], jnp.float32)
-          for p, a in zip(leaves, ax)]
+    leaves, treedef, lays = flatten_with_layouts(params, resolve_axes(axes, params))
+    nu = [None if lay is None else jnp.zeros(lay.batched_shape[:2], jnp.float32)
+          for lay in lays]
     return ScaleByRowSecondMomentState(jnp.zeros([], jnp.int32), treedef.unflatten(nu))
 
   def update_fn(updates, state, params=None):
-    leaves, treedef, ax = batched_leaves(params if params is not None else updates)
-    ups = treedef.flatten_up_to(updates)
-    nus = treedef.flatten_up_to(state.nu)
+    ups, treedef, lays = flatten_with_layouts(
+        updates, resolve_axes(axes, params if params is not None else updates))
     out, new_nu = [], []
-    for u, a, v in zip(ups, ax, nus):
-      if u is None or a is None:
+    for u, lay, v in zip(ups, lays, treedef.flatten_up_to(state.nu)):
+      if lay is None:
         out.append(u)
         new_nu.append(v)
         continue
-      lay = layout(jnp.shape(u), a)
       o = to_batched(u, lay).astype(jnp.float32)
       v = b2 * v + (1 - b2) * jnp.mean(jnp.square(o), axis=-1)
       scaled = o / (jnp.sqrt(v)[..., None] + eps)
@@ -379,22 +369,17 @@ def scale_by_namo(b1: ArrayLike = 0.95, b2: ArrayLike = 0.99, eps: ArrayLike = 1
   """
   _validate_polar(method, "full", None)
 
-  def split(tree):
-    axes_tree = resolve_axes(axes, tree)
-    leaves, treedef = jax.tree_util.tree_flatten(tree, is_leaf=lambda x: x is None)
-    return leaves, treedef, treedef.flatten_up_to(axes_tree)
-
   def init_fn(params):
-    leaves, treedef, ax = split(params)
+    leaves, treedef, lays = flatten_with_layouts(params, resolve_axes(axes, params))
     mu = [None if p is None else jnp.zeros_like(p) for p in leaves]
-    nu = [None if (p is None or a is None) else
-          jnp.zeros(layout(jnp.shape(p), a).batched_shape[:1], jnp.float32)
-          for p, a in zip(leaves, ax)]
+    nu = [None if lay is None else jnp.zeros(lay.batched_shape[:1], jnp.float32)
+          for lay in lays]
     return ScaleByNamoState(jnp.zeros([], jnp.int32), treedef.unflatten(mu),
                             treedef.unflatten(nu))
 
   def update_fn(updates, state, params=None):
-    leaves, treedef, ax = split(updates)
+    leaves, treedef, lays = flatten_with_layouts(
+        updates, resolve_axes(axes, params if params is not None else updates))
     if params is None and not (isinstance(weight_decay, (int, float)) and weight_decay == 0):
       raise ValueError("scale_by_namo with weight_decay needs params in update().")
     ps = treedef.flatten_up_to(params) if params is not None else [None] * len(leaves)
@@ -402,18 +387,16 @@ def scale_by_namo(b1: ArrayLike = 0.95, b2: ArrayLike = 0.99, eps: ArrayLike = 1
     t = count.astype(jnp.float32)
     bias = jnp.sqrt(1 - b2 ** t) / (1 - b1 ** t)
     out, mus, nus = [], [], []
-    for g, a, m, v, p in zip(leaves, ax, treedef.flatten_up_to(state.mu),
-                             treedef.flatten_up_to(state.nu), ps):
-      if g is None:
-        out.append(g), mus.append(m), nus.append(v)
-        continue
-      m = (b1 * m + (1 - b1) * g).astype(m.dtype)
+    for g, lay, m, v, p in zip(leaves, lays, treedef.flatten_up_to(state.mu),
+                               treedef.flatten_up_to(state.nu), ps):
+      if g is not None:
+        m = (b1 * m + (1 - b1) * g).astype(m.dtype)
       mus.append(m)
-      if a is None:
-        out.append(m)  # vectors get plain momentum, as in the other named optimizers
+      if lay is None:
+        # None leaves stay None; vectors get plain momentum, as in the other named optimizers.
+        out.append(m)
         nus.append(v)
         continue
-      lay = layout(jnp.shape(g), a)
       gb = to_batched(g, lay).astype(jnp.float32)
       mb = to_batched(m, lay).astype(jnp.float32)
       v = b2 * v + (1 - b2) * jnp.sum(jnp.square(gb), axis=(-2, -1))

@@ -2,7 +2,6 @@
 a negative control), and a smoke training run of the Qwen3-style model."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
