@@ -214,6 +214,11 @@ def symmetry_stack(
   table = resolve_rules(learning_rate, preset, overrides)
   group_of = {role: r.group for role, r in table.items()}
   to_groups = lambda role_tree: jax.tree_util.tree_map(group_of.__getitem__, role_tree)
+  rules = list(rules) if rules is not None else None
+  if roles is None and params is not None:
+    # Label once, now, so naming errors surface before training.
+    roles = label_roles(params, scan_axis=scan_axis, rules=rules)
+    matrix_axes(params, roles=roles, scan_axis=scan_axis)
   if roles is not None:
     bad = [(path_str(p), r) for p, r in jax.tree_util.tree_flatten_with_path(roles)[0]
            if r not in ROLES]
@@ -223,13 +228,8 @@ def symmetry_stack(
     labels: Any = to_groups(roles)
     axes: Any = lambda p: matrix_axes(p, roles=_like(roles, p), scan_axis=scan_axis)
   else:
-    rules = list(rules) if rules is not None else None
     labels = lambda p: to_groups(label_roles(p, scan_axis=scan_axis, rules=rules))
     axes = lambda p: matrix_axes(p, scan_axis=scan_axis, rules=rules)
-    if params is not None:
-      found = label_roles(params, scan_axis=scan_axis, rules=rules)
-      matrix_axes(params, roles=found, scan_axis=scan_axis)
-      labels = to_groups(found)
   # Roles that share rule, learning rate, weight decay and centring share one branch, so a
   # branch's same-shape matrices are processed as one batch.
   transforms = {}
