@@ -6,6 +6,10 @@ Parameter names and layouts follow MaxText: ``token_embedder/embedding`` [V, d],
 ``.../out/kernel`` [H, L, hd, d], ``decoder/layers/mlp/{wi_0,wi_1}/kernel`` [d, L, ff],
 ``.../wo/kernel`` [ff, L, d], norms ``scale`` [d, L], ``decoder/decoder_norm/scale`` [d],
 ``decoder/logits_dense/kernel`` [d, V].
+
+Every parameter carries MaxText's logical axis names (``vocab, embed, heads, kv_heads, kv,
+mlp, norm`` and ``layers`` for the scan axis) through ``nn.with_logical_partitioning``;
+:data:`LOGICAL_RULES` maps them onto a ``(data, fsdp, tensor)`` mesh as MaxText's defaults do.
 """
 
 from __future__ import annotations
@@ -17,6 +21,28 @@ import jax
 import jax.numpy as jnp
 
 from examples.models.common import causal_attention, rope
+
+
+# MaxText-like logical -> mesh axis rules for a (data, fsdp, tensor) mesh.
+LOGICAL_RULES = (
+    ("batch", ("data", "fsdp")),
+    ("vocab", "tensor"),
+    ("embed", "fsdp"),
+    ("heads", "tensor"),
+    ("kv_heads", "tensor"),
+    ("mlp", "tensor"),
+    ("kv", None),
+    ("norm", None),
+    ("layers", None),
+)
+
+
+def _init(*names):
+  return nn.with_logical_partitioning(nn.initializers.lecun_normal(), names)
+
+
+def _ones(*names):
+  return nn.with_logical_partitioning(nn.initializers.ones, names)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,8 +67,9 @@ class Decoder(nn.Module):
                     split_rngs={"params": True}, length=cfg.layers,
                     metadata_params={nn.PARTITION_NAME: "layers"})
     x, _ = layer(cfg, name="layers")(x, None)
-    x = nn.RMSNorm(name="decoder_norm")(x)
-    return nn.Dense(cfg.vocab, use_bias=False, name="logits_dense")(x)
+    x = nn.RMSNorm(name="decoder_norm", scale_init=_ones("norm"))(x)
+    return nn.Dense(cfg.vocab, use_bias=False, name="logits_dense",
+                    kernel_init=_init("embed", "vocab"))(x)
 
 
 class _Attention(nn.Module):
@@ -51,13 +78,14 @@ class _Attention(nn.Module):
   @nn.compact
   def __call__(self, h):
     cfg = self.cfg
-    dense = lambda feats, name, axis=-1: nn.DenseGeneral(feats, axis=axis, use_bias=False,
-                                                         name=name)
-    q = dense((cfg.heads, cfg.head_dim), "query")(h)
-    k = dense((cfg.kv_heads, cfg.head_dim), "key")(h)
-    v = dense((cfg.kv_heads, cfg.head_dim), "value")(h)
+    dense = lambda feats, name, names, axis=-1: nn.DenseGeneral(
+        feats, axis=axis, use_bias=False, name=name, kernel_init=_init(*names))
+    q = dense((cfg.heads, cfg.head_dim), "query", ("embed", "heads", "kv"))(h)
+    k = dense((cfg.kv_heads, cfg.head_dim), "key", ("embed", "kv_heads", "kv"))(h)
+    v = dense((cfg.kv_heads, cfg.head_dim), "value", ("embed", "kv_heads", "kv"))(h)
     pos = jnp.arange(h.shape[1])
-    return dense(cfg.d, "out", axis=(-2, -1))(causal_attention(rope(q, pos), rope(k, pos), v))
+    attn = causal_attention(rope(q, pos), rope(k, pos), v)
+    return dense(cfg.d, "out", ("heads", "kv", "embed"), axis=(-2, -1))(attn)
 
 
 class _Mlp(nn.Module):
@@ -65,9 +93,11 @@ class _Mlp(nn.Module):
 
   @nn.compact
   def __call__(self, h):
-    dense = lambda name, feats: nn.Dense(feats, use_bias=False, name=name)
-    h = jax.nn.silu(dense("wi_0", self.cfg.ff)(h)) * dense("wi_1", self.cfg.ff)(h)
-    return dense("wo", self.cfg.d)(h)
+    dense = lambda name, feats, names: nn.Dense(feats, use_bias=False, name=name,
+                                                kernel_init=_init(*names))
+    h = (jax.nn.silu(dense("wi_0", self.cfg.ff, ("embed", "mlp"))(h))
+         * dense("wi_1", self.cfg.ff, ("embed", "mlp"))(h))
+    return dense("wo", self.cfg.d, ("mlp", "embed"))(h)
 
 
 class _Layer(nn.Module):
@@ -75,9 +105,9 @@ class _Layer(nn.Module):
 
   @nn.compact
   def __call__(self, x, _):
-    h = nn.RMSNorm(name="pre_self_attention_layer_norm")(x)
+    h = nn.RMSNorm(name="pre_self_attention_layer_norm", scale_init=_ones("norm"))(x)
     x = x + _Attention(self.cfg, name="self_attention")(h)
-    h = nn.RMSNorm(name="post_self_attention_layer_norm")(x)
+    h = nn.RMSNorm(name="post_self_attention_layer_norm", scale_init=_ones("norm"))(x)
     return x + _Mlp(self.cfg, name="mlp")(h), None
 
 
@@ -87,11 +117,15 @@ class MaxTextStyleLM(nn.Module):
 
   @nn.compact
   def __call__(self, tokens):
-    x = nn.Embed(self.cfg.vocab, self.cfg.d, name="token_embedder")(tokens)
+    x = nn.Embed(self.cfg.vocab, self.cfg.d, name="token_embedder",
+                 embedding_init=nn.with_logical_partitioning(
+                     nn.initializers.normal(1.0), ("vocab", "embed")))(tokens)
     return Decoder(self.cfg, name="decoder")(x)
 
 
-def init(cfg: Config = Config(), seed: int = 0):
-  """Returns (model, params) with params = variables['params']."""
+def init(cfg: Config = Config(), seed: int = 0, boxed: bool = False):
+  """Returns (model, params) with params = variables['params'], plain arrays unless
+  ``boxed`` (then ``nn.LogicallyPartitioned`` boxes carrying the logical axis names)."""
   model = MaxTextStyleLM(cfg)
-  return model, model.init(jax.random.key(seed), jnp.zeros((1, 8), jnp.int32))["params"]
+  params = model.init(jax.random.key(seed), jnp.zeros((1, 8), jnp.int32))["params"]
+  return model, (params if boxed else nn.unbox(params))

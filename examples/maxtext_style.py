@@ -1,0 +1,182 @@
+"""MaxText-style training with symoptax: Linen ``nn.scan`` layers, logical axis names, a
+``(data, fsdp, tensor)`` mesh over every device, and a MaxText-shaped train step.
+
+The model (``examples/models/maxtext_style.py``) names its parameters as MaxText does
+(``token_embedder``, ``decoder/layers/self_attention/query``, ``mlp/wi_0``, ``logits_dense``)
+and stacks its layers with ``nn.scan`` along ``param_scan_axis`` (MaxText's default, 1).
+``symmetry_stack(..., scan_axis=1)`` treats that axis as a batch of per-layer matrices.
+Parameters are sharded by their logical names through ``LOGICAL_RULES``; the batch is split
+over ``data`` x ``fsdp``; jit partitions the optimizer step.
+
+  python examples/maxtext_style.py                             # all devices JAX sees
+  XLA_FLAGS=--xla_force_host_platform_device_count=8 python examples/maxtext_style.py
+  python examples/maxtext_style.py --mesh 2,2,2 --preset muon --steps 200
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):
+  sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax.training import train_state
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+import symoptax
+from examples import data as data_lib
+from examples.models import maxtext_style as mt
+
+
+def auto_mesh_shape(n: int) -> tuple[int, int, int]:
+  """(data, fsdp, tensor) for n devices: tensor 2 and fsdp 2 where they divide, rest data."""
+  tensor = 2 if n % 2 == 0 and n >= 4 else 1
+  fsdp = 2 if (n // tensor) % 2 == 0 else 1
+  return n // (tensor * fsdp), fsdp, tensor
+
+
+def make_mesh(shape) -> Mesh:
+  devices = np.array(jax.devices())
+  if int(np.prod(shape)) != devices.size:
+    raise SystemExit(f"maxtext_style.py: error: --mesh {','.join(map(str, shape))} needs "
+                     f"{int(np.prod(shape))} devices; JAX sees {devices.size}")
+  return Mesh(devices.reshape(shape), ("data", "fsdp", "tensor"))
+
+
+def loss_fn(model, params, batch):
+  """MaxText's loss: mean next-token cross entropy over the batch, logits in fp32."""
+  logits = model.apply({"params": params}, batch["inputs"])
+  xent = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32),
+                                                         batch["targets"])
+  return xent.mean()
+
+
+def shard_like_params(opt_state, param_shardings, default):
+  """Shardings for an optimizer state: every subtree laid out like the parameters (momentum,
+  Adam moments; ``multi_transform``'s masked leaves included) takes the parameters'
+  shardings, every other leaf (counts, per-row statistics) ``default``."""
+  masked = lambda x: isinstance(x, optax.MaskedNode)
+  params_def = jax.tree.structure(param_shardings)
+
+  def like_params(x):
+    return jax.tree.structure(x, is_leaf=masked) == params_def
+
+  def assign(x):
+    if like_params(x):
+      return jax.tree.map(lambda leaf, s: leaf if masked(leaf) else s, x, param_shardings,
+                          is_leaf=masked)
+    return default
+
+  return jax.tree.map(assign, opt_state, is_leaf=lambda x: masked(x) or like_params(x))
+
+
+def setup(cfg: mt.Config, mesh: Mesh, tx_fn, seed: int = 0):
+  """Creates the TrainState directly in its shardings, as MaxText's ``setup_initial_state``:
+  parameter shardings from the logical axis names, optimizer state sharded as jit lays it
+  out from them."""
+  model = mt.MaxTextStyleLM(cfg)
+  dummy = jnp.zeros((1, 8), jnp.int32)
+  boxed = jax.eval_shape(lambda: model.init(jax.random.key(seed), dummy)["params"])
+  logical = nn.get_partition_spec(boxed)
+  param_shardings = nn.logical_to_mesh_sharding(logical, mesh, mt.LOGICAL_RULES)
+  abstract = jax.tree.map(lambda b, s: jax.ShapeDtypeStruct(b.shape, b.dtype, sharding=s),
+                          nn.unbox(boxed), param_shardings)
+  tx = tx_fn(abstract)
+
+  def create():
+    params = nn.unbox(model.init(jax.random.key(seed), dummy)["params"])
+    return train_state.TrainState.create(apply_fn=model.apply, params=params, tx=tx)
+
+  state_shapes = jax.eval_shape(create)
+  replicated = NamedSharding(mesh, P())
+  opt_shardings = shard_like_params(state_shapes.opt_state, param_shardings, replicated)
+  state_shardings = state_shapes.replace(step=replicated, params=param_shardings,
+                                         opt_state=opt_shardings)
+  state = jax.jit(create, out_shardings=state_shardings)()
+  return model, state, state_shardings
+
+
+def make_train_step(model, state_shardings, batch_sharding):
+  def train_step(state, batch):
+    loss, grads = jax.value_and_grad(lambda p: loss_fn(model, p, batch))(state.params)
+    new_state = state.apply_gradients(grads=grads)
+    return new_state, {"loss": loss, "grad_norm": optax.global_norm(grads)}
+
+  return jax.jit(train_step, in_shardings=(state_shardings, batch_sharding),
+                 out_shardings=(state_shardings, None), donate_argnums=0)
+
+
+def main(argv=None):
+  p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                              formatter_class=argparse.RawDescriptionHelpFormatter,
+                              epilog=__doc__.split("\n\n", 1)[1])
+  p.add_argument("--mesh", default=None, help="data,fsdp,tensor (default: from device count)")
+  p.add_argument("--preset", choices=list(symoptax.PRESETS), default="paper")
+  p.add_argument("--lr", type=float, default=0.02, help="peak Muon learning rate")
+  p.add_argument("--steps", type=int, default=100)
+  p.add_argument("--batch", type=int, default=16)
+  p.add_argument("--seq", type=int, default=128)
+  p.add_argument("--vocab", type=int, default=4096)
+  p.add_argument("--scan-axis", type=int, default=1, choices=[0, 1],
+                 help="MaxText's param_scan_axis")
+  p.add_argument("--data", default="builtin")
+  args = p.parse_args(argv)
+  size = dict(d=128, layers=4, heads=4, kv_heads=2, head_dim=32, ff=384)
+  max_bytes = 8_000_000
+  if os.environ.get("SYMOPTAX_SMOKE", "") not in ("", "0"):
+    args.steps, args.batch, args.seq, args.vocab, max_bytes = 6, 8, 32, 512, 300_000
+    size = dict(d=32, layers=2, heads=2, kv_heads=2, head_dim=16, ff=64)
+
+  shape = (tuple(int(x) for x in args.mesh.split(",")) if args.mesh
+           else auto_mesh_shape(jax.device_count()))
+  mesh = make_mesh(shape)
+  try:
+    data = data_lib.prepare(args.data, args.vocab, max_bytes)
+  except data_lib.DataError as e:
+    raise SystemExit(f"maxtext_style.py: error: {e}") from None
+  cfg = mt.Config(vocab=data.vocab, param_scan_axis=args.scan_axis, **size)
+  schedule = optax.warmup_cosine_decay_schedule(0.0, args.lr, max(1, args.steps // 20),
+                                                args.steps, 0.1 * args.lr)
+  tx_fn = lambda params: symoptax.symmetry_stack(schedule, preset=args.preset, params=params,
+                                                 scan_axis=args.scan_axis)
+  model, state, state_shardings = setup(cfg, mesh, tx_fn)
+  batch_sharding = NamedSharding(mesh, nn.logical_to_mesh_axes(("batch", None),
+                                                               mt.LOGICAL_RULES))
+  train_step = make_train_step(model, state_shardings, batch_sharding)
+  print(f"mesh (data, fsdp, tensor) = {shape} over {jax.device_count()} x "
+        f"{jax.devices()[0].device_kind}; preset {args.preset}; scan axis {args.scan_axis}")
+  emb = state.params["token_embedder"]["embedding"]
+  print(f"token_embedder/embedding {emb.shape} sharding: {emb.sharding.spec}")
+
+  t0, first = time.perf_counter(), None
+  for step in range(args.steps):
+    tokens = data.batch(step, args.batch, args.seq)
+    batch = {"inputs": tokens[:, :-1], "targets": tokens[:, 1:]}
+    state, metrics = train_step(state, jax.device_put(batch, batch_sharding))
+    loss = float(metrics["loss"])
+    first = loss if first is None else first
+    if not np.isfinite(loss):
+      raise SystemExit(f"maxtext_style.py: error: loss is {loss} at step {step + 1}")
+    if (step + 1) % max(1, args.steps // 10) == 0 or step + 1 == args.steps:
+      print(f"step {step + 1:5d}  loss {loss:.4f}  grad_norm {float(metrics['grad_norm']):.3f}"
+            f"  {time.perf_counter() - t0:.1f}s")
+  kept = all(a.sharding.is_equivalent_to(s, a.ndim) for a, s in zip(
+      jax.tree.leaves(state), jax.tree.leaves(state_shardings)))
+  sharded = sum(not a.sharding.is_fully_replicated for a in jax.tree.leaves(state.opt_state))
+  print(f"loss {first:.3f} -> {loss:.3f}; parameter and optimizer-state shardings kept: "
+        f"{kept}; {sharded} optimizer-state arrays sharded")
+  return {"first_loss": first, "last_loss": loss, "mesh": shape, "shardings_kept": kept,
+          "sharded_state_arrays": sharded}
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,341 @@
+"""Pretrain a Qwen3-style language model (Flax NNX) with symoptax's symmetry stack.
+
+With no arguments: the ``tiny`` model on the built-in corpus (this Python's standard-library
+sources, BPE-tokenised with an 8192-token vocabulary trained on them and cached), the
+``paper`` preset, 400 steps with warmup and cosine decay; about 3.5 minutes on a 2-core CPU. JAX
+picks the device (GPU/TPU when present); batches are split over all devices (data parallel).
+
+Everything a run writes goes to ``--out`` (default ``runs/pretrain/<size>-<preset>``):
+``metrics.jsonl`` (one JSON object per logged step: step, loss, lr, grad_norm, tokens_per_s,
+elapsed_s, and val_loss when evaluated), ``loss.png``, ``config.json`` and Orbax checkpoints
+(params, optimizer state, step, data position) in ``checkpoints/``. ``--resume`` continues
+from the latest checkpoint there, bitwise-identically on CPU.
+
+  python examples/pretrain.py
+  python examples/pretrain.py --preset muon --steps 2000 --lr 0.01
+  python examples/pretrain.py --size small --data 'corpus/*.txt' --schedule wsd
+  python examples/pretrain.py --data hf:roneneldan/TinyStories      # needs `datasets`, network
+  python examples/pretrain.py --role-lr lm_head=3e-4 --role-lr embedding=0.05
+  SYMOPTAX_SMOKE=1 python examples/pretrain.py                      # seconds: tests, CI
+
+Sizes (``--size``; parameters with the default 8192 vocabulary):
+  tiny    d 128, 4 layers, 4 heads (2 kv), ff 384, seq 128, batch 16      ~3.1M
+  small   d 512, 8 layers, 8 heads (4 kv), ff 1536, seq 512, batch 32     ~35M
+  medium  d 1024, 16 layers, 16 heads (8 kv), ff 3072, seq 1024, batch 64  ~230M
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):  # `python examples/pretrain.py`: make `examples` importable
+  sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+import symoptax
+from examples import data as data_lib
+from examples.models import qwen3
+from examples.models.common import next_token_loss
+
+SIZES = {  # name: (model config without vocab, seq, batch)
+    "smoke": (dict(d=32, layers=2, heads=2, kv_heads=1, head_dim=16, ff=64), 32, 4),
+    "tiny": (dict(d=128, layers=4, heads=4, kv_heads=2, head_dim=32, ff=384), 128, 16),
+    "small": (dict(d=512, layers=8, heads=8, kv_heads=4, head_dim=64, ff=1536), 512, 32),
+    "medium": (dict(d=1024, layers=16, heads=16, kv_heads=8, head_dim=64, ff=3072), 1024, 64),
+}
+SMOKE = dict(size="smoke", vocab=512, steps=30, max_bytes=300_000, eval_every=10,
+             eval_batches=2, ckpt_every=10, warmup=3)
+
+
+def smoke() -> bool:
+  return os.environ.get("SYMOPTAX_SMOKE", "") not in ("", "0")
+
+
+def make_parser() -> argparse.ArgumentParser:
+  p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                              formatter_class=argparse.RawDescriptionHelpFormatter,
+                              epilog=__doc__.split("\n\n", 1)[1])
+  p.add_argument("--size", choices=[s for s in SIZES if s != "smoke"], default="tiny")
+  p.add_argument("--preset", choices=list(symoptax.PRESETS), default="paper")
+  p.add_argument("--lr", type=float, default=0.02,
+                 help="peak Muon learning rate; other rules use their LR_RATIO multiple")
+  p.add_argument("--role-lr", action="append", default=[], metavar="ROLE=LR",
+                 help="absolute peak learning rate for one role (repeatable), e.g. "
+                      "lm_head=3e-4; follows the same schedule")
+  p.add_argument("--schedule", choices=["cosine", "wsd"], default="cosine",
+                 help="cosine decay to 10%% of peak, or warmup-stable-decay (last 20%% "
+                      "linear to 0)")
+  p.add_argument("--warmup", type=int, default=None, help="warmup steps (default 5%%)")
+  p.add_argument("--steps", type=int, default=400)
+  p.add_argument("--batch", type=int, default=None, help="global batch (default per size)")
+  p.add_argument("--seq", type=int, default=None, help="sequence length (default per size)")
+  p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--data", default="builtin",
+                 help="'builtin', a file/directory/glob of text files, or hf:NAME[:CONFIG]")
+  p.add_argument("--vocab", type=int, default=8192, help="BPE vocabulary size")
+  p.add_argument("--max-bytes", type=int, default=16_000_000, help="corpus size cap")
+  p.add_argument("--out", default=None, help="run directory (default runs/pretrain/...)")
+  p.add_argument("--eval-every", type=int, default=50)
+  p.add_argument("--eval-batches", type=int, default=8)
+  p.add_argument("--log-every", type=int, default=1)
+  p.add_argument("--ckpt-every", type=int, default=200)
+  p.add_argument("--resume", action="store_true",
+                 help="continue from the latest checkpoint in --out")
+  p.add_argument("--stop-at", type=int, default=None,
+                 help="stop (checkpointing) after this step, as if interrupted; --resume "
+                      "continues the same run")
+  p.add_argument("--no-progress", action="store_true", help="no tqdm bar")
+  return p
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+  parser = make_parser()
+  args = parser.parse_args(argv)
+  explicit = {a.lstrip("-").replace("-", "_").split("=")[0] for a in (argv or sys.argv[1:])
+              if a.startswith("--")}
+  if smoke():  # shrink whatever the user did not set explicitly
+    for k, v in SMOKE.items():
+      if k not in explicit:
+        setattr(args, k, v)
+  model_kw, seq, batch = SIZES[args.size]
+  args.seq = args.seq or seq
+  args.batch = args.batch or batch
+  args.warmup = args.warmup if args.warmup is not None else max(1, args.steps // 20)
+  roles = {}
+  for item in args.role_lr:
+    role, sep, value = item.partition("=")
+    if not sep or role not in symoptax.ROLES:
+      parser.error(f"--role-lr {item!r}: expected ROLE=LR with ROLE one of "
+                   f"{', '.join(symoptax.ROLES)}")
+    roles[role] = float(value)
+  args.role_lrs = roles
+  args.out = args.out or str(Path("runs") / "pretrain" / f"{args.size}-{args.preset}")
+  return args
+
+
+def schedule(args, peak: float) -> optax.Schedule:
+  """Linear warmup to ``peak``, then cosine to 0.1 peak, or WSD (stable, last 20% to 0)."""
+  if args.schedule == "cosine":
+    return optax.warmup_cosine_decay_schedule(0.0, peak, args.warmup, args.steps, 0.1 * peak)
+  decay = max(1, args.steps // 5)
+  stable = max(0, args.steps - args.warmup - decay)
+  return optax.join_schedules(
+      [optax.linear_schedule(0.0, peak, args.warmup), optax.constant_schedule(peak),
+       optax.linear_schedule(peak, 0.0, decay)],
+      [args.warmup, args.warmup + stable])
+
+
+def make_optimizer(args, params) -> optax.GradientTransformation:
+  overrides = {role: {"learning_rate": schedule(args, lr)} for role, lr in args.role_lrs.items()}
+  return symoptax.symmetry_stack(schedule(args, args.lr), preset=args.preset, params=params,
+                                 overrides=overrides)
+
+
+def build(args, vocab: int):
+  """Model pieces (graphdef, params, rest), optimizer and its initial state, all replicated
+  over a 1-D ``data`` mesh of every device."""
+  model_kw, _, _ = SIZES[args.size]
+  cfg = qwen3.Config(vocab=vocab, **model_kw)
+  model = qwen3.Qwen3(cfg, rngs=nnx.Rngs(args.seed))
+  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+  mesh = Mesh(np.array(jax.devices()), ("data",))
+  replicated = NamedSharding(mesh, P())
+  params = jax.device_put(params, replicated)
+  tx = make_optimizer(args, params)
+  opt_state = jax.jit(tx.init, out_shardings=replicated)(params)
+  return cfg, graphdef, params, rest, tx, opt_state, mesh
+
+
+def make_steps(graphdef, rest, tx):
+  def loss_fn(params, tokens):
+    return next_token_loss(nnx.merge(graphdef, params, rest), tokens)
+
+  @jax.jit
+  def train_step(params, opt_state, tokens):
+    loss, grads = jax.value_and_grad(loss_fn)(params, tokens)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, loss, optax.global_norm(grads)
+
+  @jax.jit
+  def eval_loss(params, batches):
+    return jax.lax.map(lambda b: loss_fn(params, b), batches).mean()
+
+  return train_step, eval_loss
+
+
+class Checkpoints:
+  """Orbax checkpoints of {params, opt_state} plus JSON metadata {step, data_pos}."""
+
+  def __init__(self, directory: Path, every: int):
+    import orbax.checkpoint as ocp
+    self.ocp = ocp
+    self.manager = ocp.CheckpointManager(
+        directory.resolve(), options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True))
+    self.every = every
+
+  def save(self, step: int, params, opt_state, data_pos: int):
+    args = self.ocp.args
+    self.manager.save(step, args=args.Composite(
+        state=args.StandardSave({"params": params, "opt_state": opt_state}),
+        meta=args.JsonSave({"step": step, "data_pos": data_pos})), force=True)
+
+  def latest(self):
+    return self.manager.latest_step()
+
+  def restore(self, params, opt_state):
+    """Restores the latest checkpoint into the structure/shardings of the given trees."""
+    args = self.ocp.args
+    step = self.manager.latest_step()
+    target = jax.tree.map(self.ocp.utils.to_shape_dtype_struct,
+                          {"params": params, "opt_state": opt_state})
+    out = self.manager.restore(step, args=args.Composite(
+        state=args.StandardRestore(target), meta=args.JsonRestore()))
+    return out["state"]["params"], out["state"]["opt_state"], out["meta"]
+
+  def close(self):
+    self.manager.wait_until_finished()
+    self.manager.close()
+
+
+def read_metrics(path: Path, upto: int | None = None) -> list[dict]:
+  if not path.exists():
+    return []
+  rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+  return [r for r in rows if upto is None or r["step"] <= upto]
+
+
+def plot(rows: list[dict], path: Path, title: str):
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  steps = np.array([r["step"] for r in rows])
+  loss = np.array([r["loss"] for r in rows])
+  fig, ax = plt.subplots(figsize=(7, 4.2))
+  ax.plot(steps, loss, color="tab:blue", alpha=0.25, lw=0.8)
+  if len(loss) > 1:  # exponential moving average of the training loss
+    ema, e = np.empty_like(loss), loss[0]
+    for i, v in enumerate(loss):
+      e = 0.95 * e + 0.05 * v if i else v
+      ema[i] = e
+    ax.plot(steps, ema, color="tab:blue", label="train (EMA)")
+  val = [(r["step"], r["val_loss"]) for r in rows if "val_loss" in r]
+  if val:
+    ax.plot(*zip(*val), "o-", color="tab:orange", label="validation")
+  ax.set(xlabel="step", ylabel="loss", title=title)
+  ax.grid(alpha=0.3)
+  ax.legend()
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def run(args, log=print) -> list[dict]:
+  """Trains as ``args`` says; returns the metrics rows of the whole run (resumed included)."""
+  out = Path(args.out)
+  out.mkdir(parents=True, exist_ok=True)
+  try:
+    data = data_lib.prepare(args.data, args.vocab, args.max_bytes, log=log)
+  except data_lib.DataError as e:
+    raise SystemExit(f"pretrain.py: error: {e}") from None
+  n_dev = jax.device_count()
+  if args.batch % n_dev:
+    raise SystemExit(f"pretrain.py: error: --batch {args.batch} must be a multiple of the "
+                     f"device count {n_dev}")
+  cfg, graphdef, params, rest, tx, opt_state, mesh = build(args, data.vocab)
+  n_params = sum(x.size for x in jax.tree.leaves(params))
+  batch_sharding = NamedSharding(mesh, P("data"))
+  train_step, eval_loss = make_steps(graphdef, rest, tx)
+  val = jax.device_put(data.val_batches(args.eval_batches, args.batch, args.seq),
+                       NamedSharding(mesh, P(None, "data")))
+  lr_of = schedule(args, args.lr)
+
+  ckpt = Checkpoints(out / "checkpoints", args.ckpt_every)
+  metrics_path = out / "metrics.jsonl"
+  start, data_pos = 0, 0
+  if args.resume and ckpt.latest() is not None:
+    params, opt_state, meta = ckpt.restore(params, opt_state)
+    start, data_pos = meta["step"], meta["data_pos"]
+    rows = read_metrics(metrics_path, upto=start)  # drop rows logged after the checkpoint
+    log(f"resumed from step {start} ({out / 'checkpoints'})")
+  else:
+    if args.resume:
+      log(f"--resume: no checkpoint in {out / 'checkpoints'}; starting from step 0")
+    rows = []
+  metrics_path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+  (out / "config.json").write_text(json.dumps(
+      {**{k: v for k, v in vars(args).items()}, "model": dataclasses.asdict(cfg),
+       "params": int(n_params), "devices": [str(d) for d in jax.devices()]}, indent=1))
+  log(f"model: Qwen3-style {args.size}, {n_params / 1e6:.2f}M params; preset {args.preset}; "
+      f"{n_dev} x {jax.devices()[0].device_kind}; batch {args.batch} x {args.seq} tokens")
+  if start == 0:
+    log(symoptax.describe(params, preset=args.preset, learning_rate=args.lr).__str__())
+
+  end = min(args.steps, args.stop_at) if args.stop_at else args.steps
+  bar = None
+  if not args.no_progress:
+    try:
+      from tqdm import tqdm
+      bar = tqdm(total=args.steps, initial=start, desc=f"{args.preset}", file=sys.stdout,
+                 dynamic_ncols=True)
+    except ImportError:
+      pass
+  t0, tokens_per_step = time.perf_counter(), args.batch * args.seq
+  t_last, step_last = t0, start
+  with metrics_path.open("a") as f:
+    for step in range(start + 1, end + 1):
+      tokens = jax.device_put(data.batch(data_pos, args.batch, args.seq, args.seed),
+                              batch_sharding)
+      data_pos += 1
+      params, opt_state, loss, gnorm = train_step(params, opt_state, tokens)
+      if step % args.log_every == 0 or step == end or step % args.eval_every == 0:
+        now = time.perf_counter()
+        row = {"step": step, "loss": float(loss), "lr": float(lr_of(step - 1)),
+               "grad_norm": float(gnorm),
+               "tokens_per_s": (step - step_last) * tokens_per_step / max(now - t_last, 1e-9),
+               "elapsed_s": now - t0}
+        t_last, step_last = now, step
+        if step % args.eval_every == 0 or step == args.steps:
+          row["val_loss"] = float(eval_loss(params, val))
+        if not np.isfinite(row["loss"]):
+          raise SystemExit(f"pretrain.py: error: loss is {row['loss']} at step {step}; "
+                           "lower --lr")
+        rows.append(row)
+        f.write(json.dumps(row) + "\n")
+        f.flush()
+        if bar is not None:
+          bar.set_postfix(loss=f"{row['loss']:.3f}", tok_s=f"{row['tokens_per_s']:.0f}",
+                          lr=f"{row['lr']:.2e}", refresh=False)
+      if bar is not None:
+        bar.update(1)
+      if step % args.ckpt_every == 0 or step == end:
+        ckpt.save(step, params, opt_state, data_pos)
+  if bar is not None:
+    bar.close()
+  ckpt.close()
+  if rows:
+    plot(rows, out / "loss.png", f"Qwen3-style {args.size}, preset {args.preset}")
+  vals = [r["val_loss"] for r in rows if "val_loss" in r]
+  if rows:
+    log(f"step {rows[-1]['step']}: loss {rows[0]['loss']:.3f} -> {rows[-1]['loss']:.3f}"
+        + (f"; val loss {vals[-1]:.3f}" if vals else "") + f"; wrote {out}/")
+  return rows
+
+
+def main(argv=None):
+  return run(parse_args(argv))
+
+
+if __name__ == "__main__":
+  main()
