@@ -32,7 +32,7 @@ class DataError(ValueError):
 
 
 def cache_dir() -> Path:
-  return Path(os.environ.get("SYMOPTAX_CACHE", Path.home() / ".cache" / "symoptax"))
+  return Path(os.environ.get("SYMOPTAX_CACHE") or Path.home() / ".cache" / "symoptax")
 
 
 def _read_files(paths, max_bytes: int) -> list[str]:

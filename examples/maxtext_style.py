@@ -81,8 +81,8 @@ def shard_like_params(opt_state, param_shardings, default):
 
 def setup(cfg: mt.Config, mesh: Mesh, tx_fn, seed: int = 0):
   """Creates the TrainState directly in its shardings, as MaxText's ``setup_initial_state``:
-  parameter shardings from the logical axis names, optimizer state sharded as jit lays it
-  out from them."""
+  parameter shardings from the logical axis names, optimizer state sharded like the
+  parameters (:func:`shard_like_params`), step replicated."""
   model = mt.MaxTextStyleLM(cfg)
   dummy = jnp.zeros((1, 8), jnp.int32)
   boxed = jax.eval_shape(lambda: model.init(jax.random.key(seed), dummy)["params"])
@@ -109,7 +109,7 @@ def make_train_step(model, state_shardings, batch_sharding):
   def train_step(state, batch):
     loss, grads = jax.value_and_grad(lambda p: loss_fn(model, p, batch))(state.params)
     new_state = state.apply_gradients(grads=grads)
-    return new_state, {"loss": loss, "grad_norm": optax.global_norm(grads)}
+    return new_state, {"loss": loss, "grad_norm": optax.tree_utils.tree_norm(grads)}
 
   return jax.jit(train_step, in_shardings=(state_shardings, batch_sharding),
                  out_shardings=(state_shardings, None), donate_argnums=0)

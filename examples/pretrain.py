@@ -16,12 +16,13 @@ from the latest checkpoint there, bitwise-identically on CPU.
   python examples/pretrain.py --size small --data 'corpus/*.txt' --schedule wsd
   python examples/pretrain.py --data hf:roneneldan/TinyStories      # needs `datasets`, network
   python examples/pretrain.py --role-lr lm_head=3e-4 --role-lr embedding=0.05
+  python examples/pretrain.py --preset muon --rule hidden=aurora   # a Muon variant
   SYMOPTAX_SMOKE=1 python examples/pretrain.py                      # seconds: tests, CI
 
 Sizes (``--size``; parameters with the default 8192 vocabulary):
-  tiny    d 128, 4 layers, 4 heads (2 kv), ff 384, seq 128, batch 16      ~3.1M
-  small   d 512, 8 layers, 8 heads (4 kv), ff 1536, seq 512, batch 32     ~35M
-  medium  d 1024, 16 layers, 16 heads (8 kv), ff 3072, seq 1024, batch 64  ~230M
+  tiny    d 128, 4 layers, 4 heads (2 kv), ff 384, seq 128, batch 16      2.9M
+  small   d 512, 8 layers, 8 heads (4 kv), ff 1536, seq 512, batch 32     33.6M
+  medium  d 1024, 16 layers, 16 heads (8 kv), ff 3072, seq 1024, batch 64  218M
 """
 
 from __future__ import annotations
@@ -38,7 +39,6 @@ if __package__ in (None, ""):  # `python examples/pretrain.py`: make `examples` 
   sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
@@ -55,6 +55,8 @@ SIZES = {  # name: (model config without vocab, seq, batch)
     "small": (dict(d=512, layers=8, heads=8, kv_heads=4, head_dim=64, ff=1536), 512, 32),
     "medium": (dict(d=1024, layers=16, heads=16, kv_heads=8, head_dim=64, ff=3072), 1024, 64),
 }
+HIDDEN_ROLES = ("attn_q", "attn_k", "attn_v", "attn_qkv", "attn_o", "mlp_in", "mlp_out",
+                "matrix")
 SMOKE = dict(size="smoke", vocab=512, steps=30, max_bytes=300_000, eval_every=10,
              eval_batches=2, ckpt_every=10, warmup=3)
 
@@ -74,6 +76,9 @@ def make_parser() -> argparse.ArgumentParser:
   p.add_argument("--role-lr", action="append", default=[], metavar="ROLE=LR",
                  help="absolute peak learning rate for one role (repeatable), e.g. "
                       "lm_head=3e-4; follows the same schedule")
+  p.add_argument("--rule", action="append", default=[], metavar="ROLE=RULE",
+                 help="use RULE for ROLE instead of the preset's (repeatable), e.g. "
+                      "mlp_in=aurora; ROLE 'hidden' means every attention/MLP role")
   p.add_argument("--schedule", choices=["cosine", "wsd"], default="cosine",
                  help="cosine decay to 10%% of peak, or warmup-stable-decay (last 20%% "
                       "linear to 0)")
@@ -103,7 +108,8 @@ def make_parser() -> argparse.ArgumentParser:
 def parse_args(argv=None) -> argparse.Namespace:
   parser = make_parser()
   args = parser.parse_args(argv)
-  explicit = {a.lstrip("-").replace("-", "_").split("=")[0] for a in (argv or sys.argv[1:])
+  given = sys.argv[1:] if argv is None else argv
+  explicit = {a.lstrip("-").replace("-", "_").split("=")[0] for a in given
               if a.startswith("--")}
   if smoke():  # shrink whatever the user did not set explicitly
     for k, v in SMOKE.items():
@@ -121,6 +127,15 @@ def parse_args(argv=None) -> argparse.Namespace:
                    f"{', '.join(symoptax.ROLES)}")
     roles[role] = float(value)
   args.role_lrs = roles
+  rules = {}
+  for item in args.rule:
+    role, sep, rule = item.partition("=")
+    targets = HIDDEN_ROLES if role == "hidden" else (role,)
+    if not sep or not set(targets) <= set(symoptax.ROLES) or rule not in symoptax.RULES:
+      parser.error(f"--rule {item!r}: expected ROLE=RULE with ROLE 'hidden' or one of "
+                   f"{', '.join(symoptax.ROLES)} and RULE one of {', '.join(symoptax.RULES)}")
+    rules.update({t: rule for t in targets})
+  args.role_rules = rules
   args.out = args.out or str(Path("runs") / "pretrain" / f"{args.size}-{args.preset}")
   return args
 
@@ -137,10 +152,17 @@ def schedule(args, peak: float) -> optax.Schedule:
       [args.warmup, args.warmup + stable])
 
 
+def overrides(args, as_schedule: bool = True) -> dict:
+  """symmetry_stack overrides from --rule and --role-lr (rates as schedules or peaks)."""
+  out = {role: {"rule": rule} for role, rule in args.role_rules.items()}
+  for role, lr in args.role_lrs.items():
+    out.setdefault(role, {})["learning_rate"] = schedule(args, lr) if as_schedule else lr
+  return out
+
+
 def make_optimizer(args, params) -> optax.GradientTransformation:
-  overrides = {role: {"learning_rate": schedule(args, lr)} for role, lr in args.role_lrs.items()}
   return symoptax.symmetry_stack(schedule(args, args.lr), preset=args.preset, params=params,
-                                 overrides=overrides)
+                                 overrides=overrides(args))
 
 
 def build(args, vocab: int):
@@ -166,7 +188,8 @@ def make_steps(graphdef, rest, tx):
   def train_step(params, opt_state, tokens):
     loss, grads = jax.value_and_grad(loss_fn)(params, tokens)
     updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, loss, optax.global_norm(grads)
+    gnorm = optax.tree_utils.tree_norm(grads)
+    return optax.apply_updates(params, updates), opt_state, loss, gnorm
 
   @jax.jit
   def eval_loss(params, batches):
@@ -178,12 +201,11 @@ def make_steps(graphdef, rest, tx):
 class Checkpoints:
   """Orbax checkpoints of {params, opt_state} plus JSON metadata {step, data_pos}."""
 
-  def __init__(self, directory: Path, every: int):
+  def __init__(self, directory: Path):
     import orbax.checkpoint as ocp
     self.ocp = ocp
     self.manager = ocp.CheckpointManager(
         directory.resolve(), options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True))
-    self.every = every
 
   def save(self, step: int, params, opt_state, data_pos: int):
     args = self.ocp.args
@@ -207,6 +229,22 @@ class Checkpoints:
   def close(self):
     self.manager.wait_until_finished()
     self.manager.close()
+
+
+RESUME_KEYS = ("size", "preset", "lr", "role_lrs", "role_rules", "schedule", "warmup", "steps", "batch",
+               "seq", "seed", "data", "vocab")
+
+
+def check_same_run(args, config_path: Path):
+  """--resume continues the same run: the settings that shape it must not change."""
+  if not config_path.exists():
+    return
+  saved = json.loads(config_path.read_text())
+  changed = [f"{k} {saved.get(k)!r} -> {getattr(args, k)!r}" for k in RESUME_KEYS
+             if k in saved and saved[k] != getattr(args, k)]
+  if changed:
+    raise SystemExit(f"pretrain.py: error: --resume in {config_path.parent} with different "
+                     f"settings ({'; '.join(changed)}); use the original flags or a new --out")
 
 
 def read_metrics(path: Path, upto: int | None = None) -> list[dict]:
@@ -261,10 +299,11 @@ def run(args, log=print) -> list[dict]:
                        NamedSharding(mesh, P(None, "data")))
   lr_of = schedule(args, args.lr)
 
-  ckpt = Checkpoints(out / "checkpoints", args.ckpt_every)
+  ckpt = Checkpoints(out / "checkpoints")
   metrics_path = out / "metrics.jsonl"
   start, data_pos = 0, 0
   if args.resume and ckpt.latest() is not None:
+    check_same_run(args, out / "config.json")
     params, opt_state, meta = ckpt.restore(params, opt_state)
     start, data_pos = meta["step"], meta["data_pos"]
     rows = read_metrics(metrics_path, upto=start)  # drop rows logged after the checkpoint
@@ -280,7 +319,8 @@ def run(args, log=print) -> list[dict]:
   log(f"model: Qwen3-style {args.size}, {n_params / 1e6:.2f}M params; preset {args.preset}; "
       f"{n_dev} x {jax.devices()[0].device_kind}; batch {args.batch} x {args.seq} tokens")
   if start == 0:
-    log(symoptax.describe(params, preset=args.preset, learning_rate=args.lr).__str__())
+    log(str(symoptax.describe(params, preset=args.preset, learning_rate=args.lr,
+                              overrides=overrides(args, as_schedule=False))))
 
   end = min(args.steps, args.stop_at) if args.stop_at else args.steps
   bar = None

@@ -18,8 +18,11 @@ def rope(x, positions, base: float = 10000.0):
   return jnp.concatenate([x1 * cos - x2 * sin, x1 * sin + x2 * cos], axis=-1)
 
 
-def causal_attention(q, k, v, sinks=None):
-  """Causal softmax attention, GQA by repeating k/v; optional per-head attention sinks."""
+def causal_attention(q, k, v, sinks=None, return_max_logit=False):
+  """Causal softmax attention, GQA by repeating k/v; optional per-head attention sinks.
+
+  With ``return_max_logit``, also returns each head's largest pre-softmax logit over batch,
+  query and key positions ([heads], gradient-free): what QK-clip needs."""
   b, t, h, hd = q.shape
   rep = h // k.shape[2]
   k, v = jnp.repeat(k, rep, axis=2), jnp.repeat(v, rep, axis=2)
@@ -32,15 +35,19 @@ def causal_attention(q, k, v, sinks=None):
     probs = jax.nn.softmax(jnp.concatenate([logits, sink], axis=-1), axis=-1)[..., :-1]
   else:
     probs = jax.nn.softmax(logits, axis=-1)
-  return jnp.einsum("bhqk,bkhd->bqhd", probs, v)
+  out = jnp.einsum("bhqk,bkhd->bqhd", probs, v)
+  if return_max_logit:
+    return out, jax.lax.stop_gradient(jnp.max(logits, axis=(0, 2, 3)))
+  return out
 
 
 class Attention(nnx.Module):
   """GQA attention with q/k RMSNorm (Qwen3/Gemma3/OLMoE) and optional sinks (gpt-oss)."""
 
   def __init__(self, d, heads, kv_heads, head_dim, *, rngs, qk_norm=True, bias=False,
-               sinks=False):
+               sinks=False, track_max_logit=False):
     self.heads, self.kv_heads, self.head_dim = heads, kv_heads, head_dim
+    self.track_max_logit = track_max_logit
     lin = lambda i, o: nnx.Linear(i, o, use_bias=bias, rngs=rngs)
     self.q_proj = lin(d, heads * head_dim)
     self.k_proj = lin(d, kv_heads * head_dim)
@@ -62,7 +69,11 @@ class Attention(nnx.Module):
     pos = jnp.arange(t)
     q, k = rope(q, pos), rope(k, pos)
     sinks = self.sinks[...] if self.sinks is not None else None
-    out = causal_attention(q, k, v, sinks)
+    if self.track_max_logit:  # per-head max logit, for QK-clip (symoptax.qk_clip)
+      out, max_logit = causal_attention(q, k, v, sinks, return_max_logit=True)
+      self.sow(nnx.Intermediate, "max_logit", max_logit)
+    else:
+      out = causal_attention(q, k, v, sinks)
     return self.o_proj(out.reshape(b, t, -1))
 
 

@@ -18,13 +18,15 @@ class Config:
   kv_heads: int = 2
   head_dim: int = 16
   ff: int = 128
+  track_max_logit: bool = False  # sow each attention layer's per-head max logit (QK-clip)
 
 
 class Block(nnx.Module):
 
   def __init__(self, cfg: Config, *, rngs):
     self.input_layernorm = nnx.RMSNorm(cfg.d, rngs=rngs)
-    self.self_attn = Attention(cfg.d, cfg.heads, cfg.kv_heads, cfg.head_dim, rngs=rngs)
+    self.self_attn = Attention(cfg.d, cfg.heads, cfg.kv_heads, cfg.head_dim, rngs=rngs,
+                               track_max_logit=cfg.track_max_logit)
     self.post_attention_layernorm = nnx.RMSNorm(cfg.d, rngs=rngs)
     self.mlp = GatedMLP(cfg.d, cfg.ff, rngs=rngs)
 

@@ -1,0 +1,199 @@
+"""The runnable examples, in smoke mode (SYMOPTAX_SMOKE=1): pretrain.py (metrics, checkpoint,
+PNG, bitwise resume, --data errors, data parallel on 8 CPU devices), the MaxText-style example
+on 8 CPU devices, custom_hybrid.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from examples import data as data_lib
+from examples import pretrain
+
+ROOT = Path(__file__).resolve().parents[1]
+KEYS = ("step", "loss", "lr", "grad_norm", "val_loss")
+
+
+@pytest.fixture(autouse=True)
+def smoke_env(monkeypatch, tmp_path_factory):
+  monkeypatch.setenv("SYMOPTAX_SMOKE", "1")
+  # One tokenizer cache for the whole session, never the user's ~/.cache.
+  monkeypatch.setenv("SYMOPTAX_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+def run_script(script, *args, devices=None, check=True):
+  env = {**os.environ, "PYTHONPATH": str(ROOT)}
+  if devices:
+    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+  proc = subprocess.run([sys.executable, str(ROOT / "examples" / script), *args], env=env,
+                        cwd=ROOT, capture_output=True, text=True, timeout=600)
+  if check:
+    assert proc.returncode == 0, proc.stderr[-3000:]
+  return proc
+
+
+def metrics(out):
+  return [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
+
+
+def core(rows):
+  return [{k: r.get(k) for k in KEYS} for r in rows]
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory):
+  out = tmp_path_factory.mktemp("full")
+  with pytest.MonkeyPatch.context() as mp:
+    mp.setenv("SYMOPTAX_SMOKE", "1")
+    mp.setenv("SYMOPTAX_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+    rows = pretrain.main(["--out", str(out), "--no-progress"])
+  return out, rows
+
+
+def test_pretrain_smoke_writes_metrics_checkpoint_and_plot(full_run):
+  out, rows = full_run
+  assert [r["step"] for r in rows] == list(range(1, len(rows) + 1)) and len(rows) >= 20
+  assert core(metrics(out)) == core(rows)
+  loss = np.array([r["loss"] for r in rows])
+  assert np.isfinite(loss).all()
+  assert loss[-5:].mean() < loss[:5].mean() - 0.2, loss  # the loss falls
+  vals = [r["val_loss"] for r in rows if "val_loss" in r]
+  assert len(vals) >= 2 and vals[-1] < vals[0]
+  steps = sorted(int(p.name) for p in (out / "checkpoints").iterdir() if p.name.isdigit())
+  assert steps and steps[-1] == rows[-1]["step"]
+  assert (out / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+  config = json.loads((out / "config.json").read_text())
+  assert config["preset"] == "paper" and config["params"] > 0
+
+
+def test_resume_is_bitwise_identical(full_run, tmp_path):
+  full_out, full_rows = full_run
+  out = str(tmp_path / "resumed")
+  stop = 13  # not a checkpoint interval: the stop itself checkpoints
+  first = pretrain.main(["--out", out, "--no-progress", "--stop-at", str(stop)])
+  assert first[-1]["step"] == stop
+  rows = pretrain.main(["--out", out, "--no-progress", "--resume"])
+  assert core(rows) == core(full_rows)
+  assert core(metrics(out)) == core(full_rows)
+  # The final parameters match too (bitwise), restored from each run's last checkpoint.
+  import orbax.checkpoint as ocp
+  last = full_rows[-1]["step"]
+  load = lambda d: ocp.StandardCheckpointer().restore(Path(d) / "checkpoints" / str(last)
+                                                      / "state")
+  a, b = load(full_out), load(out)
+  import jax
+  for x, y in zip(jax.tree.leaves(a["params"]), jax.tree.leaves(b["params"])):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_resume_drops_metrics_logged_after_the_checkpoint(tmp_path):
+  out = tmp_path / "crash"
+  pretrain.main(["--out", str(out), "--no-progress", "--stop-at", "10"])
+  with (out / "metrics.jsonl").open("a") as f:  # a crash after logging step 11, before its ckpt
+    f.write(json.dumps({"step": 11, "loss": 0.0}) + "\n")
+  rows = pretrain.main(["--out", str(out), "--no-progress", "--resume", "--stop-at", "12"])
+  assert [r["step"] for r in rows] == list(range(1, 13))
+  assert rows[10]["loss"] != 0.0
+
+
+@pytest.mark.parametrize("kind", ["missing", "empty_dir", "empty_file", "glob"])
+def test_data_errors_name_the_path(tmp_path, kind):
+  if kind == "missing":
+    path = str(tmp_path / "no_such_corpus.txt")
+  elif kind == "empty_dir":
+    (tmp_path / "corpus").mkdir()
+    path = str(tmp_path / "corpus")
+  elif kind == "empty_file":
+    (tmp_path / "empty.txt").write_text("")
+    path = str(tmp_path / "empty.txt")
+  else:
+    path = str(tmp_path / "nothing_*.txt")
+  with pytest.raises(SystemExit) as e:
+    pretrain.main(["--out", str(tmp_path / "run"), "--data", path, "--no-progress"])
+  message = str(e.value)
+  assert path in message and "\n" not in message and message.startswith("pretrain.py: error")
+
+
+def test_data_error_from_the_command_line_is_one_line(tmp_path):
+  path = str(tmp_path / "missing_dir")
+  proc = run_script("pretrain.py", "--data", path, "--out", str(tmp_path / "run"), check=False)
+  assert proc.returncode != 0
+  lines = [line for line in proc.stderr.splitlines() if line.strip()]
+  assert lines[-1].startswith("pretrain.py: error") and path in lines[-1]
+  assert "Traceback" not in proc.stderr
+
+
+def test_hf_data_without_datasets_or_network_is_a_clear_error(tmp_path, monkeypatch):
+  monkeypatch.setitem(sys.modules, "datasets", None)  # as if not installed
+  with pytest.raises(SystemExit, match=r"hf:some/corpus: needs the 'datasets' package"):
+    pretrain.main(["--out", str(tmp_path / "run"), "--data", "hf:some/corpus"])
+
+
+def test_pretrain_on_user_text_files(tmp_path):
+  corpus = tmp_path / "corpus"
+  corpus.mkdir()
+  words = "the quick brown fox jumps over the lazy dog while symmetry keeps the rows".split()
+  rng = np.random.default_rng(0)
+  for i in range(30):
+    (corpus / f"doc{i}.txt").write_text(" ".join(rng.choice(words, 400)))
+  rows = pretrain.main(["--out", str(tmp_path / "run"), "--data", str(corpus / "*.txt"),
+                        "--vocab", "300", "--no-progress", "--preset", "rownorm"])
+  assert rows[-1]["loss"] < rows[0]["loss"]
+
+
+def test_batches_are_a_pure_function_of_the_position():
+  ids = np.arange(1000, dtype=np.uint16)
+  data = data_lib.TokenData(ids, ids[:100], vocab=1000)
+  first = [data.batch(pos, 4, 9, seed=3) for pos in range(60)]  # crosses epochs (111 windows)
+  fresh = data_lib.TokenData(ids, ids[:100], vocab=1000)
+  np.testing.assert_array_equal(fresh.batch(57, 4, 9, seed=3), first[57])
+  epoch0 = np.concatenate(first[:27])[:, 0] // 9  # 27 batches x 4 = 108 of 111 windows
+  assert len(set(epoch0.tolist())) == 108  # no window twice within an epoch
+  assert data.val_batches(2, 3, 9).shape == (2, 3, 10)
+
+
+def test_pretrain_data_parallel_on_8_devices(tmp_path):
+  proc = run_script("pretrain.py", "--out", str(tmp_path / "dp"), "--batch", "8",
+                    "--no-progress", "--steps", "10", devices=8)
+  assert "8 x cpu" in proc.stdout
+  rows = metrics(tmp_path / "dp")
+  assert len(rows) == 10 and all(np.isfinite(r["loss"]) for r in rows)
+
+
+def test_maxtext_style_example_on_8_devices():
+  proc = run_script("maxtext_style.py", devices=8)
+  assert "mesh (data, fsdp, tensor) = (2, 2, 2) over 8 x cpu" in proc.stdout
+  assert "optimizer-state shardings kept: True" in proc.stdout
+  last = proc.stdout.strip().splitlines()[-1]
+  first_loss, last_loss = (float(x) for x in last.split(";")[0].split()[1::2])
+  assert last_loss < first_loss
+
+
+def test_custom_hybrid_example():
+  from examples import custom_hybrid
+  results = custom_hybrid.main([])
+  for name, losses in results.items():
+    assert np.isfinite(losses).all() and losses[-1] < losses[0], name
+
+
+def test_quickstart_byte_level_comparison(tmp_path):
+  from examples import quickstart
+  results = quickstart.main(["--out", str(tmp_path / "q.json"), "--optimizers", "adamw",
+                             "paper"])
+  assert set(results) == {"adamw", "paper"}
+  assert json.loads((tmp_path / "q.json").read_text())["results"].keys() == results.keys()
+  assert all(np.isfinite(r["val_loss"]) and r["val_loss"] < np.log(256) for r in
+             results.values())
+
+
+def test_resume_with_other_settings_is_refused(tmp_path):
+  out = str(tmp_path / "run")
+  pretrain.main(["--out", out, "--no-progress", "--stop-at", "3"])
+  with pytest.raises(SystemExit, match=r"preset 'paper' -> 'muon'"):
+    pretrain.main(["--out", out, "--no-progress", "--resume", "--preset", "muon"])
