@@ -16,8 +16,9 @@ import optax
 from jax.typing import ArrayLike
 
 from symoptax.axes import AxesLike, matrix_mask
-from symoptax.transforms import (center_rows, scale_by_col_norm, scale_by_polar,
-                                 scale_by_namo, scale_by_row_norm,
+from symoptax.transforms import (center_rows, scale_by_col_norm, scale_by_high_pass_polar,
+                                 scale_by_leverage_polar, scale_by_namo, scale_by_namo_d,
+                                 scale_by_polar, scale_by_row_norm,
                                  scale_by_row_second_moment, scale_by_shape,
                                  scale_by_spectral_clip)
 
@@ -314,11 +315,12 @@ MUONEQ_MODES = ("R", "C", "RC")
 
 
 def _muon_like(pre, learning_rate, beta, nesterov, weight_decay, method, shape_rule, rms,
-               axes, compute_dtype, post=()):
+               axes, compute_dtype, post=(), orthogonalise=None):
   """trace -> pre... -> polar (full) -> post... -> shape factor -> weight decay -> lr."""
+  if orthogonalise is None:
+    orthogonalise = scale_by_polar(method, side="full", axes=axes, compute_dtype=compute_dtype)
   return _chain(
-      optax.trace(decay=beta, nesterov=nesterov), *pre,
-      scale_by_polar(method, side="full", axes=axes, compute_dtype=compute_dtype), *post,
+      optax.trace(decay=beta, nesterov=nesterov), *pre, orthogonalise, *post,
       scale_by_shape(shape_rule, rms=rms, axes=axes),
       *_tail(learning_rate, weight_decay, axes))
 
@@ -493,4 +495,181 @@ def namo(
   return optax.chain(
       scale_by_namo(b1, b2, eps, weight_decay, method=method, axes=axes,
                     compute_dtype=compute_dtype),
+      optax.scale_by_learning_rate(learning_rate))
+
+
+def rmnp(
+    learning_rate: ScalarOrSchedule,
+    *,
+    beta: ArrayLike = 0.95,
+    weight_decay: ArrayLike = 0.0,
+    axes: AxesLike = None,
+) -> optax.GradientTransformation:
+  r"""RMNP: row-normalised momentum as a drop-in replacement for Muon on hidden matrices.
+
+  .. math::
+    M_t = \beta M_{t-1} + (1-\beta) G_t,\qquad
+    W_{t+1} = W_t (1 - \eta\lambda) - \eta\, R(M_t)
+
+  This is exactly :func:`rownorm_m` without centring: the same update, proposed for the
+  hidden (attention and MLP) matrices that Muon handles, at ``O(mn)`` cost instead of the
+  polar step's ``O(mn min(m, n))``. Its Frobenius norm, ``sqrt(rows)``, equals Muon's
+  ``sqrt(max(1, rows/cols)) ||polar(M)||_F``, so it takes Muon's learning rate. Symmetry:
+  LPRO; on hidden (bi-orthogonal) matrices it gives up left rotations, which is what
+  "Muon's orthogonalisation and row normalisation agree when the Gram is row-diagonally
+  dominant" trades away.
+
+  Args:
+    learning_rate: float or optax schedule.
+    beta: EMA coefficient of the momentum.
+    weight_decay: decoupled weight decay (matrix leaves only).
+    axes: which axes form rows and cols.
+
+  Returns:
+    An ``optax.GradientTransformation``.
+
+  References:
+    Deng et al., "RMNP: Row-Momentum Normalized Preconditioning for Scalable Matrix-Based
+    Optimization", arXiv:2603.20527, 2026.
+  """
+  return rownorm_m(learning_rate, beta=beta, weight_decay=weight_decay, center=False,
+                   axes=axes)
+
+
+def aurora(
+    learning_rate: ScalarOrSchedule,
+    *,
+    steps: int | None = None,
+    row_power: ArrayLike = 0.5,
+    beta: ArrayLike = 0.95,
+    nesterov: bool = True,
+    weight_decay: ArrayLike = 0.0,
+    method: str = "polar_express",
+    shape_rule: str = "muon",
+    rms: ArrayLike = 0.2,
+    axes: AxesLike = None,
+    compute_dtype: Any = None,
+) -> optax.GradientTransformation:
+  r"""Aurora: Muon with a leverage-aware polar step.
+
+  .. math::
+    W_{t+1} = W_t (1 - \eta\lambda) - \eta\, s\, \mathrm{polar}(D M_t)
+
+  with ``D`` a diagonal row scaling chosen by ``steps`` alternating updates so that the rows
+  of ``polar(D M)`` have equal norms (:func:`symoptax.transforms.leverage_polar`); square and
+  wide matrices get the plain polar factor. ``steps=1`` is ``polar(R(M))``, the
+  row-then-polar map of :func:`hybrid_polargrad_m`: hybrid is Aurora's one-step instance
+  (no refinement, so no damping), here without nu scaling or centring and on Nesterov
+  momentum. Symmetry: LPRO.
+
+  Args:
+    learning_rate: float or optax schedule.
+    steps: polar calls per update (None: 2, as the reference).
+    row_power: exponent of the row-scaling refinements on the leverage scores (0.5 =
+      undamped, the reference's default; smaller damps).
+    beta, nesterov, weight_decay, method, shape_rule, rms, axes, compute_dtype: as
+      :func:`muon`.
+
+  Returns:
+    An ``optax.GradientTransformation``.
+
+  References:
+    Dewulf, Pai, Yang, Zhang, Keigwin, "Aurora: A Leverage-Aware Spectral Optimizer",
+    arXiv:2606.27715, 2026.
+  """
+  orth = scale_by_leverage_polar(steps, row_power, method=method, axes=axes,
+                                 compute_dtype=compute_dtype)
+  return _muon_like((), learning_rate, beta, nesterov, weight_decay, method, shape_rule, rms,
+                    axes, compute_dtype, orthogonalise=orth)
+
+
+def pion(
+    learning_rate: ScalarOrSchedule,
+    *,
+    threshold: ArrayLike = 0.5,
+    strength: ArrayLike = 1.0,
+    beta: ArrayLike = 0.95,
+    nesterov: bool = True,
+    weight_decay: ArrayLike = 0.0,
+    method: str = "dsv4",
+    shape_rule: str = "muon",
+    rms: ArrayLike = 0.2,
+    axes: AxesLike = None,
+    compute_dtype: Any = None,
+) -> optax.GradientTransformation:
+  r"""Pion-style high-pass polar: Muon whose weak singular directions are damped.
+
+  .. math::
+    M = U \Sigma V^\top,\quad W_{t+1} = W_t (1 - \eta\lambda) - \eta\, s\, U h(\Sigma)
+    V^\top,\quad h(\sigma) = \begin{cases} 1 & \sigma \ge \tau \\
+    1 - s_h + s_h\, \sigma/\tau & \sigma < \tau \end{cases}
+
+  with :math:`\tau` = ``threshold`` times the RMS singular value of ``M`` and :math:`s_h` =
+  ``strength`` (:func:`symoptax.transforms.high_pass_polar`; two polar calls, no SVD).
+  ``strength=0`` is Muon. Symmetry: bi-orthogonal.
+
+  Args:
+    learning_rate: float or optax schedule.
+    threshold: ``tau`` relative to the RMS singular value.
+    strength: 0 (Muon) .. 1 (singular values below ``tau`` go linearly to 0).
+    beta, nesterov, weight_decay, shape_rule, rms, axes, compute_dtype: as :func:`muon`.
+    method: full-side polar oracle (default "dsv4": the clip needs converged factors).
+
+  Returns:
+    An ``optax.GradientTransformation``.
+
+  References:
+    Fan, Liu, Hong, Kompella, Liu, "Rethinking Muon Beyond Pretraining: Spectral Failures
+    and High-Pass Remedies for VLA and RLVR", arXiv:2605.19282, 2026 (Pion: a high-pass
+    filter from promotion then suppression polynomials). symoptax's filter has an explicit,
+    scale-invariant threshold and strength and is built from two polar calls.
+  """
+  orth = scale_by_high_pass_polar(threshold, strength, method=method, axes=axes,
+                                  compute_dtype=compute_dtype)
+  return _muon_like((), learning_rate, beta, nesterov, weight_decay, method, shape_rule, rms,
+                    axes, compute_dtype, orthogonalise=orth)
+
+
+def namo_d(
+    learning_rate: ScalarOrSchedule,
+    *,
+    b1: ArrayLike = 0.95,
+    b2: ArrayLike = 0.99,
+    eps: ArrayLike = 1e-8,
+    clamp: ArrayLike = 0.5,
+    weight_decay: ArrayLike = 0.0,
+    method: str = "polar_express",
+    axes: AxesLike = None,
+    compute_dtype: Any = None,
+) -> optax.GradientTransformation:
+  r"""NAMO-D: orthogonalised momentum times a clamped diagonal of per-column step sizes.
+
+  .. math::
+    W_{t+1} = W_t - \eta \left(\mathrm{polar}(M_t) + \lambda W_t\right)
+    \mathrm{diag}(\tilde d_t)
+
+  with :math:`\tilde d_{t,j}` the Adam-type ratio
+  :math:`\frac{\sqrt{1-\beta_2^t}}{1-\beta_1^t} \|M_{t,:,j}\| / (\sqrt{v_{t,j}}+\epsilon)`
+  clamped to :math:`[c \bar d, \bar d / c]` around its mean (:func:`symoptax.scale_by_namo_d`).
+  One extra float per column. Symmetry: left orthogonal x column permutations.
+
+  Args:
+    learning_rate: float or optax schedule.
+    b1, b2, eps: moment coefficients and stabiliser.
+    clamp: ``c`` in (0, 1] (1: one step size per matrix).
+    weight_decay: decoupled weight decay, scaled by the diagonal.
+    method: full-side polar oracle.
+    axes: which axes form rows and cols.
+    compute_dtype: ``jnp.bfloat16`` for bf16 matmuls in the polar step.
+
+  Returns:
+    An ``optax.GradientTransformation``.
+
+  References:
+    Zhang, Liu, Schaeffer, "Adam Improves Muon: Adaptive Moment Estimation with
+    Orthogonalized Momentum", arXiv:2602.17080, 2026.
+  """
+  return optax.chain(
+      scale_by_namo_d(b1, b2, eps, weight_decay, clamp, method=method, axes=axes,
+                      compute_dtype=compute_dtype),
       optax.scale_by_learning_rate(learning_rate))

@@ -18,7 +18,7 @@ from symoptax import aliases
 from symoptax.roles import ROLES, label_roles, matrix_axes, path_str
 
 RULES = ("adamw", "muon", "rownorm", "right_polar", "left_polar", "hybrid", "polargrad",
-         "normuon", "muoneq", "spectral_clip", "namo")
+         "normuon", "muoneq", "spectral_clip", "namo", "namo_d", "aurora", "pion", "rmnp")
 _SOFTMAX_ROLES = ("lm_head", "router")
 _HIDDEN = ("attn_q", "attn_k", "attn_v", "attn_qkv", "attn_o", "mlp_in", "mlp_out", "matrix")
 _EXPERTS = ("expert_in", "expert_out")
@@ -53,7 +53,10 @@ PRESETS: dict[str, dict[str, str]] = {
 LR_RATIO: dict[tuple[str, str], float] = {
     ("adamw", "*"): 0.25,
     ("muon", "*"): 1.0, ("normuon", "*"): 1.0, ("muoneq", "*"): 1.0,
-    ("spectral_clip", "*"): 1.0, ("namo", "*"): 1.0,
+    ("spectral_clip", "*"): 1.0, ("namo", "*"): 1.0, ("namo_d", "*"): 1.0,
+    ("aurora", "*"): 1.0, ("pion", "*"): 1.0,
+    # RMNP's row-normalised update has Muon's Frobenius norm (sqrt(rows)): Muon's rate.
+    ("rmnp", "*"): 1.0,
     ("rownorm", "embedding"): 5.0, ("rownorm", "*"): 0.15,
     ("right_polar", "*"): 5.0,
     ("left_polar", "router"): 0.625, ("left_polar", "*"): 0.015,
@@ -136,7 +139,8 @@ def resolve_rules(learning_rate, preset: str = "paper",
 def _build(r: RoleRule, axes) -> optax.GradientTransformation:
   if r.rule == "adamw":
     return optax.adamw(r.learning_rate, weight_decay=r.weight_decay, **ADAMW)
-  if r.rule in ("muon", "normuon", "muoneq", "spectral_clip", "namo"):
+  if r.rule in ("muon", "normuon", "muoneq", "spectral_clip", "namo", "namo_d", "aurora",
+                "pion", "rmnp"):
     return getattr(aliases, r.rule)(r.learning_rate, weight_decay=r.weight_decay, axes=axes)
   kw = dict(weight_decay=r.weight_decay, center=r.center, axes=axes)
   if r.rule == "rownorm":

@@ -232,6 +232,11 @@ def clip_singular_values(x: jax.Array, bound: ArrayLike, *, method: str = "polar
     \mathrm{clip}_c(X) = \tfrac12 \left(X + cQ - Q P^\top (X - cQ)\right)
       = U \min(\Sigma, c) V^\top .
   """
+  return _clip_and_polar(x, bound, method, compute_dtype)[0]
+
+
+def _clip_and_polar(x, bound, method, compute_dtype):
+  """(clip_c(x), polar(x)): the clipped matrix and the polar factor it was built from."""
   q = polar_lib.polar(x, method=method, side="full", compute_dtype=compute_dtype)
   r = x - bound * q
   p = polar_lib.polar(r, method=method, side="full", compute_dtype=compute_dtype)
@@ -241,7 +246,7 @@ def clip_singular_values(x: jax.Array, bound: ArrayLike, *, method: str = "polar
     abs_part = mm(mm(q, jnp.swapaxes(p, -1, -2)), r)
   else:
     abs_part = mm(q, mm(jnp.swapaxes(p, -1, -2), r))
-  return 0.5 * (x + bound * q - abs_part)
+  return 0.5 * (x + bound * q - abs_part), q
 
 
 def scale_by_spectral_clip(bound: ArrayLike = 1.0, *, method: str = "dsv4",
@@ -269,6 +274,119 @@ def scale_by_spectral_clip(bound: ArrayLike = 1.0, *, method: str = "dsv4",
   _validate_polar(method, "full", None)
   return _stateless(lambda x: clip_singular_values(x, bound, method=method,
                                                    compute_dtype=compute_dtype), axes)
+
+
+def high_pass_polar(x: jax.Array, threshold: ArrayLike = 0.5, strength: ArrayLike = 1.0, *,
+                    method: str = "dsv4", compute_dtype: Any = None) -> jax.Array:
+  r"""Polar factor that keeps strong directions and damps weak ones (Pion-style high-pass).
+
+  With :math:`X = U \Sigma V^\top`, :math:`\tau = \text{threshold} \cdot \|X\|_F /
+  \sqrt{\min(m, n)}` (a multiple of the RMS singular value, so the map is scale-invariant)
+  and strength :math:`s \in [0, 1]`:
+
+  .. math::
+    h(\sigma) = \begin{cases} 1 & \sigma \ge \tau \\
+      (1 - s) + s\, \sigma / \tau & \sigma < \tau \end{cases},\qquad
+    \text{out} = U h(\Sigma) V^\top = (1 - s)\, Q + s\, \mathrm{clip}_\tau(X) / \tau
+
+  with :math:`Q = \mathrm{polar}(X)`: two polar calls, no SVD. ``strength=0`` is the polar
+  factor (Muon); ``strength=1`` sends singular values below ``tau`` linearly to 0.
+  """
+  m, n = x.shape[-2:]
+  tau = threshold * jnp.linalg.norm(x, axis=(-2, -1), keepdims=True) / jnp.sqrt(min(m, n))
+  tau = jnp.maximum(tau, jnp.finfo(jnp.float32).tiny)
+  clipped, q = _clip_and_polar(x, tau, method, compute_dtype)
+  return (1 - strength) * q + strength * clipped / tau
+
+
+def scale_by_high_pass_polar(threshold: ArrayLike = 0.5, strength: ArrayLike = 1.0, *,
+                             method: str = "dsv4", axes: AxesLike = None,
+                             compute_dtype: Any = None) -> optax.GradientTransformation:
+  r"""Replaces every matrix update by its high-pass polar factor (:func:`high_pass_polar`).
+
+  Singular values at or above ``threshold`` times the RMS singular value map to 1, those
+  below move toward 0 with ``strength``. Bi-orthogonally equivariant.
+
+  Args:
+    threshold: ``tau`` as a multiple of the RMS singular value ``||X||_F / sqrt(min(m, n))``.
+    strength: 0 (plain polar) .. 1 (linear high-pass below ``tau``).
+    method: full-side polar oracle (default "dsv4": the clip needs converged factors).
+    axes: which axes form rows and cols.
+    compute_dtype: ``jnp.bfloat16`` for bf16 matmuls in the polar calls.
+
+  Returns:
+    An ``optax.GradientTransformation``.
+  """
+  _validate_polar(method, "full", None)
+  return _stateless(lambda x: high_pass_polar(x, threshold, strength, method=method,
+                                              compute_dtype=compute_dtype), axes)
+
+
+def leverage_polar(x: jax.Array, steps: int = 2, row_power: ArrayLike = 0.5,
+                   eps: ArrayLike = 1e-8, *, method: str = "polar_express",
+                   compute_dtype: Any = None) -> jax.Array:
+  r"""Leverage-aware polar factor (Aurora): ``polar(D X)`` with a row scaling ``D`` chosen so
+  that its rows have equal norms.
+
+  For a tall ``m x n`` matrix the squared row norms of ``polar(X)`` are the leverage scores
+  of ``X`` (summing to ``n``), which can be very uneven; Aurora rescales the rows of ``X`` so
+  that every row of the result has norm :math:`\rho = \sqrt{n/m}`:
+
+  .. math::
+    D_1 = \mathrm{diag}(1 / \|X_i\|),\quad U_k = \mathrm{polar}(D_k X),\quad
+    D_{k+1} = D_k \, \mathrm{diag}\big((\rho^2 / \|(U_k)_i\|^2)^{p}\big)
+
+  returning :math:`U_{\text{steps}}` (``steps`` polar calls); :math:`p` = ``row_power`` = 0.5
+  is the undamped square-root step, smaller values damp oscillations. With ``steps=1`` this
+  is ``polar(R(X))``: the row-then-polar map of :func:`symoptax.hybrid_polargrad_m` (no nu
+  scaling, no centring). Square and wide matrices already have polar factors with equal row
+  norms (orthonormal rows) and get the plain polar factor. Equivariant under row
+  permutations and right orthogonal maps (LPRO).
+  """
+  if steps < 1:
+    raise ValueError(f"leverage_polar: steps must be >= 1, got {steps}.")
+  m, n = x.shape[-2:]
+  polar = lambda a: polar_lib.polar(a, method=method, side="full", compute_dtype=compute_dtype)
+  if m <= n:
+    return polar(x)
+  d = 1.0 / (jnp.linalg.norm(x, axis=-1, keepdims=True) + eps)
+  u = polar(d * x)
+  for _ in range(steps - 1):
+    leverage = jnp.sum(jnp.square(u), axis=-1, keepdims=True)
+    d = d * jnp.power((n / m) / (leverage + eps), row_power)
+    u = polar(d * x)
+  return u
+
+
+def scale_by_leverage_polar(steps: int | None = None, row_power: ArrayLike = 0.5,
+                            eps: ArrayLike = 1e-8,
+                            *, method: str = "polar_express", axes: AxesLike = None,
+                            compute_dtype: Any = None) -> optax.GradientTransformation:
+  r"""Replaces every matrix update by its leverage-aware polar factor (:func:`leverage_polar`).
+
+  Args:
+    steps: number of polar calls (1 = row normalisation then polar; None: 2). A static int:
+      under ``optax.inject_hyperparams`` pass ``static_args=("steps",)``.
+    row_power: exponent of each row-scaling correction on the leverage scores (0.5:
+      undamped; smaller: damped).
+    eps: added to row norms and leverage scores.
+    method: full-side polar oracle.
+    axes: which axes form rows and cols.
+    compute_dtype: ``jnp.bfloat16`` for bf16 matmuls in the polar calls.
+
+  Returns:
+    An ``optax.GradientTransformation``.
+
+  References:
+    Dewulf, Pai, Yang, Zhang, Keigwin, "Aurora: A Leverage-Aware Spectral Optimizer",
+    arXiv:2606.27715, 2026.
+  """
+  _validate_polar(method, "full", None)
+  steps = 2 if steps is None else polar_lib._static_steps(steps)
+  if steps < 1:
+    raise ValueError(f"scale_by_leverage_polar: steps must be >= 1, got {steps}.")
+  return _stateless(lambda x: leverage_polar(x, steps, row_power, eps, method=method,
+                                             compute_dtype=compute_dtype), axes)
 
 
 class ScaleByRowSecondMomentState(NamedTuple):
@@ -332,7 +450,7 @@ class ScaleByNamoState(NamedTuple):
   """State of :func:`scale_by_namo`."""
   count: jax.Array  # int32 scalar, steps taken
   mu: Any  # first moment (EMA of gradients), like the params
-  nu: Any  # per matrix leaf: [B] float32 EMA of ||G||_F^2; else None
+  nu: Any  # per matrix leaf: [B] EMA of ||G||_F^2 (NAMO), [B, cols] of column norms^2 (NAMO-D)
 
 
 def scale_by_namo(b1: ArrayLike = 0.95, b2: ArrayLike = 0.99, eps: ArrayLike = 1e-8,
@@ -410,3 +528,179 @@ def scale_by_namo(b1: ArrayLike = 0.95, b2: ArrayLike = 0.99, eps: ArrayLike = 1
                                                     treedef.unflatten(nus))
 
   return optax.GradientTransformation(init_fn, update_fn)
+
+
+def scale_by_namo_d(b1: ArrayLike = 0.95, b2: ArrayLike = 0.99, eps: ArrayLike = 1e-8,
+                    weight_decay: ArrayLike = 0.0, clamp: ArrayLike = 0.5, *,
+                    method: str = "polar_express", axes: AxesLike = None,
+                    compute_dtype: Any = None) -> optax.GradientTransformation:
+  r"""NAMO-D's step: orthogonalised momentum right-multiplied by a clamped diagonal of
+  per-column Adam-type step sizes.
+
+  .. math::
+    M_t = \beta_1 M_{t-1} + (1-\beta_1) G_t,\quad
+    v_{t,j} = \beta_2 v_{t-1,j} + (1-\beta_2) \|G_{t,:,j}\|^2,\\
+    d_j = \frac{\sqrt{1-\beta_2^t}}{1-\beta_1^t}\,\frac{\|M_{t,:,j}\|}{\sqrt{v_{t,j}}+\epsilon},
+    \quad \bar d = \mathrm{mean}_j\, d_j,\quad
+    \tilde d_j = \mathrm{clip}(d_j,\, c\,\bar d,\, \bar d / c),\\
+    \text{out} = \left(\mathrm{polar}(M_t) + \lambda W\right) \mathrm{diag}(\tilde d)
+
+  ``clamp`` :math:`c \in (0, 1]` bounds the condition number of the diagonal by
+  :math:`1/c^2`: ``c = 1`` gives one step size per matrix (the mean), small ``c`` lets every
+  column adapt to its own noise level. One float per column of state besides the momentum.
+  Equivariant under left orthogonal maps and column permutations (every statistic is a
+  column norm).
+
+  Args:
+    b1: EMA coefficient of the momentum.
+    b2: EMA coefficient of the squared column norms of the gradient.
+    eps: added to ``sqrt(v)``.
+    weight_decay: ``lambda``, scaled by the diagonal as the polar step is.
+    clamp: ``c``.
+    method: full-side polar oracle.
+    axes: which axes form rows and cols.
+    compute_dtype: ``jnp.bfloat16`` for bf16 matmuls in the polar step.
+
+  Returns:
+    An ``optax.GradientTransformation``.
+
+  References:
+    Zhang, Liu, Schaeffer, "Adam Improves Muon: Adaptive Moment Estimation with
+    Orthogonalized Momentum", arXiv:2602.17080, 2026 (NAMO-D).
+  """
+  _validate_polar(method, "full", None)
+
+  def init_fn(params):
+    leaves, treedef, lays = flatten_with_layouts(params, resolve_axes(axes, params))
+    mu = [None if p is None else jnp.zeros_like(p) for p in leaves]
+    nu = [None if lay is None else jnp.zeros(lay.batched_shape[:1] + lay.batched_shape[2:],
+                                              jnp.float32) for lay in lays]
+    return ScaleByNamoState(jnp.zeros([], jnp.int32), treedef.unflatten(mu),
+                            treedef.unflatten(nu))
+
+  def update_fn(updates, state, params=None):
+    leaves, treedef, lays = flatten_with_layouts(
+        updates, resolve_axes(axes, params if params is not None else updates))
+    if params is None and not (isinstance(weight_decay, (int, float)) and weight_decay == 0):
+      raise ValueError("scale_by_namo_d with weight_decay needs params in update().")
+    ps = treedef.flatten_up_to(params) if params is not None else [None] * len(leaves)
+    count = optax.safe_increment(state.count)
+    t = count.astype(jnp.float32)
+    bias = jnp.sqrt(1 - b2 ** t) / (1 - b1 ** t)
+    out, mus, nus = [], [], []
+    for g, lay, m, v, p in zip(leaves, lays, treedef.flatten_up_to(state.mu),
+                               treedef.flatten_up_to(state.nu), ps):
+      if g is not None:
+        m = (b1 * m + (1 - b1) * g).astype(m.dtype)
+      mus.append(m)
+      if lay is None:
+        out.append(m)
+        nus.append(v)
+        continue
+      gb = to_batched(g, lay).astype(jnp.float32)
+      mb = to_batched(m, lay).astype(jnp.float32)
+      v = b2 * v + (1 - b2) * jnp.sum(jnp.square(gb), axis=-2)  # [B, cols]
+      nus.append(v)
+      d = bias * jnp.linalg.norm(mb, axis=-2) / (jnp.sqrt(v) + eps)
+      mean = jnp.mean(d, axis=-1, keepdims=True)
+      d = jnp.clip(d, clamp * mean, mean / clamp)
+      step = polar_lib.polar(mb, method=method, side="full", compute_dtype=compute_dtype)
+      if p is not None:
+        step = step + weight_decay * to_batched(p, lay).astype(jnp.float32)
+      out.append(from_batched(step * d[:, None, :], lay).astype(g.dtype))
+    return treedef.unflatten(out), ScaleByNamoState(count, treedef.unflatten(mus),
+                                                    treedef.unflatten(nus))
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
+def qk_clip(threshold: float = 100.0, *, alpha: float = 0.5, labels: Any = None,
+            head_axis: int = -1) -> optax.GradientTransformationExtraArgs:
+  r"""MuonClip's QK-clip: shrinks query/key weights whose attention logits grew too large.
+
+  For every query (key) leaf whose layer -- or head -- reached a maximum pre-softmax attention
+  logit :math:`S > \tau` in this step's forward pass, the updated weights are rescaled:
+
+  .. math::
+    \gamma = \tau / S,\qquad W_q \leftarrow \gamma^{\alpha} (W_q + u_q),\qquad
+    W_k \leftarrow \gamma^{1-\alpha} (W_k + u_k)
+
+  so the logits ``q . k`` of that head shrink by :math:`\gamma`; leaves with
+  :math:`S \le \tau` and all other leaves keep their update. Put it last in a chain (after
+  the learning rate): it returns the update that lands on the rescaled weights. A per-layer
+  (or per-head) scalar scaling commutes with orthogonal maps of rows and columns.
+
+  The step needs the max logits as an extra argument:
+  ``tx.update(grads, state, params, max_logits=tree)``, where ``tree`` has the structure of
+  ``params`` with, at each query/key leaf, a scalar (per layer) or a ``[heads]`` vector (per
+  head) and ``None`` elsewhere. Compute them in the forward pass -- the max over batch,
+  query and key positions of each head's logits, under ``jax.lax.stop_gradient`` -- and
+  return them as an auxiliary output (``jax.value_and_grad(..., has_aux=True)``), e.g. with
+  ``Module.sow`` and ``nnx.capture``; the example models sow them with
+  ``track_max_logit=True`` (see ``tests/test_variants.py`` for the whole step).
+
+  Args:
+    threshold: :math:`\tau`.
+    alpha: the query's share of the rescaling (0.5 splits it evenly, as in Kimi K2).
+    labels: pytree (or callable ``params -> pytree``) of ``"q"``, ``"k"`` or ``None`` per
+      leaf; default: from :func:`symoptax.label_roles` (roles ``attn_q`` and ``attn_k``).
+    head_axis: the axis of a query/key leaf that holds the heads for per-head clipping:
+      either ``heads`` long, or ``heads x head_dim`` with each head's block contiguous (as
+      ``reshape(..., heads, head_dim)`` reads an NNX/HF ``q_proj`` kernel's last axis).
+
+  Returns:
+    An ``optax.GradientTransformationExtraArgs`` (stateless).
+
+  References:
+    Kimi Team, "Kimi K2: Open Agentic Intelligence", arXiv:2507.20534, 2025 (MuonClip).
+  """
+  from symoptax.roles import label_roles, path_str
+
+  def labels_of(params):
+    if labels is None:
+      roles = label_roles(params)
+      return jax.tree.map(lambda r: {"attn_q": "q", "attn_k": "k"}.get(r), roles)
+    return labels(params) if callable(labels) else labels
+
+  def init_fn(params):
+    del params
+    return optax.EmptyState()
+
+  def update_fn(updates, state, params=None, *, max_logits=None, **extra):
+    del extra
+    if max_logits is None:
+      return updates, state
+    if params is None:
+      raise ValueError("qk_clip needs params in update() to rescale the weights.")
+    keyed = lambda tree: dict(jax.tree_util.tree_flatten_with_path(
+        tree, is_leaf=lambda x: x is None)[0])
+    kinds, logits, weights = keyed(labels_of(params)), keyed(max_logits), keyed(params)
+    flat, treedef = jax.tree_util.tree_flatten_with_path(updates)
+    out = []
+    for path, u in flat:
+      kind, s = kinds.get(path), logits.get(path)
+      if kind not in ("q", "k") or s is None:
+        out.append(u)
+        continue
+      w = weights[path]
+      s = jnp.asarray(s, jnp.float32)
+      gamma = jnp.minimum(1.0, threshold / jnp.maximum(s, jnp.finfo(jnp.float32).tiny))
+      scale = gamma ** (alpha if kind == "q" else 1.0 - alpha)
+      if scale.ndim == 1:  # per head
+        axis = head_axis % w.ndim
+        size, heads = w.shape[axis], scale.shape[0]
+        if size % heads:
+          raise ValueError(f"qk_clip: {path_str(path)} has {size} entries along head_axis "
+                           f"{head_axis}, not a multiple of the {heads} heads in max_logits; "
+                           "set head_axis to the leaf's head axis.")
+        scale = jnp.repeat(scale, size // heads)
+        scale = scale.reshape([-1 if i == axis else 1 for i in range(w.ndim)])
+      elif scale.ndim != 0:
+        raise ValueError(f"qk_clip: max_logits at {path_str(path)} has shape {scale.shape}; "
+                         "expected a scalar (per layer) or [heads] (per head).")
+      # gamma (W + u) - W, written so that an unclipped head keeps its update bit for bit.
+      uf = u.astype(jnp.float32)
+      out.append((uf + (scale - 1.0) * (w.astype(jnp.float32) + uf)).astype(u.dtype))
+    return treedef.unflatten(out), state
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)

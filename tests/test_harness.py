@@ -27,6 +27,12 @@ PRIMITIVES = {
                                    ("b2", 0.5)),
     "scale_by_namo": (symoptax.scale_by_namo, {"b2": 0.99, "weight_decay": 0.1},
                       ("weight_decay", 0.5)),
+    "scale_by_leverage_polar": (symoptax.scale_by_leverage_polar, {"row_power": 0.5},
+                                ("row_power", 0.25)),
+    "scale_by_high_pass_polar": (symoptax.scale_by_high_pass_polar, {"threshold": 0.7},
+                                 ("strength", 0.5)),
+    "scale_by_namo_d": (symoptax.scale_by_namo_d, {"clamp": 0.5, "weight_decay": 0.1},
+                        ("clamp", 0.8)),
     "scale_by_polar_full_qdwh": (symoptax.scale_by_polar,
                                  {"method": "qdwh", "side": "full", "nuclear_power": 0.5},
                                  ("nuclear_power", 2.0)),
@@ -46,6 +52,10 @@ ALIASES = {
     "muoneq_rc": (symoptax.muoneq, {"mode": "RC"}),
     "spectral_clip": (symoptax.spectral_clip, {"bound": 0.5, "weight_decay": 0.01}),
     "namo": (symoptax.namo, {"weight_decay": 0.01}),
+    "namo_d": (symoptax.namo_d, {"weight_decay": 0.01}),
+    "aurora": (symoptax.aurora, {"weight_decay": 0.01}),
+    "pion": (symoptax.pion, {"weight_decay": 0.01}),
+    "rmnp": (symoptax.rmnp, {"weight_decay": 0.01}),
 }
 
 
@@ -184,6 +194,10 @@ TOY = {
     "muoneq": (symoptax.muoneq, {}, 0.1),
     "spectral_clip": (symoptax.spectral_clip, {"bound": 10.0}, 0.3),
     "namo": (symoptax.namo, {}, 0.3),
+    "namo_d": (symoptax.namo_d, {"clamp": 1.0}, 0.3),
+    "aurora": (symoptax.aurora, {}, 0.1),
+    "pion": (symoptax.pion, {"strength": 0.5}, 0.1),
+    "rmnp": (symoptax.rmnp, {}, 0.1),
 }
 
 
