@@ -485,49 +485,8 @@ def scale_by_namo(b1: ArrayLike = 0.95, b2: ArrayLike = 0.99, eps: ArrayLike = 1
     Zhang, Liu, Schaeffer, "Adam Improves Muon: Adaptive Moment Estimation with
     Orthogonalized Momentum", arXiv:2602.17080, 2026.
   """
-  _validate_polar(method, "full", None)
-
-  def init_fn(params):
-    leaves, treedef, lays = flatten_with_layouts(params, resolve_axes(axes, params))
-    mu = [None if p is None else jnp.zeros_like(p) for p in leaves]
-    nu = [None if lay is None else jnp.zeros(lay.batched_shape[:1], jnp.float32)
-          for lay in lays]
-    return ScaleByNamoState(jnp.zeros([], jnp.int32), treedef.unflatten(mu),
-                            treedef.unflatten(nu))
-
-  def update_fn(updates, state, params=None):
-    leaves, treedef, lays = flatten_with_layouts(
-        updates, resolve_axes(axes, params if params is not None else updates))
-    if params is None and not (isinstance(weight_decay, (int, float)) and weight_decay == 0):
-      raise ValueError("scale_by_namo with weight_decay needs params in update().")
-    ps = treedef.flatten_up_to(params) if params is not None else [None] * len(leaves)
-    count = optax.safe_increment(state.count)
-    t = count.astype(jnp.float32)
-    bias = jnp.sqrt(1 - b2 ** t) / (1 - b1 ** t)
-    out, mus, nus = [], [], []
-    for g, lay, m, v, p in zip(leaves, lays, treedef.flatten_up_to(state.mu),
-                               treedef.flatten_up_to(state.nu), ps):
-      if g is not None:
-        m = (b1 * m + (1 - b1) * g).astype(m.dtype)
-      mus.append(m)
-      if lay is None:
-        # None leaves stay None; vectors get plain momentum, as in the other named optimizers.
-        out.append(m)
-        nus.append(v)
-        continue
-      gb = to_batched(g, lay).astype(jnp.float32)
-      mb = to_batched(m, lay).astype(jnp.float32)
-      v = b2 * v + (1 - b2) * jnp.sum(jnp.square(gb), axis=(-2, -1))
-      nus.append(v)
-      alpha = bias * jnp.linalg.norm(mb, axis=(-2, -1)) / (jnp.sqrt(v) + eps)
-      step = polar_lib.polar(mb, method=method, side="full", compute_dtype=compute_dtype)
-      if p is not None:
-        step = step + weight_decay * to_batched(p, lay).astype(jnp.float32)
-      out.append(from_batched(alpha[:, None, None] * step, lay).astype(g.dtype))
-    return treedef.unflatten(out), ScaleByNamoState(count, treedef.unflatten(mus),
-                                                    treedef.unflatten(nus))
-
-  return optax.GradientTransformation(init_fn, update_fn)
+  return _adaptive_polar(b1, b2, eps, weight_decay, None, method, axes, compute_dtype,
+                         "scale_by_namo")
 
 
 def scale_by_namo_d(b1: ArrayLike = 0.95, b2: ArrayLike = 0.99, eps: ArrayLike = 1e-8,
@@ -568,13 +527,23 @@ def scale_by_namo_d(b1: ArrayLike = 0.95, b2: ArrayLike = 0.99, eps: ArrayLike =
     Zhang, Liu, Schaeffer, "Adam Improves Muon: Adaptive Moment Estimation with
     Orthogonalized Momentum", arXiv:2602.17080, 2026 (NAMO-D).
   """
+  return _adaptive_polar(b1, b2, eps, weight_decay, clamp, method, axes, compute_dtype,
+                         "scale_by_namo_d")
+
+
+def _adaptive_polar(b1, b2, eps, weight_decay, clamp, method, axes, compute_dtype, name):
+  """NAMO (``clamp=None``: one Adam-type step size per matrix, from Frobenius norms) and
+  NAMO-D (one per column, from column norms, clamped to ``[c mean, mean / c]``)."""
   _validate_polar(method, "full", None)
+  per_column = clamp is not None
+  reduce_axes = -2 if per_column else (-2, -1)
 
   def init_fn(params):
     leaves, treedef, lays = flatten_with_layouts(params, resolve_axes(axes, params))
     mu = [None if p is None else jnp.zeros_like(p) for p in leaves]
-    nu = [None if lay is None else jnp.zeros(lay.batched_shape[:1] + lay.batched_shape[2:],
-                                              jnp.float32) for lay in lays]
+    nu = [None if lay is None else jnp.zeros(
+        lay.batched_shape[:1] + (lay.batched_shape[2:] if per_column else ()), jnp.float32)
+          for lay in lays]
     return ScaleByNamoState(jnp.zeros([], jnp.int32), treedef.unflatten(mu),
                             treedef.unflatten(nu))
 
@@ -582,7 +551,7 @@ def scale_by_namo_d(b1: ArrayLike = 0.95, b2: ArrayLike = 0.99, eps: ArrayLike =
     leaves, treedef, lays = flatten_with_layouts(
         updates, resolve_axes(axes, params if params is not None else updates))
     if params is None and not (isinstance(weight_decay, (int, float)) and weight_decay == 0):
-      raise ValueError("scale_by_namo_d with weight_decay needs params in update().")
+      raise ValueError(f"{name} with weight_decay needs params in update().")
     ps = treedef.flatten_up_to(params) if params is not None else [None] * len(leaves)
     count = optax.safe_increment(state.count)
     t = count.astype(jnp.float32)
@@ -594,20 +563,24 @@ def scale_by_namo_d(b1: ArrayLike = 0.95, b2: ArrayLike = 0.99, eps: ArrayLike =
         m = (b1 * m + (1 - b1) * g).astype(m.dtype)
       mus.append(m)
       if lay is None:
+        # None leaves stay None; vectors get plain momentum, as in the other named optimizers.
         out.append(m)
         nus.append(v)
         continue
       gb = to_batched(g, lay).astype(jnp.float32)
       mb = to_batched(m, lay).astype(jnp.float32)
-      v = b2 * v + (1 - b2) * jnp.sum(jnp.square(gb), axis=-2)  # [B, cols]
+      v = b2 * v + (1 - b2) * jnp.sum(jnp.square(gb), axis=reduce_axes)
       nus.append(v)
-      d = bias * jnp.linalg.norm(mb, axis=-2) / (jnp.sqrt(v) + eps)
-      mean = jnp.mean(d, axis=-1, keepdims=True)
-      d = jnp.clip(d, clamp * mean, mean / clamp)
+      alpha = bias * jnp.linalg.norm(mb, axis=reduce_axes) / (jnp.sqrt(v) + eps)
+      if per_column:  # [B, cols], clamped around its mean
+        mean = jnp.mean(alpha, axis=-1, keepdims=True)
+        alpha = jnp.clip(alpha, clamp * mean, mean / clamp)[:, None, :]
+      else:  # [B]
+        alpha = alpha[:, None, None]
       step = polar_lib.polar(mb, method=method, side="full", compute_dtype=compute_dtype)
       if p is not None:
         step = step + weight_decay * to_batched(p, lay).astype(jnp.float32)
-      out.append(from_batched(step * d[:, None, :], lay).astype(g.dtype))
+      out.append(from_batched(alpha * step, lay).astype(g.dtype))
     return treedef.unflatten(out), ScaleByNamoState(count, treedef.unflatten(mus),
                                                     treedef.unflatten(nus))
 
