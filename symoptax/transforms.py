@@ -652,7 +652,11 @@ def qk_clip(threshold: float = 100.0, *, alpha: float = 0.5, labels: Any = None,
     out = []
     for path, u in flat:
       kind, s = kinds.get(path), logits.get(path)
-      if kind not in ("q", "k") or s is None:
+      if s is not None and kind not in ("q", "k"):
+        raise ValueError(f"qk_clip: max_logits has a value at {path_str(path)}, which is not "
+                         "labelled a query or key leaf (roles attn_q/attn_k); pass "
+                         "labels= (a tree of 'q', 'k' or None) or fix the max_logits tree.")
+      if s is None:
         out.append(u)
         continue
       w = weights[path]

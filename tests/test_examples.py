@@ -197,3 +197,16 @@ def test_resume_with_other_settings_is_refused(tmp_path):
   pretrain.main(["--out", out, "--no-progress", "--stop-at", "3"])
   with pytest.raises(SystemExit, match=r"preset 'paper' -> 'muon'"):
     pretrain.main(["--out", out, "--no-progress", "--resume", "--preset", "muon"])
+
+
+def test_quality_benchmark_compares_a_variant_against_a_preset(tmp_path):
+  sys.path.insert(0, str(ROOT / "benchmarks"))
+  import quality
+  report = quality.main(["--presets", "muon", "--variants", "aurora", "--out", str(tmp_path)])
+  assert set(report["summary"]) == {"muon", "muon+aurora"}
+  config = json.loads((tmp_path / "runs" / "muon+aurora-lr1-s0" / "config.json").read_text())
+  assert set(config["role_rules"].values()) == {"aurora"}
+  assert all(np.isfinite(s["mean"]) for s in report["summary"].values())
+  assert (tmp_path / "val_loss_vs_wallclock.png").exists()
+  saved = json.loads((tmp_path / "quality.json").read_text())
+  assert saved["summary"].keys() == report["summary"].keys()

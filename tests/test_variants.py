@@ -368,3 +368,47 @@ def test_qk_clip_after_the_stack_trains_qwen3_with_sown_max_logits():
     losses.append(float(l))
     params = new
   assert np.all(np.isfinite(losses)) and losses[-1] < losses[0]
+
+
+def test_qk_clip_refuses_logits_for_a_leaf_that_is_not_query_or_key():
+  params, updates, _ = qk_problem()
+  max_logits = jax.tree.map(lambda _: None, params)
+  max_logits["attn"]["o_proj"]["kernel"] = 50.0
+  tx = symoptax.qk_clip(1.0)
+  with pytest.raises(ValueError, match="attn/o_proj/kernel.*not labelled a query or key"):
+    tx.update(updates, tx.init(params), params, max_logits=max_logits)
+  # Explicit labels name the leaves instead of the role labeller.
+  labels = jax.tree.map(lambda _: None, params)
+  labels["attn"]["o_proj"]["kernel"] = "q"
+  out, _ = symoptax.qk_clip(1.0, labels=labels).update(updates, tx.init(params), params,
+                                                      max_logits=max_logits)
+  w, u = params["attn"]["o_proj"]["kernel"], updates["attn"]["o_proj"]["kernel"]
+  np.testing.assert_allclose(out["attn"]["o_proj"]["kernel"],
+                             (1 / 50.0) ** 0.5 * (w + u) - w, rtol=1e-5, atol=1e-6)
+
+
+def test_qk_clip_is_bi_orthogonally_equivariant_and_passes_the_optax_checks():
+  params, updates, logits = qk_problem()
+  s = float(jax.numpy.max(logits(params)))
+  max_logits = jax.tree.map(lambda _: None, params)
+  max_logits["attn"]["q_proj"]["kernel"] = s
+  max_logits["attn"]["k_proj"]["kernel"] = s
+  tx = symoptax.qk_clip(0.5 * s)
+  run = lambda u, p: tx.update(u, tx.init(p), p, max_logits=max_logits)[0]
+  # f(U u V^T, U W V^T) = U f(u, W) V^T for orthogonal U, V (a per-layer scalar scaling).
+  rot = lambda n, k: np.linalg.qr(np.asarray(normal((n, n), k), np.float64))[0]
+  a, b = rot(6, 11), rot(6, 12)
+  turn = lambda tree: jax.tree.map(lambda x: jax.numpy.asarray(a @ np.asarray(x) @ b.T,
+                                                               jax.numpy.float32), tree)
+  chex_close = lambda x, y: jax.tree.map(
+      lambda i, j: np.testing.assert_allclose(i, j, rtol=1e-4, atol=1e-5), x, y)
+  chex_close(run(turn(updates), turn(params)), turn(run(updates, params)))
+  # jit == no jit; bf16 stays bf16; init from ShapeDtypeStructs; inject_hyperparams.
+  chex_close(jax.jit(run)(updates, params), run(updates, params))
+  bf = lambda tree: jax.tree.map(lambda x: x.astype(jax.numpy.bfloat16), tree)
+  assert all(x.dtype == jax.numpy.bfloat16 for x in jax.tree.leaves(run(bf(updates), bf(params))))
+  tx.init(jax.eval_shape(lambda: params))
+  injected = optax.inject_hyperparams(symoptax.qk_clip, static_args=("head_axis",))(
+      threshold=0.5 * s)
+  out, _ = injected.update(updates, injected.init(params), params, max_logits=max_logits)
+  chex_close(out, run(updates, params))
