@@ -412,3 +412,10 @@ def test_qk_clip_is_bi_orthogonally_equivariant_and_passes_the_optax_checks():
       threshold=0.5 * s)
   out, _ = injected.update(updates, injected.init(params), params, max_logits=max_logits)
   chex_close(out, run(updates, params))
+  # MultiSteps: nothing on the first micro-step, the clipped update of the mean on the second.
+  multi = optax.MultiSteps(tx, every_k_schedule=2)
+  state = multi.init(params)
+  first, state = multi.update(updates, state, params, max_logits=max_logits)
+  second, _ = multi.update(updates, state, params, max_logits=max_logits)
+  assert all(float(jax.numpy.abs(x).max()) == 0 for x in jax.tree.leaves(first))
+  chex_close(second, run(updates, params))
