@@ -180,7 +180,8 @@ def symmetry_stack(
     practice).
   * ``"adamw"``: AdamW everywhere.
 
-  LM heads and routers are centred (softmax shift) under every matrix rule except Muon.
+  LM heads and routers are centred (softmax shift) under the row-norm, one-sided polar,
+  hybrid and PolarGrad rules; Muon and its variants leave them uncentred.
   Learning rates are ``learning_rate`` (the Muon rate) times a per-rule ratio
   (``LR_RATIO``: sources in its comment); weight decay is 0.01 for AdamW except on head and
   router, 0 for matrix rules.
