@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -55,7 +56,15 @@ def run_one(args, name: str, lr: float, seed: int, out: Path) -> dict:
     argv += ["--seq", str(args.seq)]
   if args.batch:
     argv += ["--batch", str(args.batch)]
-  rows = pretrain.run(pretrain.parse_args(argv), log=lambda *_: None)
+  if out.exists():  # a fresh run each time, not a resume of an earlier benchmark's
+    shutil.rmtree(out)
+  try:
+    rows = pretrain.run(pretrain.parse_args(argv), log=lambda *_: None)
+  except SystemExit as e:  # a diverging rate (non-finite loss) is a result, not a crash
+    print(f"  {name:8s} lr {lr:<8g} seed {seed}: {e}", flush=True)
+    return {"preset": name, "lr": lr, "seed": seed, "final_val_loss": float("nan"),
+            "final_train_loss": float("nan"), "val_curve": [], "seconds": float("nan"),
+            "s_per_step": float("nan"), "error": str(e)}
   val = [(r["step"], r["elapsed_s"], r["val_loss"]) for r in rows if "val_loss" in r]
   final = val[-1][2] if val else float("nan")
   steps = len(rows)
@@ -71,7 +80,7 @@ def table(summary: dict) -> str:
   lines = [f"{'preset':12s} {'best lr':>8s} {'val loss (mean ± std over seeds)':>34s} "
            f"{'seeds':>5s} {'s/step':>7s}  lr sweep (seed 0: lr -> val loss)",
            "-" * 110]
-  best = min(s["mean"] for s in summary.values())
+  best = np.nanmin([s["mean"] for s in summary.values()])
   for preset, s in summary.items():
     mark = " *" if s["mean"] == best else ""
     sweep = ", ".join(f"{lr:g}->{v:.3f}" for lr, v in s["sweep"])
@@ -87,7 +96,10 @@ def plot(results: list[dict], summary: dict, out: Path):
   for xaxis, idx, label in (("steps", 0, "step"), ("wallclock", 1, "seconds")):
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for preset, s in summary.items():
-      runs = [r for r in results if r["preset"] == preset and r["lr"] == s["lr"]]
+      runs = [r for r in results if r["preset"] == preset and r["lr"] == s["lr"]
+              and r["val_curve"]]
+      if not runs:  # every rate diverged
+        continue
       curves = np.array([[p[2] for p in r["val_curve"]] for r in runs])
       xs = np.mean([[p[idx] for p in r["val_curve"]] for r in runs], axis=0)
       mean = curves.mean(0)
@@ -95,8 +107,9 @@ def plot(results: list[dict], summary: dict, out: Path):
       if len(runs) > 1:
         ax.fill_between(xs, curves.min(0), curves.max(0), color=line.get_color(), alpha=0.15)
     ax.set(xlabel=label, ylabel="validation loss", title="Validation loss, best lr per preset")
-    lo = min(s["mean"] for s in summary.values())
-    ax.set_ylim(lo - 0.2, lo + 1.5)
+    lo = np.nanmin([s["mean"] for s in summary.values()])
+    if np.isfinite(lo):
+      ax.set_ylim(lo - 0.2, lo + 1.5)
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
@@ -168,8 +181,8 @@ def main(argv=None):
               if r["preset"] == preset and r["lr"] == best_lr]
     summary[preset] = {"lr": best_lr, "mean": float(np.mean(finals)),
                        "std": float(np.std(finals)), "n": len(finals), "sweep": sweep,
-                       "s_per_step": float(np.mean([r["s_per_step"] for r in results
-                                                    if r["preset"] == preset]))}
+                       "s_per_step": float(np.nanmean([r["s_per_step"] for r in results
+                                                       if r["preset"] == preset]))}
   print()
   print(table(summary))
   report = {"args": vars(args), "device": device, "platform": platform.platform(),

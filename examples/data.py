@@ -135,10 +135,11 @@ class TokenData:
     self.train, self.val, self.vocab, self.tokenizer = train, val, vocab, tokenizer
     self._perms: dict[tuple[int, int, int], np.ndarray] = {}
 
-  def _windows(self, ids: np.ndarray, seq: int) -> int:
+  def _windows(self, ids: np.ndarray, seq: int, split: str = "training") -> int:
     n = (len(ids) - 1) // seq
     if n < 1:
-      raise DataError(f"the corpus has {len(ids)} tokens, too few for one window of {seq + 1}")
+      raise DataError(f"the {split} split has {len(ids)} tokens, too few for one window of "
+                      f"{seq + 1}; use more text or a smaller --seq")
     return n
 
   def batch(self, pos: int, batch: int, seq: int, seed: int = 0) -> np.ndarray:
@@ -156,7 +157,7 @@ class TokenData:
 
   def val_batches(self, count: int, batch: int, seq: int) -> np.ndarray:
     """The fixed validation set: [count, batch, seq + 1], windows spread evenly over it."""
-    n = self._windows(self.val, seq)
+    n = self._windows(self.val, seq, "validation")
     idx = np.linspace(0, n - 1, count * batch).round().astype(int)
     windows = np.stack([self.val[i * seq:i * seq + seq + 1] for i in idx])
     return windows.reshape(count, batch, seq + 1).astype(np.int32)

@@ -31,6 +31,7 @@ import argparse
 import dataclasses
 import json
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -68,7 +69,7 @@ def smoke() -> bool:
 def make_parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                               formatter_class=argparse.RawDescriptionHelpFormatter,
-                              epilog=__doc__.split("\n\n", 1)[1])
+                              epilog=__doc__.split("\n\n", 1)[1], allow_abbrev=False)
   p.add_argument("--size", choices=[s for s in SIZES if s != "smoke"], default="tiny")
   p.add_argument("--preset", choices=list(symoptax.PRESETS), default="paper")
   p.add_argument("--lr", type=float, default=0.02,
@@ -118,7 +119,10 @@ def parse_args(argv=None) -> argparse.Namespace:
   model_kw, seq, batch = SIZES[args.size]
   args.seq = args.seq or seq
   args.batch = args.batch or batch
+  if args.steps < 1:
+    parser.error(f"--steps {args.steps}: must be at least 1")
   args.warmup = args.warmup if args.warmup is not None else max(1, args.steps // 20)
+  args.warmup = min(args.warmup, args.steps - 1)  # leave at least one step to decay over
   roles = {}
   for item in args.role_lr:
     role, sep, value = item.partition("=")
@@ -144,7 +148,7 @@ def schedule(args, peak: float) -> optax.Schedule:
   """Linear warmup to ``peak``, then cosine to 0.1 peak, or WSD (stable, last 20% to 0)."""
   if args.schedule == "cosine":
     return optax.warmup_cosine_decay_schedule(0.0, peak, args.warmup, args.steps, 0.1 * peak)
-  decay = max(1, args.steps // 5)
+  decay = min(max(1, args.steps // 5), args.steps - args.warmup)
   stable = max(0, args.steps - args.warmup - decay)
   return optax.join_schedules(
       [optax.linear_schedule(0.0, peak, args.warmup), optax.constant_schedule(peak),
@@ -231,8 +235,8 @@ class Checkpoints:
     self.manager.close()
 
 
-RESUME_KEYS = ("size", "preset", "lr", "role_lrs", "role_rules", "schedule", "warmup", "steps", "batch",
-               "seq", "seed", "data", "vocab")
+RESUME_KEYS = ("size", "preset", "lr", "role_lrs", "role_rules", "schedule", "warmup", "steps",
+               "batch", "seq", "seed", "data", "vocab", "max_bytes")
 
 
 def check_same_run(args, config_path: Path):
@@ -295,8 +299,11 @@ def run(args, log=print) -> list[dict]:
   n_params = sum(x.size for x in jax.tree.leaves(params))
   batch_sharding = NamedSharding(mesh, P("data"))
   train_step, eval_loss = make_steps(graphdef, rest, tx)
-  val = jax.device_put(data.val_batches(args.eval_batches, args.batch, args.seq),
-                       NamedSharding(mesh, P(None, "data")))
+  try:
+    val = data.val_batches(args.eval_batches, args.batch, args.seq)
+  except data_lib.DataError as e:
+    raise SystemExit(f"pretrain.py: error: {e}") from None
+  val = jax.device_put(val, NamedSharding(mesh, P(None, "data")))
   lr_of = schedule(args, args.lr)
 
   ckpt = Checkpoints(out / "checkpoints")
@@ -311,6 +318,12 @@ def run(args, log=print) -> list[dict]:
   else:
     if args.resume:
       log(f"--resume: no checkpoint in {out / 'checkpoints'}; starting from step 0")
+    elif ckpt.latest() is not None:  # a fresh run into a used --out: its checkpoints go
+      log(f"starting a fresh run in {out}: removing the earlier run's checkpoints "
+          "(pass --resume to continue it instead)")
+      ckpt.close()
+      shutil.rmtree(out / "checkpoints")
+      ckpt = Checkpoints(out / "checkpoints")
     rows = []
   metrics_path.write_text("".join(json.dumps(r) + "\n" for r in rows))
   (out / "config.json").write_text(json.dumps(

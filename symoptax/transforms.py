@@ -338,10 +338,11 @@ def leverage_polar(x: jax.Array, steps: int = 2, row_power: ArrayLike = 0.5,
 
   returning :math:`U_{\text{steps}}` (``steps`` polar calls); :math:`p` = ``row_power`` = 0.5
   is the undamped square-root step, smaller values damp oscillations. With ``steps=1`` this
-  is ``polar(R(X))``: the row-then-polar map of :func:`symoptax.hybrid_polargrad_m` (no nu
-  scaling, no centring). Square and wide matrices already have polar factors with equal row
-  norms (orthonormal rows) and get the plain polar factor. Equivariant under row
-  permutations and right orthogonal maps (LPRO).
+  is, for tall matrices, ``polar(R(X))``: the row-then-polar map of
+  :func:`symoptax.hybrid_polargrad_m` (no nu scaling, no centring). Square and wide matrices
+  already have polar factors with equal row norms (orthonormal rows) and get the plain polar
+  factor, whatever ``steps``. Zero rows stay zero. Equivariant under row permutations and
+  right orthogonal maps (LPRO).
   """
   if steps < 1:
     raise ValueError(f"leverage_polar: steps must be >= 1, got {steps}.")
@@ -353,7 +354,8 @@ def leverage_polar(x: jax.Array, steps: int = 2, row_power: ArrayLike = 0.5,
   u = polar(d * x)
   for _ in range(steps - 1):
     leverage = jnp.sum(jnp.square(u), axis=-1, keepdims=True)
-    d = d * jnp.power((n / m) / (leverage + eps), row_power)
+    # Rows with no leverage (zero rows of x) keep their scaling instead of growing to inf.
+    d = jnp.where(leverage > eps, d * jnp.power((n / m) / (leverage + eps), row_power), d)
     u = polar(d * x)
   return u
 
@@ -467,7 +469,8 @@ def scale_by_namo(b1: ArrayLike = 0.95, b2: ArrayLike = 0.99, eps: ArrayLike = 1
 
   The decoupled weight decay ``lambda`` is scaled by ``alpha`` as in the paper, so it lives
   here rather than in a later ``optax.add_decayed_weights``. Bi-orthogonally equivariant
-  (every quantity is a Frobenius norm or the polar factor). Leaves without axes pass through.
+  (every quantity is a Frobenius norm or the polar factor). Leaves without axes (vectors) get
+  the plain EMA momentum, as the other named optimizers give them.
 
   Args:
     b1: EMA coefficient of the momentum.
@@ -527,6 +530,8 @@ def scale_by_namo_d(b1: ArrayLike = 0.95, b2: ArrayLike = 0.99, eps: ArrayLike =
     Zhang, Liu, Schaeffer, "Adam Improves Muon: Adaptive Moment Estimation with
     Orthogonalized Momentum", arXiv:2602.17080, 2026 (NAMO-D).
   """
+  if isinstance(clamp, (int, float)) and not 0 < clamp <= 1:
+    raise ValueError(f"scale_by_namo_d: clamp must be in (0, 1], got {clamp!r}.")
   return _adaptive_polar(b1, b2, eps, weight_decay, clamp, method, axes, compute_dtype,
                          "scale_by_namo_d")
 
@@ -588,7 +593,8 @@ def _adaptive_polar(b1, b2, eps, weight_decay, clamp, method, axes, compute_dtyp
 
 
 def qk_clip(threshold: float = 100.0, *, alpha: float = 0.5, labels: Any = None,
-            head_axis: int = -1) -> optax.GradientTransformationExtraArgs:
+            head_axis: int = -1, head_dim: int | None = None
+            ) -> optax.GradientTransformationExtraArgs:
   r"""MuonClip's QK-clip: shrinks query/key weights whose attention logits grew too large.
 
   For every query (key) leaf whose layer -- or head -- reached a maximum pre-softmax attention
@@ -598,7 +604,10 @@ def qk_clip(threshold: float = 100.0, *, alpha: float = 0.5, labels: Any = None,
     \gamma = \tau / S,\qquad W_q \leftarrow \gamma^{\alpha} (W_q + u_q),\qquad
     W_k \leftarrow \gamma^{1-\alpha} (W_k + u_k)
 
-  so the logits ``q . k`` of that head shrink by :math:`\gamma`; leaves with
+  so the logits ``q . k`` of that head shrink by :math:`\gamma` -- in models whose attention
+  uses the projections directly. With QK-norm (Qwen3, Gemma3: RMSNorm on q and k after the
+  projections) rescaling the weights does not change the logits; QK-clip is for models
+  without it (Kimi K2's MLA, GPT-style attention). Leaves with
   :math:`S \le \tau` and all other leaves keep their update. Put it last in a chain (after
   the learning rate): it returns the update that lands on the rescaled weights. A per-layer
   (or per-head) scalar scaling commutes with orthogonal maps of rows and columns.
@@ -619,7 +628,11 @@ def qk_clip(threshold: float = 100.0, *, alpha: float = 0.5, labels: Any = None,
       leaf; default: from :func:`symoptax.label_roles` (roles ``attn_q`` and ``attn_k``).
     head_axis: the axis of a query/key leaf that holds the heads for per-head clipping:
       either ``heads`` long, or ``heads x head_dim`` with each head's block contiguous (as
-      ``reshape(..., heads, head_dim)`` reads an NNX/HF ``q_proj`` kernel's last axis).
+      ``reshape(..., heads, head_dim)`` reads an NNX/HF ``q_proj`` kernel's last axis). With
+      grouped-query attention the key leaf has ``kv_heads`` heads: give it one value per
+      key/value head (e.g. the max over its group of query heads).
+    head_dim: if given, per-head values must match ``size // head_dim`` heads on every
+      leaf (catches a per-query-head vector given to a grouped key leaf).
 
   Returns:
     An ``optax.GradientTransformationExtraArgs`` (stateless).
@@ -666,6 +679,11 @@ def qk_clip(threshold: float = 100.0, *, alpha: float = 0.5, labels: Any = None,
       if scale.ndim == 1:  # per head
         axis = head_axis % w.ndim
         size, heads = w.shape[axis], scale.shape[0]
+        if head_dim is not None and size != heads * head_dim and size != heads:
+          raise ValueError(f"qk_clip: {path_str(path)} has {size // head_dim} heads of "
+                           f"{head_dim} along head_axis {head_axis}, but max_logits gives "
+                           f"{heads}; with grouped-query attention give key leaves one value "
+                           "per key/value head.")
         if size % heads:
           raise ValueError(f"qk_clip: {path_str(path)} has {size} entries along head_axis "
                            f"{head_axis}, not a multiple of the {heads} heads in max_logits; "

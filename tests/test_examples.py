@@ -210,3 +210,27 @@ def test_quality_benchmark_compares_a_variant_against_a_preset(tmp_path):
   assert (tmp_path / "val_loss_vs_wallclock.png").exists()
   saved = json.loads((tmp_path / "quality.json").read_text())
   assert saved["summary"].keys() == report["summary"].keys()
+
+
+def test_a_fresh_run_into_a_used_out_starts_over(tmp_path):
+  out = str(tmp_path / "run")
+  pretrain.main(["--out", out, "--no-progress", "--stop-at", "10"])
+  rows = pretrain.main(["--out", out, "--no-progress", "--steps", "3"])  # warmup clamps to 2
+  assert [r["step"] for r in rows] == [1, 2, 3] and len(metrics(out)) == 3
+  steps = sorted(int(p.name) for p in (Path(out) / "checkpoints").iterdir() if p.name.isdigit())
+  assert steps == [3]  # the earlier run's step-10 checkpoint is gone
+
+
+def test_too_small_validation_split_is_a_one_line_error(tmp_path):
+  (tmp_path / "tiny.txt").write_text("def f(x):\n    return x + 1\n" * 40)
+  with pytest.raises(SystemExit, match=r"validation split has \d+ tokens.*--seq"):
+    pretrain.main(["--out", str(tmp_path / "run"), "--data", str(tmp_path / "tiny.txt"),
+                   "--vocab", "300", "--seq", "512"])
+
+
+def test_quality_benchmark_survives_a_diverging_rate(tmp_path):
+  sys.path.insert(0, str(ROOT / "benchmarks"))
+  import quality
+  report = quality.main(["--presets", "muon", "--lr", "1e30", "--out", str(tmp_path)])
+  assert np.isnan(report["summary"]["muon"]["mean"])
+  assert "error" in report["runs"][0] and (tmp_path / "quality.json").exists()

@@ -419,3 +419,19 @@ def test_qk_clip_is_bi_orthogonally_equivariant_and_passes_the_optax_checks():
   second, _ = multi.update(updates, state, params, max_logits=max_logits)
   assert all(float(jax.numpy.abs(x).max()) == 0 for x in jax.tree.leaves(first))
   chex_close(second, run(updates, params))
+
+
+def test_variant_argument_checks_and_degenerate_inputs():
+  with pytest.raises(ValueError, match=r"clamp must be in \(0, 1\]"):
+    symoptax.namo_d(0.1, clamp=0.0)
+  g = np.array(normal((32, 6), 3))
+  g[5] = 0.0  # a zero row: no leverage, must stay finite and zero
+  tx = symoptax.scale_by_leverage_polar(steps=12, method="svd")
+  u = np.asarray(tx.update({"w": g}, tx.init(None))[0]["w"])
+  assert np.isfinite(u).all() and np.all(u[5] == 0)
+  params, updates, _ = qk_problem(heads=2, head_dim=3)
+  max_logits = jax.tree.map(lambda _: None, params)
+  max_logits["attn"]["k_proj"]["kernel"] = np.array([9.0, 9.0, 9.0])  # 3 values, 2 heads
+  with pytest.raises(ValueError, match=r"k_proj/kernel has 2 heads of 3.*gives 3"):
+    symoptax.qk_clip(1.0, head_dim=3).update(updates, optax.EmptyState(), params,
+                                             max_logits=max_logits)
