@@ -33,12 +33,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import jax
 import numpy as np
 
+import symoptax
 from examples import pretrain
 
 PRESETS = ("adamw", "muon", "rownorm", "hybrid", "paper")
-# Matrix rules a user can put on the hidden matrices for comparison (--variants).
-VARIANTS = ("normuon", "muoneq", "spectral_clip", "namo", "namo_d", "aurora", "pion", "rmnp",
-            "rownorm", "hybrid", "polargrad")
+# Matrix rules a user can put on the hidden matrices for comparison (--variants): every
+# symmetry_stack rule except AdamW, Muon itself and the nu-scaled one-sided polar rules.
+VARIANTS = tuple(r for r in symoptax.RULES
+                 if r not in ("adamw", "muon", "right_polar", "left_polar"))
 
 
 def _smoke() -> bool:

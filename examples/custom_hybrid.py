@@ -98,14 +98,13 @@ def main(argv=None):
   p.add_argument("--steps", type=int, default=100)
   p.add_argument("--lr", type=float, default=0.02)
   args = p.parse_args(argv)
-  vocab, cfg, batch, seq, max_bytes = 4096, qwen3.Config(vocab=0, d=128, layers=2, heads=4,
-                                                         kv_heads=2, head_dim=32, ff=384), \
-      16, 128, 8_000_000
+  vocab, batch, seq, max_bytes = 4096, 16, 128, 8_000_000
+  size = dict(d=128, layers=2, heads=4, kv_heads=2, head_dim=32, ff=384)
   if os.environ.get("SYMOPTAX_SMOKE", "") not in ("", "0"):
     args.steps, vocab, batch, seq, max_bytes = 8, 512, 4, 32, 300_000
-    cfg = qwen3.Config(vocab=0, d=32, layers=1, heads=2, kv_heads=1, head_dim=16, ff=64)
+    size = dict(d=32, layers=1, heads=2, kv_heads=1, head_dim=16, ff=64)
   data = data_lib.prepare("builtin", vocab, max_bytes)
-  cfg = qwen3.Config(**{**cfg.__dict__, "vocab": data.vocab})
+  cfg = qwen3.Config(vocab=data.vocab, **size)
   graphdef, params, rest = nnx.split(qwen3.Qwen3(cfg, rngs=nnx.Rngs(0)), nnx.Param, ...)
 
   print("My labels:")

@@ -49,6 +49,7 @@ import symoptax
 from examples import data as data_lib
 from examples.models import qwen3
 from examples.models.common import next_token_loss
+from symoptax.stacks import HIDDEN_ROLES
 
 SIZES = {  # name: (model config without vocab, seq, batch)
     "smoke": (dict(d=32, layers=2, heads=2, kv_heads=1, head_dim=16, ff=64), 32, 4),
@@ -56,8 +57,6 @@ SIZES = {  # name: (model config without vocab, seq, batch)
     "small": (dict(d=512, layers=8, heads=8, kv_heads=4, head_dim=64, ff=1536), 512, 32),
     "medium": (dict(d=1024, layers=16, heads=16, kv_heads=8, head_dim=64, ff=3072), 1024, 64),
 }
-HIDDEN_ROLES = ("attn_q", "attn_k", "attn_v", "attn_qkv", "attn_o", "mlp_in", "mlp_out",
-                "matrix")
 SMOKE = dict(size="smoke", vocab=512, steps=30, max_bytes=300_000, eval_every=10,
              eval_batches=2, ckpt_every=10, warmup=3)
 

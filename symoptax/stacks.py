@@ -20,12 +20,13 @@ from symoptax.roles import ROLES, label_roles, matrix_axes, path_str
 RULES = ("adamw", "muon", "rownorm", "right_polar", "left_polar", "hybrid", "polargrad",
          "normuon", "muoneq", "spectral_clip", "namo", "namo_d", "aurora", "pion", "rmnp")
 _SOFTMAX_ROLES = ("lm_head", "router")
-_HIDDEN = ("attn_q", "attn_k", "attn_v", "attn_qkv", "attn_o", "mlp_in", "mlp_out", "matrix")
+# Roles of the hidden (bi-orthogonal) matrices: Muon in every preset but "adamw".
+HIDDEN_ROLES = ("attn_q", "attn_k", "attn_v", "attn_qkv", "attn_o", "mlp_in", "mlp_out", "matrix")
 _EXPERTS = ("expert_in", "expert_out")
 
 
 def _preset(vocab: str, router: str, experts: str, embedding: str | None = None):
-  table = {r: "muon" for r in _HIDDEN}
+  table = {r: "muon" for r in HIDDEN_ROLES}
   table.update(embedding=embedding or vocab, lm_head=vocab, router=router, vector="adamw")
   table.update({r: experts for r in _EXPERTS})
   return table
