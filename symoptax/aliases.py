@@ -10,12 +10,14 @@ final update; momentum, weights and weight decay stay uncentred.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import optax
 from jax.typing import ArrayLike
 
 from symoptax.axes import AxesLike, matrix_mask
+from symoptax.sharding import keep_shardings
 from symoptax.transforms import (center_rows, scale_by_col_norm, scale_by_high_pass_polar,
                                  scale_by_leverage_polar, scale_by_namo, scale_by_namo_d,
                                  scale_by_polar, scale_by_row_norm,
@@ -30,6 +32,23 @@ def _chain(*txs: optax.GradientTransformation | None) -> optax.GradientTransform
   return optax.chain(*(t for t in txs if t is not None))
 
 
+def _sh(shardings, mesh) -> dict[str, Any]:
+  """The shardings keywords passed on to each primitive (none when not sharded)."""
+  return {} if shardings is None and mesh is None else dict(shardings=shardings, mesh=mesh)
+
+
+def _keeps_shardings(alias):
+  """With ``shardings=``, an alias's state and updates stay in the parameters' shardings."""
+
+  @functools.wraps(alias)
+  def wrapped(*args, **kwargs):
+    tx = alias(*args, **kwargs)
+    if kwargs.get("shardings") is None:
+      return tx
+    return keep_shardings(tx, kwargs["shardings"], mesh=kwargs.get("mesh"))
+  return wrapped
+
+
 def _tail(learning_rate, weight_decay, axes):
   # Weight decay only touches matrix leaves; 0/1-D leaves are left to a stack's vector rule.
   wd = None
@@ -38,6 +57,7 @@ def _tail(learning_rate, weight_decay, axes):
   return wd, optax.scale_by_learning_rate(learning_rate)
 
 
+@_keeps_shardings
 def rownorm_m(
     learning_rate: ScalarOrSchedule,
     *,
@@ -45,6 +65,8 @@ def rownorm_m(
     weight_decay: ArrayLike = 0.0,
     center: bool = False,
     axes: AxesLike = None,
+    shardings: Any = None,
+    mesh: Any = None,
 ) -> optax.GradientTransformation:
   r"""Row-normalised momentum.
 
@@ -61,7 +83,10 @@ def rownorm_m(
     weight_decay: decoupled weight decay (matrix leaves only).
     center: remove the mean row (softmax shift invariance: LM heads, routers).
     axes: which axes form rows and cols (see :func:`symoptax.axes.resolve_axes`).
-
+    shardings: the parameters' shardings (pytree of ``NamedSharding``, or ``PartitionSpec``
+      with ``mesh``): the matrix steps run under ``jax.shard_map`` with explicit collectives
+      and the state stays in these shardings (see :mod:`symoptax.sharding`).
+    mesh: the mesh for ``PartitionSpec`` shardings.
   Returns:
     An ``optax.GradientTransformation``.
 
@@ -76,21 +101,23 @@ def rownorm_m(
     >>> u, state = opt.update({"embed": jnp.ones((16, 4))}, state, params)
     >>> params = optax.apply_updates(params, u)
   """
-  c = center_rows(axes=axes) if center else None
-  return _chain(optax.ema(beta, debias=False), c, scale_by_row_norm(axes=axes), c,
+  sh = _sh(shardings, mesh)
+  c = center_rows(axes=axes, **sh) if center else None
+  return _chain(optax.ema(beta, debias=False), c, scale_by_row_norm(axes=axes, **sh), c,
                 *_tail(learning_rate, weight_decay, axes))
 
 
 def _one_sided(side: str, learning_rate, beta, weight_decay, nuclear_power, center, method,
-               axes, compute_dtype):
-  c = center_rows(axes=axes) if center else None
+               axes, compute_dtype, sh):
+  c = center_rows(axes=axes, **sh) if center else None
   return _chain(
       optax.ema(beta, debias=False), c,
-      scale_by_polar(method, side=side, nuclear_power=nuclear_power, axes=axes,
+      scale_by_polar(method, side=side, nuclear_power=nuclear_power, axes=axes, **sh,
                      compute_dtype=compute_dtype),
       c, *_tail(learning_rate, weight_decay, axes))
 
 
+@_keeps_shardings
 def right_polargrad_m(
     learning_rate: ScalarOrSchedule,
     *,
@@ -101,6 +128,8 @@ def right_polargrad_m(
     method: str = "polar_express",
     axes: AxesLike = None,
     compute_dtype: Any = None,
+    shardings: Any = None,
+    mesh: Any = None,
 ) -> optax.GradientTransformation:
   r"""Right polar momentum: polar factor through the cols x cols Gram, nu-scaled.
 
@@ -121,7 +150,10 @@ def right_polargrad_m(
     method: Gram-side oracle: "polar_express", "newton_schulz" or "eigh".
     axes: which axes form rows and cols.
     compute_dtype: ``jnp.bfloat16`` for bf16 Gram/apply matmuls with fp32 accumulation.
-
+    shardings: the parameters' shardings (pytree of ``NamedSharding``, or ``PartitionSpec``
+      with ``mesh``): the matrix steps run under ``jax.shard_map`` with explicit collectives
+      and the state stays in these shardings (see :mod:`symoptax.sharding`).
+    mesh: the mesh for ``PartitionSpec`` shardings.
   Returns:
     An ``optax.GradientTransformation``.
 
@@ -129,10 +161,12 @@ def right_polargrad_m(
     arXiv:2605.18106, 2026; Lau et al., "PolarGrad", arXiv:2505.21799, 2025;
     Amsel et al., "The Polar Express", arXiv:2505.16932, 2025.
   """
+  sh = _sh(shardings, mesh)
   return _one_sided("right", learning_rate, beta, weight_decay, nuclear_power, center,
-                    method, axes, compute_dtype)
+                    method, axes, compute_dtype, sh)
 
 
+@_keeps_shardings
 def left_polargrad_m(
     learning_rate: ScalarOrSchedule,
     *,
@@ -143,6 +177,8 @@ def left_polargrad_m(
     method: str = "polar_express",
     axes: AxesLike = None,
     compute_dtype: Any = None,
+    shardings: Any = None,
+    mesh: Any = None,
 ) -> optax.GradientTransformation:
   r"""Left polar momentum: polar factor through the rows x rows Gram, nu-scaled.
 
@@ -154,17 +190,22 @@ def left_polargrad_m(
   Symmetry group: left-permutation / right-orthogonal (and bi-orthogonal for full-rank X).
 
   Args: as :func:`right_polargrad_m`.
-
+    shardings: the parameters' shardings (pytree of ``NamedSharding``, or ``PartitionSpec``
+      with ``mesh``): the matrix steps run under ``jax.shard_map`` with explicit collectives
+      and the state stays in these shardings (see :mod:`symoptax.sharding`).
+    mesh: the mesh for ``PartitionSpec`` shardings.
   Returns:
     An ``optax.GradientTransformation``.
 
   References:
     arXiv:2605.18106, 2026; Lau et al., "PolarGrad", arXiv:2505.21799, 2025.
   """
+  sh = _sh(shardings, mesh)
   return _one_sided("left", learning_rate, beta, weight_decay, nuclear_power, center,
-                    method, axes, compute_dtype)
+                    method, axes, compute_dtype, sh)
 
 
+@_keeps_shardings
 def hybrid_polargrad_m(
     learning_rate: ScalarOrSchedule,
     *,
@@ -177,6 +218,8 @@ def hybrid_polargrad_m(
     side: str = "auto",
     axes: AxesLike = None,
     compute_dtype: Any = None,
+    shardings: Any = None,
+    mesh: Any = None,
 ) -> optax.GradientTransformation:
   r"""Hybrid: row normalisation and the polar factor, in either order.
 
@@ -203,28 +246,33 @@ def hybrid_polargrad_m(
     side: polar side ("auto" picks the smaller Gram).
     axes: which axes form rows and cols.
     compute_dtype: ``jnp.bfloat16`` for bf16 matmuls with fp32 accumulation.
-
+    shardings: the parameters' shardings (pytree of ``NamedSharding``, or ``PartitionSpec``
+      with ``mesh``): the matrix steps run under ``jax.shard_map`` with explicit collectives
+      and the state stays in these shardings (see :mod:`symoptax.sharding`).
+    mesh: the mesh for ``PartitionSpec`` shardings.
   Returns:
     An ``optax.GradientTransformation``.
 
   References:
     arXiv:2605.18106, 2026.
   """
+  sh = _sh(shardings, mesh)
   if order not in HYBRID_ORDERS:
     raise ValueError(f"Unknown order {order!r}; valid choices are "
                      f"{', '.join(map(repr, HYBRID_ORDERS))}.")
-  c = center_rows(axes=axes) if center else None
-  row = scale_by_row_norm(axes=axes)
+  c = center_rows(axes=axes, **sh) if center else None
+  row = scale_by_row_norm(axes=axes, **sh)
   if order == "row_then_polar":
-    polar = scale_by_polar(method, side=side, nuclear_power=nuclear_power, axes=axes,
+    polar = scale_by_polar(method, side=side, nuclear_power=nuclear_power, axes=axes, **sh,
                            compute_dtype=compute_dtype)
     body = (c, row, c, polar, c)
   else:
-    polar = scale_by_polar(method, side=side, axes=axes, compute_dtype=compute_dtype)
+    polar = scale_by_polar(method, side=side, axes=axes, **sh, compute_dtype=compute_dtype)
     body = (c, polar, row, c)
   return _chain(optax.ema(beta, debias=False), *body, *_tail(learning_rate, weight_decay, axes))
 
 
+@_keeps_shardings
 def polargrad(
     learning_rate: ScalarOrSchedule,
     *,
@@ -235,6 +283,8 @@ def polargrad(
     method: str = "polar_express",
     axes: AxesLike = None,
     compute_dtype: Any = None,
+    shardings: Any = None,
+    mesh: Any = None,
 ) -> optax.GradientTransformation:
   r"""PolarGrad with EMA momentum: the full polar factor, nuclear-norm scaled.
 
@@ -253,17 +303,22 @@ def polargrad(
     method: full-side oracle ("polar_express", "muon_ns", "dsv4", "qdwh", "svd").
     axes: which axes form rows and cols.
     compute_dtype: ``jnp.bfloat16`` for bf16 matmuls with fp32 accumulation.
-
+    shardings: the parameters' shardings (pytree of ``NamedSharding``, or ``PartitionSpec``
+      with ``mesh``): the matrix steps run under ``jax.shard_map`` with explicit collectives
+      and the state stays in these shardings (see :mod:`symoptax.sharding`).
+    mesh: the mesh for ``PartitionSpec`` shardings.
   Returns:
     An ``optax.GradientTransformation``.
 
   References:
     Lau, Long, Su, "PolarGrad", arXiv:2505.21799, 2025.
   """
+  sh = _sh(shardings, mesh)
   return _one_sided("full", learning_rate, beta, weight_decay, nuclear_power, center,
-                    method, axes, compute_dtype)
+                    method, axes, compute_dtype, sh)
 
 
+@_keeps_shardings
 def muon(
     learning_rate: ScalarOrSchedule,
     *,
@@ -275,6 +330,8 @@ def muon(
     rms: ArrayLike = 0.2,
     axes: AxesLike = None,
     compute_dtype: Any = None,
+    shardings: Any = None,
+    mesh: Any = None,
 ) -> optax.GradientTransformation:
   r"""Muon: orthogonalised (Nesterov) momentum with a shape factor.
 
@@ -297,7 +354,10 @@ def muon(
     rms: target RMS for ``shape_rule="rms"``.
     axes: which axes form rows and cols.
     compute_dtype: ``jnp.bfloat16`` for bf16 matmuls with fp32 accumulation.
-
+    shardings: the parameters' shardings (pytree of ``NamedSharding``, or ``PartitionSpec``
+      with ``mesh``): the matrix steps run under ``jax.shard_map`` with explicit collectives
+      and the state stays in these shardings (see :mod:`symoptax.sharding`).
+    mesh: the mesh for ``PartitionSpec`` shardings.
   Returns:
     An ``optax.GradientTransformation``.
 
@@ -307,24 +367,26 @@ def muon(
     Training", arXiv:2502.16982, 2025; Amsel et al., "The Polar Express",
     arXiv:2505.16932, 2025.
   """
+  sh = _sh(shardings, mesh)
   return _muon_like((), learning_rate, beta, nesterov, weight_decay, method, shape_rule, rms,
-                    axes, compute_dtype)
+                    axes, compute_dtype, sh)
 
 
 MUONEQ_MODES = ("R", "C", "RC")
 
 
 def _muon_like(pre, learning_rate, beta, nesterov, weight_decay, method, shape_rule, rms,
-               axes, compute_dtype, post=(), orthogonalise=None):
+               axes, compute_dtype, sh, post=(), orthogonalise=None):
   """trace -> pre... -> polar (full) -> post... -> shape factor -> weight decay -> lr."""
   if orthogonalise is None:
-    orthogonalise = scale_by_polar(method, side="full", axes=axes, compute_dtype=compute_dtype)
+    orthogonalise = scale_by_polar(method, side="full", axes=axes, **sh, compute_dtype=compute_dtype)
   return _chain(
       optax.trace(decay=beta, nesterov=nesterov), *pre, orthogonalise, *post,
-      scale_by_shape(shape_rule, rms=rms, axes=axes),
+      scale_by_shape(shape_rule, rms=rms, axes=axes, **sh),
       *_tail(learning_rate, weight_decay, axes))
 
 
+@_keeps_shardings
 def muoneq(
     learning_rate: ScalarOrSchedule,
     *,
@@ -337,6 +399,8 @@ def muoneq(
     rms: ArrayLike = 0.2,
     axes: AxesLike = None,
     compute_dtype: Any = None,
+    shardings: Any = None,
+    mesh: Any = None,
 ) -> optax.GradientTransformation:
   r"""MuonEq: equilibrate rows and/or columns of the momentum, then Muon's polar step.
 
@@ -353,8 +417,8 @@ def muoneq(
   Args:
     learning_rate: float or optax schedule.
     mode: "R", "C" or "RC".
-    beta, nesterov, weight_decay, method, shape_rule, rms, axes, compute_dtype: as
-      :func:`muon`.
+    beta, nesterov, weight_decay, method, shape_rule, rms, axes, compute_dtype,
+      shardings, mesh: as :func:`muon`.
 
   Returns:
     An ``optax.GradientTransformation``.
@@ -362,16 +426,18 @@ def muoneq(
   References:
     MuonEq, arXiv:2603.28254, 2026.
   """
+  sh = _sh(shardings, mesh)
   if mode not in MUONEQ_MODES:
     raise ValueError(f"Unknown mode {mode!r}; valid choices are "
                      f"{', '.join(map(repr, MUONEQ_MODES))}.")
-  pre = {"R": (scale_by_row_norm(axes=axes),),
-         "C": (scale_by_col_norm(axes=axes),),
-         "RC": (scale_by_row_norm(axes=axes), scale_by_col_norm(axes=axes))}[mode]
+  pre = {"R": (scale_by_row_norm(axes=axes, **sh),),
+         "C": (scale_by_col_norm(axes=axes, **sh),),
+         "RC": (scale_by_row_norm(axes=axes, **sh), scale_by_col_norm(axes=axes, **sh))}[mode]
   return _muon_like(pre, learning_rate, beta, nesterov, weight_decay, method, shape_rule, rms,
-                    axes, compute_dtype)
+                    axes, compute_dtype, sh)
 
 
+@_keeps_shardings
 def normuon(
     learning_rate: ScalarOrSchedule,
     *,
@@ -385,6 +451,8 @@ def normuon(
     rms: ArrayLike = 0.2,
     axes: AxesLike = None,
     compute_dtype: Any = None,
+    shardings: Any = None,
+    mesh: Any = None,
 ) -> optax.GradientTransformation:
   r"""NorMuon: Muon's polar step, then per-row second-moment normalisation.
 
@@ -398,8 +466,8 @@ def normuon(
 
   Args:
     learning_rate: float or optax schedule.
-    beta, nesterov, weight_decay, method, shape_rule, rms, axes, compute_dtype: as
-      :func:`muon`.
+    beta, nesterov, weight_decay, method, shape_rule, rms, axes, compute_dtype,
+      shardings, mesh: as :func:`muon`.
     b2: EMA coefficient of the per-row second moment.
     eps: added to its square root.
 
@@ -409,11 +477,13 @@ def normuon(
   References:
     Li et al., "NorMuon: Making Muon more efficient and scalable", arXiv:2510.05491, 2025.
   """
+  sh = _sh(shardings, mesh)
   return _muon_like((), learning_rate, beta, nesterov, weight_decay, method, shape_rule, rms,
-                    axes, compute_dtype,
-                    post=(scale_by_row_second_moment(b2, eps, axes=axes),))
+                    axes, compute_dtype, sh,
+                    post=(scale_by_row_second_moment(b2, eps, axes=axes, **sh),))
 
 
+@_keeps_shardings
 def spectral_clip(
     learning_rate: ScalarOrSchedule,
     *,
@@ -423,6 +493,8 @@ def spectral_clip(
     method: str = "dsv4",
     axes: AxesLike = None,
     compute_dtype: Any = None,
+    shardings: Any = None,
+    mesh: Any = None,
 ) -> optax.GradientTransformation:
   r"""Spectrally clipped momentum: singular values of the EMA momentum clipped at ``bound``.
 
@@ -442,7 +514,10 @@ def spectral_clip(
     method: full-side polar oracle (default "dsv4", see :func:`scale_by_spectral_clip`).
     axes: which axes form rows and cols.
     compute_dtype: ``jnp.bfloat16`` for bf16 matmuls in the polar calls.
-
+    shardings: the parameters' shardings (pytree of ``NamedSharding``, or ``PartitionSpec``
+      with ``mesh``): the matrix steps run under ``jax.shard_map`` with explicit collectives
+      and the state stays in these shardings (see :mod:`symoptax.sharding`).
+    mesh: the mesh for ``PartitionSpec`` shardings.
   Returns:
     An ``optax.GradientTransformation``.
 
@@ -450,12 +525,14 @@ def spectral_clip(
     SPECTRA (spectral clipping of optimizer updates); the two-polar construction is
     symoptax's.
   """
+  sh = _sh(shardings, mesh)
   return _chain(optax.ema(beta, debias=False),
-                scale_by_spectral_clip(bound, method=method, axes=axes,
+                scale_by_spectral_clip(bound, method=method, axes=axes, **sh,
                                        compute_dtype=compute_dtype),
                 *_tail(learning_rate, weight_decay, axes))
 
 
+@_keeps_shardings
 def namo(
     learning_rate: ScalarOrSchedule,
     *,
@@ -466,6 +543,8 @@ def namo(
     method: str = "polar_express",
     axes: AxesLike = None,
     compute_dtype: Any = None,
+    shardings: Any = None,
+    mesh: Any = None,
 ) -> optax.GradientTransformation:
   r"""NAMO: orthogonalised momentum scaled by one Adam-type step size per matrix.
 
@@ -484,7 +563,10 @@ def namo(
     method: full-side polar oracle.
     axes: which axes form rows and cols.
     compute_dtype: ``jnp.bfloat16`` for bf16 matmuls in the polar step.
-
+    shardings: the parameters' shardings (pytree of ``NamedSharding``, or ``PartitionSpec``
+      with ``mesh``): the matrix steps run under ``jax.shard_map`` with explicit collectives
+      and the state stays in these shardings (see :mod:`symoptax.sharding`).
+    mesh: the mesh for ``PartitionSpec`` shardings.
   Returns:
     An ``optax.GradientTransformation``.
 
@@ -492,18 +574,22 @@ def namo(
     Zhang, Liu, Schaeffer, "Adam Improves Muon: Adaptive Moment Estimation with
     Orthogonalized Momentum", arXiv:2602.17080, 2026.
   """
+  sh = _sh(shardings, mesh)
   return optax.chain(
-      scale_by_namo(b1, b2, eps, weight_decay, method=method, axes=axes,
+      scale_by_namo(b1, b2, eps, weight_decay, method=method, axes=axes, **sh,
                     compute_dtype=compute_dtype),
       optax.scale_by_learning_rate(learning_rate))
 
 
+@_keeps_shardings
 def rmnp(
     learning_rate: ScalarOrSchedule,
     *,
     beta: ArrayLike = 0.95,
     weight_decay: ArrayLike = 0.0,
     axes: AxesLike = None,
+    shardings: Any = None,
+    mesh: Any = None,
 ) -> optax.GradientTransformation:
   r"""RMNP: row-normalised momentum as a drop-in replacement for Muon on hidden matrices.
 
@@ -524,7 +610,10 @@ def rmnp(
     beta: EMA coefficient of the momentum.
     weight_decay: decoupled weight decay (matrix leaves only).
     axes: which axes form rows and cols.
-
+    shardings: the parameters' shardings (pytree of ``NamedSharding``, or ``PartitionSpec``
+      with ``mesh``): the matrix steps run under ``jax.shard_map`` with explicit collectives
+      and the state stays in these shardings (see :mod:`symoptax.sharding`).
+    mesh: the mesh for ``PartitionSpec`` shardings.
   Returns:
     An ``optax.GradientTransformation``.
 
@@ -532,10 +621,12 @@ def rmnp(
     Deng et al., "RMNP: Row-Momentum Normalized Preconditioning for Scalable Matrix-Based
     Optimization", arXiv:2603.20527, 2026.
   """
+  sh = _sh(shardings, mesh)
   return rownorm_m(learning_rate, beta=beta, weight_decay=weight_decay, center=False,
-                   axes=axes)
+                   axes=axes, **sh)
 
 
+@_keeps_shardings
 def aurora(
     learning_rate: ScalarOrSchedule,
     *,
@@ -549,6 +640,8 @@ def aurora(
     rms: ArrayLike = 0.2,
     axes: AxesLike = None,
     compute_dtype: Any = None,
+    shardings: Any = None,
+    mesh: Any = None,
 ) -> optax.GradientTransformation:
   r"""Aurora: Muon with a leverage-aware polar step.
 
@@ -567,8 +660,8 @@ def aurora(
     steps: polar calls per update (None: 2, as the reference).
     row_power: exponent of the row-scaling refinements on the leverage scores (0.5 =
       undamped, the reference's default; smaller damps).
-    beta, nesterov, weight_decay, method, shape_rule, rms, axes, compute_dtype: as
-      :func:`muon`.
+    beta, nesterov, weight_decay, method, shape_rule, rms, axes, compute_dtype,
+      shardings, mesh: as :func:`muon`.
 
   Returns:
     An ``optax.GradientTransformation``.
@@ -577,12 +670,14 @@ def aurora(
     Dewulf, Pai, Yang, Zhang, Keigwin, "Aurora: A Leverage-Aware Spectral Optimizer",
     arXiv:2606.27715, 2026.
   """
-  orth = scale_by_leverage_polar(steps, row_power, method=method, axes=axes,
+  sh = _sh(shardings, mesh)
+  orth = scale_by_leverage_polar(steps, row_power, method=method, axes=axes, **sh,
                                  compute_dtype=compute_dtype)
   return _muon_like((), learning_rate, beta, nesterov, weight_decay, method, shape_rule, rms,
-                    axes, compute_dtype, orthogonalise=orth)
+                    axes, compute_dtype, sh, orthogonalise=orth)
 
 
+@_keeps_shardings
 def pion(
     learning_rate: ScalarOrSchedule,
     *,
@@ -596,6 +691,8 @@ def pion(
     rms: ArrayLike = 0.2,
     axes: AxesLike = None,
     compute_dtype: Any = None,
+    shardings: Any = None,
+    mesh: Any = None,
 ) -> optax.GradientTransformation:
   r"""Pion-style high-pass polar: Muon whose weak singular directions are damped.
 
@@ -612,7 +709,8 @@ def pion(
     learning_rate: float or optax schedule.
     threshold: ``tau`` relative to the RMS singular value.
     strength: 0 (Muon) .. 1 (singular values below ``tau`` go linearly to 0).
-    beta, nesterov, weight_decay, shape_rule, rms, axes, compute_dtype: as :func:`muon`.
+    beta, nesterov, weight_decay, shape_rule, rms, axes, compute_dtype,
+      shardings, mesh: as :func:`muon`.
     method: full-side polar oracle (default "dsv4": the clip needs converged factors).
 
   Returns:
@@ -624,12 +722,14 @@ def pion(
     filter from promotion then suppression polynomials). symoptax's filter has an explicit,
     scale-invariant threshold and strength and is built from two polar calls.
   """
-  orth = scale_by_high_pass_polar(threshold, strength, method=method, axes=axes,
+  sh = _sh(shardings, mesh)
+  orth = scale_by_high_pass_polar(threshold, strength, method=method, axes=axes, **sh,
                                   compute_dtype=compute_dtype)
   return _muon_like((), learning_rate, beta, nesterov, weight_decay, method, shape_rule, rms,
-                    axes, compute_dtype, orthogonalise=orth)
+                    axes, compute_dtype, sh, orthogonalise=orth)
 
 
+@_keeps_shardings
 def namo_d(
     learning_rate: ScalarOrSchedule,
     *,
@@ -641,6 +741,8 @@ def namo_d(
     method: str = "polar_express",
     axes: AxesLike = None,
     compute_dtype: Any = None,
+    shardings: Any = None,
+    mesh: Any = None,
 ) -> optax.GradientTransformation:
   r"""NAMO-D: orthogonalised momentum times a clamped diagonal of per-column step sizes.
 
@@ -661,7 +763,10 @@ def namo_d(
     method: full-side polar oracle.
     axes: which axes form rows and cols.
     compute_dtype: ``jnp.bfloat16`` for bf16 matmuls in the polar step.
-
+    shardings: the parameters' shardings (pytree of ``NamedSharding``, or ``PartitionSpec``
+      with ``mesh``): the matrix steps run under ``jax.shard_map`` with explicit collectives
+      and the state stays in these shardings (see :mod:`symoptax.sharding`).
+    mesh: the mesh for ``PartitionSpec`` shardings.
   Returns:
     An ``optax.GradientTransformation``.
 
@@ -669,7 +774,8 @@ def namo_d(
     Zhang, Liu, Schaeffer, "Adam Improves Muon: Adaptive Moment Estimation with
     Orthogonalized Momentum", arXiv:2602.17080, 2026.
   """
+  sh = _sh(shardings, mesh)
   return optax.chain(
-      scale_by_namo_d(b1, b2, eps, weight_decay, clamp, method=method, axes=axes,
+      scale_by_namo_d(b1, b2, eps, weight_decay, clamp, method=method, axes=axes, **sh,
                       compute_dtype=compute_dtype),
       optax.scale_by_learning_rate(learning_rate))

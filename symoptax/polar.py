@@ -28,6 +28,8 @@ from typing import Any, Sequence
 import jax
 import jax.numpy as jnp
 
+from symoptax.sharding import LOCAL, MatrixShards
+
 Coeffs = tuple[tuple[float, float, float], ...]
 
 MUON_COEFFS = (3.4445, -4.7750, 2.0315)
@@ -275,12 +277,28 @@ def polar(
   _check_choice("side", side, SIDES + ("auto",))
   if jnp.ndim(x) < 2:
     raise ValueError(f"polar needs an array of at least 2 dims, got shape {jnp.shape(x)}.")
-  x = jnp.asarray(x)
+  return sharded_polar(jnp.asarray(x), method=method, steps=steps, side=side,
+                       compute_dtype=compute_dtype, damping=damping, shards=LOCAL)
+
+
+def sharded_polar(x: jax.Array, *, method: str, steps: int | None, side: str,
+                  compute_dtype: Any, damping: float | None,
+                  shards: MatrixShards) -> jax.Array:
+  """:func:`polar` on local blocks inside ``shard_map`` (``side`` resolved, not "auto").
+
+  ``shards`` names the mesh axes that split the rows and columns of ``x``: the Gram of the
+  right (left) side is summed over the row (column) shards with one ``psum``, and the
+  iteration then runs on the replicated small Gram. The full side needs whole matrices
+  (``shards`` without axes). See :mod:`symoptax.sharding`.
+  """
+  if side == "full" and (shards.rows or shards.cols):
+    raise ValueError("full-side polar needs whole matrices; route it through all_to_all "
+                     "(symoptax.sharding route 'whole').")
   dtype = x.dtype
   work = x.astype(jnp.promote_types(dtype, jnp.float32))
   # The polar factor is scale-invariant; dividing by the largest entry first keeps the
   # Frobenius norm and the Gram representable for inputs from ~1e-30 to ~1e30.
-  amax = jnp.max(jnp.abs(work), axis=(-2, -1), keepdims=True)
+  amax = shards.max(jnp.abs(work), (-2, -1))
   work = work / jnp.where(amax > 0, amax, 1.0)
   if side == "full":
     _check_choice("full-side polar method", method, FULL_METHODS)
@@ -297,6 +315,9 @@ def polar(
       # inverse square root amplifies any mismatch along small singular directions.
       work = work.astype(compute_dtype).astype(work.dtype)
     gram = _gram(work, side, compute_dtype)
+    long_side = shards.rows if side == "right" else shards.cols
+    if long_side:
+      gram = jax.lax.psum(gram, long_side)
     damping = GRAM_DAMPING[method] if damping is None else damping
     if method == "eigh":
       r = _gram_eigh(gram, damping)

@@ -15,6 +15,7 @@ import optax
 from optax.transforms import MaskedNode
 
 from symoptax import aliases
+from symoptax import sharding as sharding_lib
 from symoptax.roles import ROLES, label_roles, matrix_axes, path_str
 
 RULES = ("adamw", "muon", "rownorm", "right_polar", "left_polar", "hybrid", "polargrad",
@@ -137,13 +138,14 @@ def resolve_rules(learning_rate, preset: str = "paper",
   return out
 
 
-def _build(r: RoleRule, axes) -> optax.GradientTransformation:
+def _build(r: RoleRule, axes, sh: Mapping[str, Any]) -> optax.GradientTransformation:
   if r.rule == "adamw":
     return optax.adamw(r.learning_rate, weight_decay=r.weight_decay, **ADAMW)
   if r.rule in ("muon", "normuon", "muoneq", "spectral_clip", "namo", "namo_d", "aurora",
                 "pion", "rmnp"):
-    return getattr(aliases, r.rule)(r.learning_rate, weight_decay=r.weight_decay, axes=axes)
-  kw = dict(weight_decay=r.weight_decay, center=r.center, axes=axes)
+    return getattr(aliases, r.rule)(r.learning_rate, weight_decay=r.weight_decay, axes=axes,
+                                    **sh)
+  kw = dict(weight_decay=r.weight_decay, center=r.center, axes=axes, **sh)
   if r.rule == "rownorm":
     return aliases.rownorm_m(r.learning_rate, **kw)
   if r.rule == "right_polar":
@@ -198,7 +200,14 @@ def symmetry_stack(
       "weight_decay": ...}}`` (learning rates absolute, float or schedule).
     scan_axis: the layer axis of scanned layer stacks (see :func:`label_roles`).
     rules: extra ``(regex, role)`` patterns for :func:`label_roles`.
-    shardings, mesh: reserved for the sharded polar step; must be None in this release.
+    shardings: the parameters' shardings: a pytree like ``params`` (or a prefix of it) of
+      ``jax.sharding.NamedSharding`` -- or of ``PartitionSpec`` with ``mesh`` -- or a
+      callable ``params -> pytree`` (then ``params`` is required). Every matrix rule then
+      runs under ``jax.shard_map`` with explicit collectives (row statistics psummed only
+      over split columns, one Gram psum for one-sided polar steps, whole matrices moved with
+      ``all_to_all`` for Muon-style steps: :mod:`symoptax.sharding`), and the optimizer
+      state and updates are kept in the parameters' shardings (:func:`keep_shardings`).
+    mesh: the ``jax.sharding.Mesh`` for ``PartitionSpec`` shardings.
 
   Returns:
     An ``optax.GradientTransformation`` (an ``optax.multi_transform`` over roles).
@@ -213,10 +222,17 @@ def symmetry_stack(
     >>> opt = symoptax.symmetry_stack(0.02, params=params)
     >>> state = opt.init(params)
   """
-  if shardings is not None or mesh is not None:
-    raise NotImplementedError(
-        "symmetry_stack(shardings=..., mesh=...): the shard_map-aware polar step is not in "
-        "this release; call it without shardings (jit partitions the step) for now.")
+  if mesh is not None and shardings is None:
+    raise ValueError("symmetry_stack: mesh= needs shardings= (a pytree of PartitionSpecs "
+                     "for the parameters).")
+  if shardings is not None and callable(shardings) and not sharding_lib._is_sharding_leaf(
+      shardings):
+    if params is None:
+      raise ValueError("symmetry_stack: a callable shardings= needs params= to evaluate it.")
+    shardings = shardings(params)
+  if shardings is not None and params is not None:
+    sharding_lib.resolve_shardings(shardings, mesh, params)  # errors name the leaf, now
+  sh = {} if shardings is None else dict(shardings=shardings, mesh=mesh)
   table = resolve_rules(learning_rate, preset, overrides)
   group_of = {role: r.group for role, r in table.items()}
   to_groups = lambda role_tree: jax.tree_util.tree_map(group_of.__getitem__, role_tree)
@@ -240,8 +256,9 @@ def symmetry_stack(
   # branch's same-shape matrices are processed as one batch.
   transforms = {}
   for r in table.values():
-    transforms.setdefault(r.group, _build(r, axes))
-  return optax.multi_transform(transforms, labels)
+    transforms.setdefault(r.group, _build(r, axes, sh))
+  tx = optax.multi_transform(transforms, labels)
+  return tx if shardings is None else sharding_lib.keep_shardings(tx, shardings, mesh=mesh)
 
 
 def _like(roles, tree):

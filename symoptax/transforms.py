@@ -17,33 +17,49 @@ import optax
 from jax.typing import ArrayLike
 
 from symoptax import polar as polar_lib
-from symoptax.axes import (AxesLike, flatten_with_layouts, from_batched, map_matrices,
-                           resolve_axes, to_batched)
+from symoptax import sharding as sharding_lib
+from symoptax.axes import AxesLike, flatten_with_layouts, map_matrices, resolve_axes
+from symoptax.sharding import LOCAL, MatrixShards
 
 SHAPE_RULES = ("muon", "rms", "none")
 
 
-def _stateless(fn_of_batch, axes: AxesLike) -> optax.GradientTransformation:
-  """A stateless transform applying ``fn_of_batch`` to every matrix leaf's [B, rows, cols]."""
+def _stateless(fn_of_batch, axes: AxesLike, *, shardings: Any = None, mesh: Any = None
+               ) -> optax.GradientTransformation:
+  """A stateless transform applying ``fn_of_batch(x, shards)`` to every matrix leaf.
+
+  ``x`` is a ``[B, rows, cols]`` batch; ``shards`` (:class:`symoptax.sharding.MatrixShards`)
+  does the row/column reductions and whole-matrix moves. Without ``shardings`` the batch is
+  whole and ``shards`` is ``LOCAL``; with them ``fn_of_batch`` runs under ``shard_map`` on
+  local blocks (see :mod:`symoptax.sharding`).
+  """
 
   def init_fn(params):
     resolve_axes(axes, params)  # fail at init on bad axes, naming the leaf
+    if shardings is not None:
+      sharding_lib.resolve_shardings(shardings, mesh, params)
     return optax.EmptyState()
 
   def update_fn(updates, state, params=None):
-    axes_tree = resolve_axes(axes, params if params is not None else updates)
-    return map_matrices(fn_of_batch, updates, axes_tree), state
+    tree = params if params is not None else updates
+    axes_tree = resolve_axes(axes, tree)
+    if shardings is not None:
+      mesh_, leaf_shardings = sharding_lib.resolve_shardings(shardings, mesh, tree)
+      if mesh_ is not None:
+        return sharding_lib.map_matrices_sharded(fn_of_batch, updates, axes_tree,
+                                                 leaf_shardings, mesh_), state
+    return map_matrices(lambda x: fn_of_batch(x, LOCAL), updates, axes_tree), state
 
   return optax.GradientTransformation(init_fn, update_fn)
 
 
-def row_norm(x: jax.Array, eps: ArrayLike = 1e-8) -> jax.Array:
+def row_norm(x: jax.Array, eps: ArrayLike = 1e-8, shards: MatrixShards = LOCAL) -> jax.Array:
   r"""Row normalisation of ``[..., rows, cols]``: :math:`x_i / (\|x_i\|_2 + \epsilon)`."""
-  return x / (jnp.linalg.norm(x, axis=-1, keepdims=True) + eps)
+  return x / (jnp.sqrt(shards.sum(jnp.square(x), -1)) + eps)
 
 
-def scale_by_row_norm(eps: ArrayLike = 1e-8, *, axes: AxesLike = None
-                      ) -> optax.GradientTransformation:
+def scale_by_row_norm(eps: ArrayLike = 1e-8, *, axes: AxesLike = None, shardings: Any = None,
+                      mesh: Any = None) -> optax.GradientTransformation:
   r"""Normalises every row of every matrix leaf to unit Euclidean norm.
 
   .. math::
@@ -55,6 +71,10 @@ def scale_by_row_norm(eps: ArrayLike = 1e-8, *, axes: AxesLike = None
   Args:
     eps: added to each row norm (a zero row stays zero).
     axes: which axes form rows and cols; see :func:`symoptax.axes.resolve_axes`.
+    shardings: the parameters' shardings (pytree of ``NamedSharding``, or ``PartitionSpec``
+      with ``mesh``): the step then runs under ``jax.shard_map`` with explicit collectives
+      (see :mod:`symoptax.sharding`). ``None``: plain arrays.
+    mesh: the mesh for ``PartitionSpec`` shardings.
 
   Returns:
     An ``optax.GradientTransformation``.
@@ -70,10 +90,11 @@ def scale_by_row_norm(eps: ArrayLike = 1e-8, *, axes: AxesLike = None
     [[0.6 0.8]
      [0.  1. ]]
   """
-  return _stateless(lambda x: row_norm(x, eps), axes)
+  return _stateless(lambda x, sh: row_norm(x, eps, sh), axes, shardings=shardings, mesh=mesh)
 
 
-def center_rows(*, axes: AxesLike = None) -> optax.GradientTransformation:
+def center_rows(*, axes: AxesLike = None, shardings: Any = None, mesh: Any = None
+                ) -> optax.GradientTransformation:
   r"""Removes the mean row: the projection onto updates with no softmax-shift component.
 
   .. math::
@@ -84,15 +105,20 @@ def center_rows(*, axes: AxesLike = None) -> optax.GradientTransformation:
 
   Args:
     axes: which axes form rows and cols.
+    shardings: the parameters' shardings (pytree of ``NamedSharding``, or ``PartitionSpec``
+      with ``mesh``): the step then runs under ``jax.shard_map`` with explicit collectives
+      (see :mod:`symoptax.sharding`). ``None``: plain arrays.
+    mesh: the mesh for ``PartitionSpec`` shardings.
 
   Returns:
     An ``optax.GradientTransformation``.
   """
-  return _stateless(lambda x: x - jnp.mean(x, axis=-2, keepdims=True), axes)
+  return _stateless(lambda x, sh: x - sh.sum(x, -2) / sh.matrix_shape(x)[0], axes,
+                    shardings=shardings, mesh=mesh)
 
 
-def scale_by_shape(rule: str = "muon", *, rms: ArrayLike = 0.2, axes: AxesLike = None
-                   ) -> optax.GradientTransformation:
+def scale_by_shape(rule: str = "muon", *, rms: ArrayLike = 0.2, axes: AxesLike = None,
+                   shardings: Any = None, mesh: Any = None) -> optax.GradientTransformation:
   r"""Multiplies every matrix update by a factor of its shape.
 
   * ``"muon"``: :math:`\sqrt{\max(1, \mathrm{rows}/\mathrm{cols})}` (Jordan's Muon).
@@ -104,6 +130,10 @@ def scale_by_shape(rule: str = "muon", *, rms: ArrayLike = 0.2, axes: AxesLike =
     rule: one of ``"muon"``, ``"rms"``, ``"none"``.
     rms: target RMS for ``rule="rms"``.
     axes: which axes form rows and cols.
+    shardings: the parameters' shardings (pytree of ``NamedSharding``, or ``PartitionSpec``
+      with ``mesh``): the step then runs under ``jax.shard_map`` with explicit collectives
+      (see :mod:`symoptax.sharding`). ``None``: plain arrays.
+    mesh: the mesh for ``PartitionSpec`` shardings.
 
   Returns:
     An ``optax.GradientTransformation``.
@@ -112,15 +142,15 @@ def scale_by_shape(rule: str = "muon", *, rms: ArrayLike = 0.2, axes: AxesLike =
     raise ValueError(f"Unknown shape rule {rule!r}; valid choices are "
                      f"{', '.join(map(repr, SHAPE_RULES))}.")
 
-  def fn(x):
-    rows, cols = x.shape[-2], x.shape[-1]
+  def fn(x, shards):
+    rows, cols = shards.matrix_shape(x)
     if rule == "muon":
       return x * max(1.0, rows / cols) ** 0.5
     if rule == "rms":
       return x * (rms * max(rows, cols) ** 0.5)
     return x
 
-  return _stateless(fn, axes)
+  return _stateless(fn, axes, shardings=shardings, mesh=mesh)
 
 
 def _validate_polar(method: str, side: str, steps: int | None) -> None:
@@ -135,13 +165,15 @@ def _validate_polar(method: str, side: str, steps: int | None) -> None:
 
 def polar_scaled(x: jax.Array, *, method: str, steps: int | None, side: str,
                  nuclear_power: ArrayLike, compute_dtype: Any = None,
-                 damping: float | None = None) -> jax.Array:
+                 damping: float | None = None, shards: MatrixShards = LOCAL) -> jax.Array:
   r"""``nu^alpha polar(x)`` with :math:`\nu = \langle x, \mathrm{polar}(x)\rangle = \|x\|_*`."""
-  u = polar_lib.polar(x, method=method, steps=steps, side=side,
-                      compute_dtype=compute_dtype, damping=damping)
+  if side == "auto":
+    side = polar_lib._auto_side(method, shards.matrix_shape(x))
+  u = polar_lib.sharded_polar(x, method=method, steps=steps, side=side,
+                              compute_dtype=compute_dtype, damping=damping, shards=shards)
   if isinstance(nuclear_power, (int, float)) and nuclear_power == 0:
     return u
-  nu = jnp.maximum(jnp.sum(x * u, axis=(-2, -1), keepdims=True), 0.0)
+  nu = jnp.maximum(shards.sum(x * u, (-2, -1)), 0.0)
   return u * jnp.power(nu, nuclear_power)
 
 
@@ -154,6 +186,8 @@ def scale_by_polar(
     axes: AxesLike = None,
     compute_dtype: Any = None,
     damping: float | None = None,
+    shardings: Any = None,
+    mesh: Any = None,
 ) -> optax.GradientTransformation:
   r"""Replaces every matrix update by its orthogonal polar factor, optionally nu-scaled.
 
@@ -176,6 +210,10 @@ def scale_by_polar(
     axes: which axes form rows and cols.
     compute_dtype: ``jnp.bfloat16`` for bf16 matmul inputs with fp32 accumulation.
     damping: relative eigenvalue damping of the "eigh" oracle.
+    shardings: the parameters' shardings (pytree of ``NamedSharding``, or ``PartitionSpec``
+      with ``mesh``): the step then runs under ``jax.shard_map`` with explicit collectives
+      (see :mod:`symoptax.sharding`). ``None``: plain arrays.
+    mesh: the mesh for ``PartitionSpec`` shardings.
 
   Returns:
     An ``optax.GradientTransformation``.
@@ -194,15 +232,27 @@ def scale_by_polar(
     True
   """
   _validate_polar(method, side, steps)
+
   return _stateless(
-      lambda x: polar_scaled(x, method=method, steps=steps, side=side,
-                             nuclear_power=nuclear_power, compute_dtype=compute_dtype,
-                             damping=damping),
-      axes)
+      lambda x, sh: sharded_polar_scaled(x, sh, method=method, steps=steps, side=side,
+                                         nuclear_power=nuclear_power,
+                                         compute_dtype=compute_dtype, damping=damping),
+      axes, shardings=shardings, mesh=mesh)
 
 
-def scale_by_col_norm(eps: ArrayLike = 1e-8, *, axes: AxesLike = None
-                      ) -> optax.GradientTransformation:
+def sharded_polar_scaled(x: jax.Array, shards: MatrixShards, *, side: str, **kw) -> jax.Array:
+  """:func:`polar_scaled` on local blocks: the full side through whole matrices
+  (``all_to_all``), the right/left side through one Gram ``psum`` (see
+  :class:`symoptax.sharding.MatrixShards`)."""
+  if side == "auto":
+    side = polar_lib._auto_side(kw["method"], shards.matrix_shape(x))
+  if side == "full":
+    return shards.whole(lambda w: polar_scaled(w, side="full", **kw), x)
+  return shards.gathered(side, lambda w, sh: polar_scaled(w, side=side, shards=sh, **kw), x)
+
+
+def scale_by_col_norm(eps: ArrayLike = 1e-8, *, axes: AxesLike = None, shardings: Any = None,
+                      mesh: Any = None) -> optax.GradientTransformation:
   r"""Normalises every column of every matrix leaf to unit Euclidean norm.
 
   .. math::
@@ -214,11 +264,16 @@ def scale_by_col_norm(eps: ArrayLike = 1e-8, *, axes: AxesLike = None
   Args:
     eps: added to each column norm.
     axes: which axes form rows and cols.
+    shardings: the parameters' shardings (pytree of ``NamedSharding``, or ``PartitionSpec``
+      with ``mesh``): the step then runs under ``jax.shard_map`` with explicit collectives
+      (see :mod:`symoptax.sharding`). ``None``: plain arrays.
+    mesh: the mesh for ``PartitionSpec`` shardings.
 
   Returns:
     An ``optax.GradientTransformation``.
   """
-  return _stateless(lambda x: x / (jnp.linalg.norm(x, axis=-2, keepdims=True) + eps), axes)
+  return _stateless(lambda x, sh: x / (jnp.sqrt(sh.sum(jnp.square(x), -2)) + eps), axes,
+                    shardings=shardings, mesh=mesh)
 
 
 def clip_singular_values(x: jax.Array, bound: ArrayLike, *, method: str = "polar_express",
@@ -250,7 +305,8 @@ def _clip_and_polar(x, bound, method, compute_dtype):
 
 
 def scale_by_spectral_clip(bound: ArrayLike = 1.0, *, method: str = "dsv4",
-                           axes: AxesLike = None, compute_dtype: Any = None
+                           axes: AxesLike = None, compute_dtype: Any = None,
+                           shardings: Any = None, mesh: Any = None
                            ) -> optax.GradientTransformation:
   r"""Clips every matrix update's singular values at ``bound`` (SPECTRA-style).
 
@@ -267,13 +323,18 @@ def scale_by_spectral_clip(bound: ArrayLike = 1.0, *, method: str = "dsv4",
     method: full-side polar oracle.
     axes: which axes form rows and cols.
     compute_dtype: ``jnp.bfloat16`` for bf16 matmuls in the polar calls.
+    shardings: the parameters' shardings (pytree of ``NamedSharding``, or ``PartitionSpec``
+      with ``mesh``): the step then runs under ``jax.shard_map`` with explicit collectives
+      (see :mod:`symoptax.sharding`). ``None``: plain arrays.
+    mesh: the mesh for ``PartitionSpec`` shardings.
 
   Returns:
     An ``optax.GradientTransformation``.
   """
   _validate_polar(method, "full", None)
-  return _stateless(lambda x: clip_singular_values(x, bound, method=method,
-                                                   compute_dtype=compute_dtype), axes)
+  return _stateless(lambda x, sh: sh.whole(lambda w: clip_singular_values(
+      w, bound, method=method, compute_dtype=compute_dtype), x),
+      axes, shardings=shardings, mesh=mesh)
 
 
 def high_pass_polar(x: jax.Array, threshold: ArrayLike = 0.5, strength: ArrayLike = 1.0, *,
@@ -301,7 +362,8 @@ def high_pass_polar(x: jax.Array, threshold: ArrayLike = 0.5, strength: ArrayLik
 
 def scale_by_high_pass_polar(threshold: ArrayLike = 0.5, strength: ArrayLike = 1.0, *,
                              method: str = "dsv4", axes: AxesLike = None,
-                             compute_dtype: Any = None) -> optax.GradientTransformation:
+                             compute_dtype: Any = None, shardings: Any = None,
+                             mesh: Any = None) -> optax.GradientTransformation:
   r"""Replaces every matrix update by its high-pass polar factor (:func:`high_pass_polar`).
 
   Singular values at or above ``threshold`` times the RMS singular value map to 1, those
@@ -313,13 +375,18 @@ def scale_by_high_pass_polar(threshold: ArrayLike = 0.5, strength: ArrayLike = 1
     method: full-side polar oracle (default "dsv4": the clip needs converged factors).
     axes: which axes form rows and cols.
     compute_dtype: ``jnp.bfloat16`` for bf16 matmuls in the polar calls.
+    shardings: the parameters' shardings (pytree of ``NamedSharding``, or ``PartitionSpec``
+      with ``mesh``): the step then runs under ``jax.shard_map`` with explicit collectives
+      (see :mod:`symoptax.sharding`). ``None``: plain arrays.
+    mesh: the mesh for ``PartitionSpec`` shardings.
 
   Returns:
     An ``optax.GradientTransformation``.
   """
   _validate_polar(method, "full", None)
-  return _stateless(lambda x: high_pass_polar(x, threshold, strength, method=method,
-                                              compute_dtype=compute_dtype), axes)
+  return _stateless(lambda x, sh: sh.whole(lambda w: high_pass_polar(
+      w, threshold, strength, method=method, compute_dtype=compute_dtype), x),
+      axes, shardings=shardings, mesh=mesh)
 
 
 def leverage_polar(x: jax.Array, steps: int = 2, row_power: ArrayLike = 0.5,
@@ -363,7 +430,8 @@ def leverage_polar(x: jax.Array, steps: int = 2, row_power: ArrayLike = 0.5,
 def scale_by_leverage_polar(steps: int | None = None, row_power: ArrayLike = 0.5,
                             eps: ArrayLike = 1e-8,
                             *, method: str = "polar_express", axes: AxesLike = None,
-                            compute_dtype: Any = None) -> optax.GradientTransformation:
+                            compute_dtype: Any = None, shardings: Any = None,
+                            mesh: Any = None) -> optax.GradientTransformation:
   r"""Replaces every matrix update by its leverage-aware polar factor (:func:`leverage_polar`).
 
   Args:
@@ -375,6 +443,10 @@ def scale_by_leverage_polar(steps: int | None = None, row_power: ArrayLike = 0.5
     method: full-side polar oracle.
     axes: which axes form rows and cols.
     compute_dtype: ``jnp.bfloat16`` for bf16 matmuls in the polar calls.
+    shardings: the parameters' shardings (pytree of ``NamedSharding``, or ``PartitionSpec``
+      with ``mesh``): the step then runs under ``jax.shard_map`` with explicit collectives
+      (see :mod:`symoptax.sharding`). ``None``: plain arrays.
+    mesh: the mesh for ``PartitionSpec`` shardings.
 
   Returns:
     An ``optax.GradientTransformation``.
@@ -387,18 +459,20 @@ def scale_by_leverage_polar(steps: int | None = None, row_power: ArrayLike = 0.5
   steps = 2 if steps is None else polar_lib._static_steps(steps)
   if steps < 1:
     raise ValueError(f"scale_by_leverage_polar: steps must be >= 1, got {steps}.")
-  return _stateless(lambda x: leverage_polar(x, steps, row_power, eps, method=method,
-                                             compute_dtype=compute_dtype), axes)
+  return _stateless(lambda x, sh: sh.whole(lambda w: leverage_polar(
+      w, steps, row_power, eps, method=method, compute_dtype=compute_dtype), x),
+      axes, shardings=shardings, mesh=mesh)
 
 
 class ScaleByRowSecondMomentState(NamedTuple):
   """State of :func:`scale_by_row_second_moment`."""
   count: jax.Array  # int32 scalar, steps taken
-  nu: Any  # per matrix leaf: [B, rows] float32 EMA of the mean squared row entry; else None
+  nu: Any  # per matrix leaf: [*batch, *rows] float32 EMA of the mean squared row entry
 
 
 def scale_by_row_second_moment(b2: ArrayLike = 0.95, eps: ArrayLike = 1e-8, *,
-                               axes: AxesLike = None) -> optax.GradientTransformation:
+                               axes: AxesLike = None, shardings: Any = None,
+                               mesh: Any = None) -> optax.GradientTransformation:
   r"""Per-row adaptive normalisation, rescaled to keep the input's Frobenius norm (NorMuon).
 
   .. math::
@@ -412,6 +486,10 @@ def scale_by_row_second_moment(b2: ArrayLike = 0.95, eps: ArrayLike = 1e-8, *,
     b2: EMA coefficient of the per-row second moment.
     eps: added to the root of the second moment.
     axes: which axes form rows and cols.
+    shardings: the parameters' shardings (pytree of ``NamedSharding``, or ``PartitionSpec``
+      with ``mesh``): the step then runs under ``jax.shard_map`` with explicit collectives
+      (see :mod:`symoptax.sharding`). ``None``: plain arrays.
+    mesh: the mesh for ``PartitionSpec`` shardings.
 
   Returns:
     An ``optax.GradientTransformation``.
@@ -421,44 +499,54 @@ def scale_by_row_second_moment(b2: ArrayLike = 0.95, eps: ArrayLike = 1e-8, *,
   """
   def init_fn(params):
     leaves, treedef, lays = flatten_with_layouts(params, resolve_axes(axes, params))
-    nu = [None if lay is None else jnp.zeros(lay.batched_shape[:2], jnp.float32)
+    nu = [None if lay is None else jnp.zeros(sharding_lib.stat_shape(lay, "rows"), jnp.float32)
           for lay in lays]
-    return ScaleByRowSecondMomentState(jnp.zeros([], jnp.int32), treedef.unflatten(nu))
+    nu = sharding_lib.shard_stats(treedef.unflatten(nu), params, resolve_axes(axes, params),
+                                  shardings, mesh, "rows")
+    return ScaleByRowSecondMomentState(jnp.zeros([], jnp.int32), nu)
+
+  def fn(o, extras, stats, shards):
+    del extras
+    (v,) = stats
+    cols = shards.matrix_shape(o)[1]
+    v = b2 * v + (1 - b2) * shards.sum(jnp.square(o), -1)[..., 0] / cols
+    scaled = o / (jnp.sqrt(v)[..., None] + eps)
+    fro = lambda a: jnp.sqrt(shards.sum(jnp.square(a), (-2, -1)))
+    ratio = fro(o) / jnp.maximum(fro(scaled), jnp.finfo(jnp.float32).tiny)
+    return scaled * ratio, [v]
 
   def update_fn(updates, state, params=None):
-    ups, treedef, lays = flatten_with_layouts(
-        updates, resolve_axes(axes, params if params is not None else updates))
-    out, new_nu = [], []
-    for u, lay, v in zip(ups, lays, treedef.flatten_up_to(state.nu)):
-      if lay is None:
-        out.append(u)
-        new_nu.append(v)
-        continue
-      o = to_batched(u, lay).astype(jnp.float32)
-      v = b2 * v + (1 - b2) * jnp.mean(jnp.square(o), axis=-1)
-      scaled = o / (jnp.sqrt(v)[..., None] + eps)
-      ratio = jnp.linalg.norm(o, axis=(-2, -1), keepdims=True) / jnp.maximum(
-          jnp.linalg.norm(scaled, axis=(-2, -1), keepdims=True), jnp.finfo(jnp.float32).tiny)
-      out.append(from_batched(scaled * ratio, lay).astype(u.dtype))
-      new_nu.append(v)
-    return (treedef.unflatten(out),
-            ScaleByRowSecondMomentState(optax.safe_increment(state.count),
-                                        treedef.unflatten(new_nu)))
+    tree = params if params is not None else updates
+    out, (nu,) = _map_with_stats(fn, updates, tree, axes, shardings, mesh, stats=[state.nu],
+                                 stat_kinds=["rows"])
+    return out, ScaleByRowSecondMomentState(optax.safe_increment(state.count), nu)
 
   return optax.GradientTransformation(init_fn, update_fn)
+
+
+def _map_with_stats(fn, updates, tree, axes, shardings, mesh, *, extras=(), stats=(),
+                    stat_kinds=()):
+  """:func:`symoptax.sharding.map_matrices_with_stats`, sharded when ``shardings`` is given."""
+  axes_tree = resolve_axes(axes, tree)
+  mesh_, leaf_shardings = (sharding_lib.resolve_shardings(shardings, mesh, tree)
+                           if shardings is not None else (None, None))
+  return sharding_lib.map_matrices_with_stats(
+      fn, updates, axes_tree, extras=extras, stats=stats, stat_kinds=stat_kinds,
+      shardings_tree=leaf_shardings, mesh=mesh_)
 
 
 class ScaleByNamoState(NamedTuple):
   """State of :func:`scale_by_namo`."""
   count: jax.Array  # int32 scalar, steps taken
   mu: Any  # first moment (EMA of gradients), like the params
-  nu: Any  # per matrix leaf: [B] EMA of ||G||_F^2 (NAMO), [B, cols] of column norms^2 (NAMO-D)
+  nu: Any  # per matrix leaf: [*batch] EMA of ||G||_F^2 (NAMO), [*batch, *cols] of column
+  # norms^2 (NAMO-D)
 
 
 def scale_by_namo(b1: ArrayLike = 0.95, b2: ArrayLike = 0.99, eps: ArrayLike = 1e-8,
                   weight_decay: ArrayLike = 0.0, *, method: str = "polar_express",
-                  axes: AxesLike = None, compute_dtype: Any = None
-                  ) -> optax.GradientTransformation:
+                  axes: AxesLike = None, compute_dtype: Any = None, shardings: Any = None,
+                  mesh: Any = None) -> optax.GradientTransformation:
   r"""NAMO's step: orthogonalised momentum times an Adam-type scalar step size per matrix.
 
   .. math::
@@ -480,6 +568,10 @@ def scale_by_namo(b1: ArrayLike = 0.95, b2: ArrayLike = 0.99, eps: ArrayLike = 1
     method: full-side polar oracle.
     axes: which axes form rows and cols.
     compute_dtype: ``jnp.bfloat16`` for bf16 matmuls in the polar step.
+    shardings: the parameters' shardings (pytree of ``NamedSharding``, or ``PartitionSpec``
+      with ``mesh``): the step then runs under ``jax.shard_map`` with explicit collectives
+      (see :mod:`symoptax.sharding`). ``None``: plain arrays.
+    mesh: the mesh for ``PartitionSpec`` shardings.
 
   Returns:
     An ``optax.GradientTransformation``.
@@ -489,13 +581,14 @@ def scale_by_namo(b1: ArrayLike = 0.95, b2: ArrayLike = 0.99, eps: ArrayLike = 1
     Orthogonalized Momentum", arXiv:2602.17080, 2026.
   """
   return _adaptive_polar(b1, b2, eps, weight_decay, None, method, axes, compute_dtype,
-                         "scale_by_namo")
+                         "scale_by_namo", shardings, mesh)
 
 
 def scale_by_namo_d(b1: ArrayLike = 0.95, b2: ArrayLike = 0.99, eps: ArrayLike = 1e-8,
                     weight_decay: ArrayLike = 0.0, clamp: ArrayLike = 0.5, *,
                     method: str = "polar_express", axes: AxesLike = None,
-                    compute_dtype: Any = None) -> optax.GradientTransformation:
+                    compute_dtype: Any = None, shardings: Any = None,
+                    mesh: Any = None) -> optax.GradientTransformation:
   r"""NAMO-D's step: orthogonalised momentum right-multiplied by a clamped diagonal of
   per-column Adam-type step sizes.
 
@@ -522,6 +615,10 @@ def scale_by_namo_d(b1: ArrayLike = 0.95, b2: ArrayLike = 0.99, eps: ArrayLike =
     method: full-side polar oracle.
     axes: which axes form rows and cols.
     compute_dtype: ``jnp.bfloat16`` for bf16 matmuls in the polar step.
+    shardings: the parameters' shardings (pytree of ``NamedSharding``, or ``PartitionSpec``
+      with ``mesh``): the step then runs under ``jax.shard_map`` with explicit collectives
+      (see :mod:`symoptax.sharding`). ``None``: plain arrays.
+    mesh: the mesh for ``PartitionSpec`` shardings.
 
   Returns:
     An ``optax.GradientTransformation``.
@@ -533,61 +630,59 @@ def scale_by_namo_d(b1: ArrayLike = 0.95, b2: ArrayLike = 0.99, eps: ArrayLike =
   if isinstance(clamp, (int, float)) and not 0 < clamp <= 1:
     raise ValueError(f"scale_by_namo_d: clamp must be in (0, 1], got {clamp!r}.")
   return _adaptive_polar(b1, b2, eps, weight_decay, clamp, method, axes, compute_dtype,
-                         "scale_by_namo_d")
+                         "scale_by_namo_d", shardings, mesh)
 
 
-def _adaptive_polar(b1, b2, eps, weight_decay, clamp, method, axes, compute_dtype, name):
+def _adaptive_polar(b1, b2, eps, weight_decay, clamp, method, axes, compute_dtype, name,
+                    shardings=None, mesh=None):
   """NAMO (``clamp=None``: one Adam-type step size per matrix, from Frobenius norms) and
   NAMO-D (one per column, from column norms, clamped to ``[c mean, mean / c]``)."""
   _validate_polar(method, "full", None)
   per_column = clamp is not None
+  kind = "cols" if per_column else "matrix"
   reduce_axes = -2 if per_column else (-2, -1)
 
   def init_fn(params):
     leaves, treedef, lays = flatten_with_layouts(params, resolve_axes(axes, params))
     mu = [None if p is None else jnp.zeros_like(p) for p in leaves]
-    nu = [None if lay is None else jnp.zeros(
-        lay.batched_shape[:1] + (lay.batched_shape[2:] if per_column else ()), jnp.float32)
+    nu = [None if lay is None else jnp.zeros(sharding_lib.stat_shape(lay, kind), jnp.float32)
           for lay in lays]
-    return ScaleByNamoState(jnp.zeros([], jnp.int32), treedef.unflatten(mu),
-                            treedef.unflatten(nu))
+    nu = sharding_lib.shard_stats(treedef.unflatten(nu), params, resolve_axes(axes, params),
+                                  shardings, mesh, kind)
+    return ScaleByNamoState(jnp.zeros([], jnp.int32), treedef.unflatten(mu), nu)
 
   def update_fn(updates, state, params=None):
-    leaves, treedef, lays = flatten_with_layouts(
-        updates, resolve_axes(axes, params if params is not None else updates))
     if params is None and not (isinstance(weight_decay, (int, float)) and weight_decay == 0):
       raise ValueError(f"{name} with weight_decay needs params in update().")
-    ps = treedef.flatten_up_to(params) if params is not None else [None] * len(leaves)
     count = optax.safe_increment(state.count)
     t = count.astype(jnp.float32)
     bias = jnp.sqrt(1 - b2 ** t) / (1 - b1 ** t)
-    out, mus, nus = [], [], []
-    for g, lay, m, v, p in zip(leaves, lays, treedef.flatten_up_to(state.mu),
-                               treedef.flatten_up_to(state.nu), ps):
-      if g is not None:
-        m = (b1 * m + (1 - b1) * g).astype(m.dtype)
-      mus.append(m)
-      if lay is None:
-        # None leaves stay None; vectors get plain momentum, as in the other named optimizers.
-        out.append(m)
-        nus.append(v)
-        continue
-      gb = to_batched(g, lay).astype(jnp.float32)
-      mb = to_batched(m, lay).astype(jnp.float32)
-      v = b2 * v + (1 - b2) * jnp.sum(jnp.square(gb), axis=reduce_axes)
-      nus.append(v)
-      alpha = bias * jnp.linalg.norm(mb, axis=reduce_axes) / (jnp.sqrt(v) + eps)
-      if per_column:  # [B, cols], clamped around its mean
-        mean = jnp.mean(alpha, axis=-1, keepdims=True)
-        alpha = jnp.clip(alpha, clamp * mean, mean / clamp)[:, None, :]
-      else:  # [B]
-        alpha = alpha[:, None, None]
-      step = polar_lib.polar(mb, method=method, side="full", compute_dtype=compute_dtype)
-      if p is not None:
-        step = step + weight_decay * to_batched(p, lay).astype(jnp.float32)
-      out.append(from_batched(alpha * step, lay).astype(g.dtype))
-    return treedef.unflatten(out), ScaleByNamoState(count, treedef.unflatten(mus),
-                                                    treedef.unflatten(nus))
+    mu = jax.tree.map(lambda m, g: (b1 * m + (1 - b1) * g).astype(m.dtype), state.mu, updates)
+
+    def fn(gb, extras, stats, shards):
+      mb, pb = extras
+      (v,) = stats
+      norm_sq = lambda a: shards.sum(jnp.square(a), reduce_axes)  # [B, 1, cols] or [B, 1, 1]
+      v = b2 * v + (1 - b2) * norm_sq(gb).reshape(v.shape)
+      alpha = bias * jnp.sqrt(norm_sq(mb)) / (jnp.sqrt(v).reshape(norm_sq(mb).shape) + eps)
+      if per_column:  # clamped around its mean over the (global) columns
+        mean = shards.sum(alpha, -1) / shards.matrix_shape(gb)[1]
+        alpha = jnp.clip(alpha, clamp * mean, mean / clamp)
+      step = shards.whole(lambda w: polar_lib.polar(w, method=method, side="full",
+                                                    compute_dtype=compute_dtype), mb)
+      if pb is not None:
+        step = step + weight_decay * pb
+      return alpha * step, [v]
+
+    tree = params if params is not None else updates
+    # Matrix leaves get alpha * (polar(M) + wd W); vectors the plain EMA momentum, as in the
+    # other named optimizers.
+    out, (nu,) = _map_with_stats(fn, updates, tree, axes, shardings, mesh,
+                                 extras=[mu, params], stats=[state.nu], stat_kinds=[kind])
+    axes_tree = resolve_axes(axes, tree)
+    out = jax.tree.map(lambda o, m, ax: m if ax is None else o, out, mu, axes_tree,
+                       is_leaf=lambda x: x is None)
+    return out, ScaleByNamoState(count, mu, nu)
 
   return optax.GradientTransformation(init_fn, update_fn)
 

@@ -1,0 +1,527 @@
+"""The shard_map-aware matrix step: sharded parameters, explicit collectives, no needless gathers.
+
+Given the parameters' shardings (a pytree of ``NamedSharding``, or of ``PartitionSpec`` plus
+a ``Mesh``), every symoptax matrix primitive runs under ``jax.shard_map`` on the local blocks
+of its leaves and communicates only what its mathematics needs. For an ``m x n`` matrix whose
+rows are split over the mesh axes ``R`` and columns over ``C``:
+
+* row-wise maps (row-norm, centring, shape factors): local; a ``psum`` of the per-row
+  statistics over ``C`` only when the columns are split (of the per-column ones over ``R``
+  when the rows are);
+* right polar ``X (X^T X)^{-1/2}``: one ``psum`` over ``R`` of the ``n x n`` Gram, then local
+  multiplies (the Gram-side oracles iterate on the replicated small matrix); if ``C`` is not
+  empty the columns -- the short side the Gram lives on -- are gathered first. Left polar is
+  the mirror image;
+* maps that need the whole matrix (full-side polar/Muon, spectral clipping, Aurora, Pion):
+  whole matrices of a stack of same-shape leaves are moved onto devices with ``all_to_all``
+  over ``R`` and ``C`` (the stack zero-padded to a multiple of the number of shards), the map
+  runs locally, and ``all_to_all`` moves the results back. No device ever holds the full stack.
+
+Results equal the single-device results up to fp32 rounding (sums reduce in another order).
+:func:`keep_shardings` pins an optimizer's state and updates to the parameters' shardings.
+Multi-host runs need nothing more: call ``jax.distributed.initialize()`` and build the mesh
+over ``jax.devices()``.
+
+The few JAX APIs that moved between releases (``shard_map``, ``reshard``, mesh axis types)
+are reached through the shims at the top of this module, and nowhere else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+from typing import Any, Callable, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from symoptax.axes import from_batched, layout, to_batched
+
+# --------------------------------------------------------------------------------------------
+# Version shims (jax 0.6 .. 0.10): the only place that looks at which JAX is installed.
+
+if hasattr(jax, "shard_map"):  # jax >= 0.6.1
+  def shard_map(f, *, mesh, in_specs, out_specs):
+    return jax.shard_map(f, mesh=mesh, in_specs=in_specs, out_specs=out_specs)
+else:  # pragma: no cover - jax 0.6.0
+  from jax.experimental.shard_map import shard_map as _legacy_shard_map
+
+  def shard_map(f, *, mesh, in_specs, out_specs):
+    return _legacy_shard_map(f, mesh=mesh, in_specs=in_specs, out_specs=out_specs)
+
+
+def _explicit_axes(mesh: Any) -> set[str]:
+  """Names of the mesh axes of type Explicit (none before jax had axis types)."""
+  types = getattr(mesh, "axis_types", None)
+  if not types:
+    return set()
+  return {name for name, t in zip(mesh.axis_names, types) if "Explicit" in str(t)}
+
+
+def constrain(x: jax.Array, sharding: NamedSharding) -> jax.Array:
+  """Pins ``x`` to ``sharding``: ``reshard`` on Explicit mesh axes, else a sharding constraint."""
+  if _explicit_axes(sharding.mesh) and hasattr(jax.sharding, "reshard"):
+    return jax.sharding.reshard(x, sharding)
+  return jax.lax.with_sharding_constraint(x, sharding)
+
+
+# --------------------------------------------------------------------------------------------
+# Reductions that know which mesh axes split a matrix.
+
+
+class MatrixShards(NamedTuple):
+  """Which mesh axes split the rows and the columns of a ``[B, rows, cols]`` batch.
+
+  Inside ``shard_map`` a primitive sees local blocks. It reduces over rows or columns with
+  :meth:`sum`/:meth:`max` (which add the ``psum``/``pmax`` over the mesh axes that split that
+  dimension), reads the global matrix shape from :meth:`matrix_shape`, runs maps that need
+  whole matrices through :meth:`whole` and one-sided Gram maps through :meth:`gathered`.
+  ``LOCAL`` (no axes) is the single-device case, where all of these are the plain operations.
+  """
+
+  rows: tuple[str, ...] = ()
+  cols: tuple[str, ...] = ()
+  shape: tuple[int, int] | None = None  # global (rows, cols); None: the local shape
+  count: int = 1  # number of blocks one matrix is split into (product of the axes' sizes)
+
+  def _names(self, axis) -> tuple[str, ...]:
+    axis = (axis,) if isinstance(axis, int) else tuple(axis)
+    names: tuple[str, ...] = ()
+    if -2 in axis:
+      names += self.rows
+    if -1 in axis:
+      names += self.cols
+    return names
+
+  def sum(self, x: jax.Array, axis) -> jax.Array:
+    """``jnp.sum(x, axis, keepdims=True)`` over the global matrix (axis -1, -2 or both)."""
+    s = jnp.sum(x, axis=axis, keepdims=True)
+    names = self._names(axis)
+    return jax.lax.psum(s, names) if names else s
+
+  def max(self, x: jax.Array, axis) -> jax.Array:
+    """``jnp.max(x, axis, keepdims=True)`` over the global matrix."""
+    s = jnp.max(x, axis=axis, keepdims=True)
+    names = self._names(axis)
+    return jax.lax.pmax(s, names) if names else s
+
+  def matrix_shape(self, x: jax.Array) -> tuple[int, int]:
+    """The global ``(rows, cols)`` of the matrices ``x`` holds blocks of."""
+    return self.shape if self.shape is not None else (x.shape[-2], x.shape[-1])
+
+  def whole(self, f: Callable[..., Any], *xs: jax.Array) -> Any:
+    """``f`` on whole matrices: ``f(*whole_xs)`` for same-shape blocks ``xs``, returning an
+    array or a tuple of arrays of the blocks' shape.
+
+    The batch is zero-padded to a multiple of :attr:`count`, ``all_to_all`` over the row and
+    then the column axes gives every device ``B / count`` whole matrices, ``f`` runs on them
+    locally, and the reverse ``all_to_all`` brings the results back to their blocks. ``f``
+    must treat batch entries independently and map a zero matrix to zero.
+    """
+    if not (self.rows or self.cols):
+      return f(*xs)
+    b = xs[0].shape[0]
+    pad = -b % self.count
+
+    def there(x):
+      if pad:
+        x = jnp.concatenate([x, jnp.zeros((pad,) + x.shape[1:], x.dtype)], axis=0)
+      if self.rows:
+        x = jax.lax.all_to_all(x, self.rows, 0, 1, tiled=True)
+      if self.cols:
+        x = jax.lax.all_to_all(x, self.cols, 0, 2, tiled=True)
+      return x
+
+    def back(y):
+      if self.cols:
+        y = jax.lax.all_to_all(y, self.cols, 2, 0, tiled=True)
+      if self.rows:
+        y = jax.lax.all_to_all(y, self.rows, 1, 0, tiled=True)
+      return y[:b]
+
+    out = f(*(there(x) for x in xs))
+    return tuple(back(y) for y in out) if isinstance(out, tuple) else back(out)
+
+  def gathered(self, side: str, f: Callable[[jax.Array, "MatrixShards"], jax.Array],
+               x: jax.Array) -> jax.Array:
+    """``f(x, shards)`` for a one-sided Gram map: ``side="right"`` needs whole rows (the
+    ``cols x cols`` Gram is summed over the row shards inside ``f``), so split columns are
+    gathered first and each device keeps its own block of the result; ``"left"`` mirrors it.
+    """
+    names, axis = (self.cols, 2) if side == "right" else (self.rows, 1)
+    inner = self._replace(cols=()) if side == "right" else self._replace(rows=())
+    if not names:
+      return f(x, inner)
+    full = jax.lax.all_gather(x, names, axis=axis, tiled=True)
+    y = f(full, inner)
+    size = x.shape[axis]
+    return jax.lax.dynamic_slice_in_dim(y, jax.lax.axis_index(names) * size, size, axis=axis)
+
+
+LOCAL = MatrixShards()
+
+
+# --------------------------------------------------------------------------------------------
+# Resolving the shardings a user passes.
+
+
+@dataclasses.dataclass(frozen=True)
+class LeafSharding:
+  """A leaf's mesh axes per dimension (a tuple of names per dim, padded to the leaf's ndim).
+
+  A plain class, not a NamedTuple, so that it stays a pytree leaf."""
+  dims: tuple[tuple[str, ...], ...]
+
+  @property
+  def spec(self) -> PartitionSpec:
+    return PartitionSpec(*(d if len(d) > 1 else (d[0] if d else None) for d in self.dims))
+
+
+def _is_sharding_leaf(x: Any) -> bool:
+  return x is None or isinstance(x, (NamedSharding, PartitionSpec))
+
+
+def _dims_of(spec: PartitionSpec) -> list[tuple[str, ...]]:
+  out = []
+  for entry in spec:
+    if entry is None:
+      out.append(())
+    elif isinstance(entry, str):
+      out.append((entry,))
+    else:
+      out.append(tuple(entry))
+  return out
+
+
+def resolve_shardings(shardings: Any, mesh: Mesh | None, tree: Any
+                      ) -> tuple[Mesh | None, Any]:
+  """Checks ``shardings`` against ``tree`` and returns ``(mesh, tree of LeafSharding)``.
+
+  Accepted: a pytree (full, or a prefix of ``tree``) of ``NamedSharding``, ``PartitionSpec``
+  (then ``mesh`` is required) or ``None`` (replicated), or a callable ``tree -> pytree``.
+  Every ``NamedSharding`` must live on the same mesh; every sharded dimension must divide by
+  its mesh axes' sizes. Errors name the offending leaf.
+  """
+  from symoptax.roles import path_str  # noqa: PLC0415 (roles imports transforms)
+
+  if callable(shardings) and not _is_sharding_leaf(shardings):
+    shardings = shardings(tree)
+  try:
+    expanded = jax.tree_util.tree_map(
+        lambda s, sub: jax.tree_util.tree_map(lambda _: s, sub), shardings, tree,
+        is_leaf=_is_sharding_leaf)
+  except (ValueError, TypeError) as e:
+    raise ValueError(
+        "shardings must be a pytree matching the parameters (or a prefix of them) with "
+        f"NamedSharding / PartitionSpec / None leaves. JAX reported: {e}") from e
+  meshes = {id(s.mesh): s.mesh for s in jax.tree_util.tree_leaves(
+      expanded, is_leaf=_is_sharding_leaf) if isinstance(s, NamedSharding)}
+  if mesh is None and len(meshes) == 1:
+    mesh = next(iter(meshes.values()))
+  for m in meshes.values():
+    if mesh is not None and (m.shape != mesh.shape or m.devices.tolist() != mesh.devices.tolist()):
+      raise ValueError(f"shardings live on different meshes ({m.shape} and {mesh.shape}); "
+                       "symoptax needs one mesh for all parameters.")
+
+  def resolve(path, leaf, s):
+    spec = PartitionSpec() if s is None else (s.spec if isinstance(s, NamedSharding) else s)
+    shape = jnp.shape(leaf)
+    dims = _dims_of(spec)
+    if len(dims) > len(shape):
+      raise ValueError(f"shardings: {path_str(path)} of shape {tuple(shape)} has the "
+                       f"{len(dims)}-entry PartitionSpec {spec}.")
+    dims += [()] * (len(shape) - len(dims))
+    for d, names in enumerate(dims):
+      for name in names:
+        if name not in mesh.shape:
+          raise ValueError(f"shardings: {path_str(path)}: mesh axis {name!r} of {spec} is not "
+                           f"in the mesh {dict(mesh.shape)}.")
+      size = math.prod(mesh.shape[n] for n in names)
+      if shape[d] % size:
+        raise ValueError(f"shardings: {path_str(path)} has {shape[d]} entries along axis {d}, "
+                         f"not divisible by the {size} shards of {names} in {spec}.")
+    return LeafSharding(tuple(dims))
+
+  flat, treedef = jax.tree_util.tree_flatten_with_path(tree)
+  specs = treedef.flatten_up_to(expanded)
+  if mesh is None:
+    for (path, _), s in zip(flat, specs):
+      if isinstance(s, PartitionSpec):
+        raise ValueError(f"shardings: {path_str(path)} has a PartitionSpec {s} but no mesh "
+                         "was given; pass mesh=... or NamedShardings.")
+    return None, None  # nothing sharded anywhere (all None)
+  return mesh, treedef.unflatten([resolve(path, leaf, s)
+                                  for (path, leaf), s in zip(flat, specs)])
+
+
+# --------------------------------------------------------------------------------------------
+# The sharded matrix map.
+
+class _Group(NamedTuple):
+  shape: tuple[int, int]
+  dtype: Any
+  batch: tuple[str, ...]
+  rows: tuple[str, ...]
+  cols: tuple[str, ...]
+
+
+def _leaf_axes(lay, dims) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+  """The mesh axes that split a leaf's batch, rows and cols (in the layout's order)."""
+  nb, nr = len(lay.batch_shape), len(lay.rows_shape)
+  names = lambda axes_: tuple(n for a in axes_ for n in dims[a])
+  return names(lay.perm[:nb]), names(lay.perm[nb:nb + nr]), names(lay.perm[nb + nr:])
+
+
+def _shards(mesh, rows, cols, shape) -> MatrixShards:
+  return MatrixShards(rows, cols, shape, math.prod(mesh.shape[n] for n in rows + cols))
+
+
+def map_matrices_sharded(fn: Callable[[jax.Array, MatrixShards], jax.Array], updates: Any,
+                         axes_tree: Any, shardings_tree: Any, mesh: Mesh) -> Any:
+  """The sharded counterpart of :func:`symoptax.axes.map_matrices`.
+
+  Under one ``shard_map``, every matrix leaf's local block goes to ``[B, rows, cols]``; blocks
+  of matrices with the same global shape, dtype and sharding are concatenated along the batch
+  (a stack of layers becomes one batch) and go through ``fn(x, shards)`` in one call.
+  Leaves without axes pass through unchanged.
+  """
+  leaves, treedef = jax.tree_util.tree_flatten(updates, is_leaf=lambda x: x is None)
+  axes_leaves = treedef.flatten_up_to(axes_tree)
+  sh_leaves = treedef.flatten_up_to(shardings_tree)
+  idx = [i for i, (u, ax) in enumerate(zip(leaves, axes_leaves))
+         if u is not None and ax is not None]
+  if not idx:
+    return updates
+  groups_of = {}
+  for i in idx:
+    lay = layout(jnp.shape(leaves[i]), axes_leaves[i])
+    groups_of[i] = _Group((math.prod(lay.rows_shape), math.prod(lay.cols_shape)),
+                          jnp.promote_types(leaves[i].dtype, jnp.float32),
+                          *_leaf_axes(lay, sh_leaves[i].dims))
+  specs = tuple(sh_leaves[i].spec for i in idx)
+
+  def body(*blocks):
+    groups: dict[_Group, list[tuple[int, jax.Array, Any]]] = {}
+    for i, block in zip(idx, blocks):
+      lay = layout(block.shape, axes_leaves[i])
+      groups.setdefault(groups_of[i], []).append(
+          (i, to_batched(block, lay).astype(groups_of[i].dtype), lay))
+    out = {}
+    for g, items in groups.items():
+      sizes = [xb.shape[0] for _, xb, _ in items]
+      x = items[0][1] if len(items) == 1 else jnp.concatenate([xb for _, xb, _ in items], 0)
+      y = fn(x, _shards(mesh, g.rows, g.cols, g.shape))
+      ys = [y] if len(items) == 1 else jnp.split(
+          y, list(itertools.accumulate(sizes))[:-1], axis=0)
+      for (i, _, lay), yi in zip(items, ys):
+        out[i] = from_batched(yi, lay).astype(leaves[i].dtype)
+    return tuple(out[i] for i in idx)
+
+  results = shard_map(body, mesh=mesh, in_specs=specs, out_specs=specs)(
+      *(leaves[i] for i in idx))
+  out = list(leaves)
+  for i, r in zip(idx, results):
+    out[i] = r
+  return jax.tree_util.tree_unflatten(treedef, out)
+
+
+def stat_shape(lay, kind: str) -> tuple[int, ...]:
+  """Shape of a per-matrix statistic of a leaf with layout ``lay``: its batch axes, then its
+  row axes (``kind="rows"``), column axes (``"cols"``) or nothing (``"matrix"``)."""
+  extra = {"rows": lay.rows_shape, "cols": lay.cols_shape, "matrix": ()}[kind]
+  return lay.batch_shape + extra
+
+
+def _stat_dims(lay, dims, kind):
+  nb, nr = len(lay.batch_shape), len(lay.rows_shape)
+  pick = {"rows": lay.perm[nb:nb + nr], "cols": lay.perm[nb + nr:], "matrix": ()}[kind]
+  return tuple(dims[a] for a in lay.perm[:nb] + tuple(pick))
+
+
+def shard_stats(stats: Any, params: Any, axes_tree: Any, shardings: Any, mesh: Mesh | None,
+                kind: str) -> Any:
+  """Places a tree of per-matrix statistics (see :func:`stat_shape`) in the shardings of
+  the rows / columns they describe; unchanged when ``shardings`` is None."""
+  if shardings is None:
+    return stats
+  mesh, leaf_sh = resolve_shardings(shardings, mesh, params)
+  if mesh is None:
+    return stats
+  leaves, treedef = jax.tree_util.tree_flatten(params, is_leaf=lambda x: x is None)
+  out = []
+  for p, ax, sh, v in zip(leaves, treedef.flatten_up_to(axes_tree),
+                          treedef.flatten_up_to(leaf_sh), treedef.flatten_up_to(stats)):
+    if v is None or ax is None:
+      out.append(v)
+      continue
+    spec = LeafSharding(_stat_dims(layout(jnp.shape(p), ax), sh.dims, kind)).spec
+    out.append(constrain(v, NamedSharding(mesh, spec)))
+  return treedef.unflatten(out)
+
+
+def map_matrices_with_stats(fn: Callable[..., Any], updates: Any, axes_tree: Any, *,
+                            extras: Sequence[Any] = (), stats: Sequence[Any] = (),
+                            stat_kinds: Sequence[str] = (), shardings_tree: Any = None,
+                            mesh: Mesh | None = None) -> tuple[Any, list[Any]]:
+  """Per matrix leaf: ``y, new_stats = fn(x, extras, stats, shards)``, sharded or not.
+
+  ``x`` is the update as ``[B, rows, cols]`` (float32 or wider); ``extras`` are trees laid
+  out like the updates (momentum, parameters; ``None`` trees give ``None``), moved the same
+  way; ``stats`` are trees of per-matrix statistics (optimizer state) of the shapes
+  :func:`stat_shape` gives for ``stat_kinds``, seen by ``fn`` as ``[B]``, ``[B, rows]`` or
+  ``[B, cols]``. With ``mesh`` each leaf runs under ``shard_map`` on local blocks (the
+  statistics sharded like the rows/columns they describe) and ``shards`` does the
+  collectives; without it ``shards`` is ``LOCAL``. Returns the new updates and the new
+  statistics trees (``None`` where a leaf has no axes).
+  """
+  leaves, treedef = jax.tree_util.tree_flatten(updates, is_leaf=lambda x: x is None)
+  axes_leaves = treedef.flatten_up_to(axes_tree)
+  extra_leaves = [treedef.flatten_up_to(e) if e is not None else [None] * len(leaves)
+                  for e in extras]
+  stat_leaves = [treedef.flatten_up_to(t) for t in stats]
+  sh_leaves = (treedef.flatten_up_to(shardings_tree) if mesh is not None
+               else [None] * len(leaves))
+  out, new_stats = list(leaves), [list(t) for t in stat_leaves]
+  for i, (u, ax) in enumerate(zip(leaves, axes_leaves)):
+    if u is None or ax is None:
+      continue
+    dtype = jnp.promote_types(u.dtype, jnp.float32)
+    es = [e[i] for e in extra_leaves]
+    ss = [t[i] for t in stat_leaves]
+
+    def one(block, es_, ss_, shards):
+      lay = layout(block.shape, ax)
+      xb = to_batched(block, lay).astype(dtype)
+      eb = [None if e is None else to_batched(e, lay).astype(dtype) for e in es_]
+      sb = [v.reshape(lay.batched_shape[:1] + ({"rows": lay.batched_shape[1:2],
+                                                 "cols": lay.batched_shape[2:],
+                                                 "matrix": ()}[k]))
+            for v, k in zip(ss_, stat_kinds)]
+      y, new = fn(xb, eb, sb, shards)
+      new = [n.reshape(stat_shape(lay, k)) for n, k in zip(new, stat_kinds)]
+      return from_batched(y, lay).astype(block.dtype), new
+
+    if mesh is None:
+      y, new = one(u, es, ss, LOCAL)
+    else:
+      lay = layout(jnp.shape(u), ax)
+      dims = sh_leaves[i].dims
+      _, rows, cols = _leaf_axes(lay, dims)
+      shards = _shards(mesh, rows, cols, (math.prod(lay.rows_shape), math.prod(lay.cols_shape)))
+      spec = sh_leaves[i].spec
+      stat_specs = [LeafSharding(_stat_dims(lay, dims, k)).spec for k in stat_kinds]
+      present = [j for j, e in enumerate(es) if e is not None]
+
+      def body(block, es_present, ss_):
+        es_full = [None] * len(es)
+        for j, e in zip(present, es_present):
+          es_full[j] = e
+        y_, new_ = one(block, es_full, ss_, shards)
+        return y_, new_
+
+      y, new = shard_map(body, mesh=mesh,
+                         in_specs=(spec, [spec] * len(present), stat_specs),
+                         out_specs=(spec, stat_specs))(u, [es[j] for j in present], ss)
+    out[i] = y
+    for t, n in zip(new_stats, new):
+      t[i] = n
+  return (jax.tree_util.tree_unflatten(treedef, out),
+          [jax.tree_util.tree_unflatten(treedef, t) for t in new_stats])
+
+
+# --------------------------------------------------------------------------------------------
+# Optimizer state in the parameters' shardings.
+
+
+def state_shardings(state: Any, param_shardings: Any, default: Any, *,
+                    params: Any = None, other: Any = None) -> Any:
+  """Shardings for an optimizer state: in every subtree laid out like the parameters
+  (momentum, Adam moments, per-row statistics; ``optax.multi_transform``'s masked leaves
+  included) a leaf of its parameter's shape takes the parameter's sharding; every leaf
+  outside such subtrees (step counts) takes ``default``.
+
+  A leaf inside a parameter-like subtree whose shape is not its parameter's (a statistic
+  such as NorMuon's per-row second moment, which symoptax shards itself) takes ``other``;
+  telling them apart needs ``params`` (arrays or ``jax.ShapeDtypeStruct``s). Without
+  ``params`` every leaf of a parameter-like subtree is taken to be parameter-shaped.
+
+  ``state`` may be arrays or ``jax.ShapeDtypeStruct``s (``jax.eval_shape(opt.init, params)``),
+  so the result can serve as ``out_shardings`` of a jitted init (then pass ``other=default``).
+  """
+  masked = lambda x: isinstance(x, optax.MaskedNode)
+  params_def = jax.tree.structure(param_shardings)
+  shapes = (jax.tree.map(jnp.shape, params) if params is not None
+            else jax.tree.map(lambda _: None, param_shardings))
+
+  def like_params(x):
+    return (not masked(x) and jax.tree.structure(x, is_leaf=masked) == params_def)
+
+  def pick(leaf, s, shape):
+    if masked(leaf):
+      return leaf
+    return s if shape is None or tuple(jnp.shape(leaf)) == tuple(shape) else other
+
+  def assign(x):
+    if like_params(x):
+      return jax.tree.map(pick, x, param_shardings, shapes, is_leaf=masked)
+    return default
+
+  return jax.tree.map(assign, state, is_leaf=lambda x: masked(x) or like_params(x))
+
+
+def _named(shardings: Any, mesh: Mesh | None, params: Any) -> tuple[Mesh | None, Any]:
+  mesh, leaf_sh = resolve_shardings(shardings, mesh, params)
+  if mesh is None:  # nothing to place (no leaves, or all None)
+    return None, None
+  return mesh, jax.tree.map(lambda s: NamedSharding(mesh, s.spec), leaf_sh,
+                            is_leaf=lambda x: isinstance(x, LeafSharding))
+
+
+def keep_shardings(tx: optax.GradientTransformation, shardings: Any, *,
+                   mesh: Mesh | None = None) -> optax.GradientTransformationExtraArgs:
+  """Wraps ``tx`` so that its state and updates stay in the parameters' shardings.
+
+  ``init`` places every parameter-shaped part of the state (momentum, second moments) in
+  the parameters' shardings and the step counts replicated (:func:`state_shardings`);
+  per-matrix statistics are left to the transform that owns them (symoptax's are sharded
+  like the rows or columns they describe). ``update`` pins the updates and the new state
+  the same way. Without it, ``jnp.zeros_like``
+  inside a jitted ``init`` is free to come out on one device, and a step may reshard silently.
+
+  Args:
+    tx: any optax transformation.
+    shardings: pytree of ``NamedSharding`` (or ``PartitionSpec`` with ``mesh``) like the
+      parameters, or a callable ``params -> pytree``.
+    mesh: the mesh for ``PartitionSpec`` leaves.
+
+  Returns:
+    An ``optax.GradientTransformationExtraArgs`` (extra arguments are passed through).
+  """
+
+  def pin(tree, params_like):
+    mesh_, named = _named(shardings, mesh, params_like)
+    if mesh_ is None:
+      return tree
+    targets = state_shardings(tree, named, NamedSharding(mesh_, PartitionSpec()),
+                              params=params_like)
+    keep = lambda x, s: x if isinstance(x, optax.MaskedNode) or s is None else constrain(x, s)
+    return jax.tree.map(keep, tree, targets, is_leaf=lambda x: isinstance(x, optax.MaskedNode))
+
+  def init_fn(params):
+    return pin(tx.init(params), params)
+
+  def update_fn(updates, state, params=None, **extra):
+    if isinstance(tx, optax.GradientTransformationExtraArgs):
+      new_updates, new_state = tx.update(updates, state, params, **extra)
+    else:
+      new_updates, new_state = tx.update(updates, state, params)
+    like = params if params is not None else updates
+    mesh_, named = _named(shardings, mesh, like)
+    if mesh_ is not None:
+      new_updates = jax.tree.map(constrain, new_updates, named)
+    return new_updates, pin(new_state, like)
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)

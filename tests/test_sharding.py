@@ -1,0 +1,327 @@
+"""The shard_map-aware step on 8 CPU devices: sharded == single-device, collectives in the
+compiled HLO, and state that stays in the parameters' shardings.
+
+``tests/conftest.py`` gives the process 8 CPU devices before JAX starts its backend.
+"""
+
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
+
+import symoptax
+from symoptax import sharding as sharding_lib
+from symoptax.polar import polar
+
+from helpers import normal
+
+A = symoptax.MatrixAxes
+STACK = A(1, 2)  # a scanned stack [L, rows, cols]
+
+pytestmark = pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 (CPU) devices")
+
+
+def make_mesh(shape, names, kind=AxisType.Auto):
+  return jax.make_mesh(shape, names, axis_types=(kind,) * len(shape))
+
+
+# Per mesh: leaves (shape, axes, spec) covering rows / cols / both sharded, rows over two
+# mesh axes, and stacks whose length does or does not divide the number of shards of a matrix.
+CASES = {
+    "fsdp8": ((8,), ("fsdp",), {
+        "rows": ((64, 16), A(0, 1), P("fsdp")),
+        "cols": ((16, 64), A(0, 1), P(None, "fsdp")),
+        "stack_div": ((8, 32, 16), STACK, P(None, "fsdp")),
+        "stack_nodiv": ((3, 16, 48), STACK, P(None, None, "fsdp")),
+        "flax_kernel": ((16, 48), A(1, 0), P(None, "fsdp")),  # rows = axis 1
+    }),
+    "fsdp4_tp2": ((4, 2), ("fsdp", "tensor"), {
+        "both": ((64, 16), A(0, 1), P("fsdp", "tensor")),
+        "both_t": ((16, 64), A(0, 1), P("tensor", "fsdp")),
+        "rows2": ((64, 16), A(0, 1), P(("fsdp", "tensor"))),
+        "stack_div": ((8, 32, 16), STACK, P(None, "fsdp", "tensor")),
+        "stack_nodiv": ((5, 16, 32), STACK, P(None, "tensor", "fsdp")),
+    }),
+    "cube": ((2, 2, 2), ("data", "fsdp", "tensor"), {
+        "stack_batch": ((6, 32, 16), STACK, P("data", "fsdp", "tensor")),
+        "stack_nodiv": ((3, 48, 16), STACK, P(None, ("data", "fsdp"), "tensor")),
+        "cols": ((16, 48), A(0, 1), P(None, ("data", "fsdp"))),
+        "replicated": ((24, 8), A(0, 1), P()),
+        "vector": ((16,), None, P("fsdp")),
+    }),
+}
+
+
+def case(name, kind=AxisType.Auto):
+  shape, names, leaves = CASES[name]
+  mesh = make_mesh(shape, names, kind)
+  params = {k: normal(s, i) for i, (k, (s, _, _)) in enumerate(leaves.items())}
+  axes = {k: ax for k, (_, ax, _) in leaves.items()}
+  shardings = {k: NamedSharding(mesh, spec) for k, (_, _, spec) in leaves.items()}
+  return mesh, params, axes, shardings
+
+
+# Every matrix rule of symoptax (the stack's RULES but AdamW) as an alias, and the one-sided
+# primitives on the side they are meant for.
+ALIASES = {
+    "muon": lambda **kw: symoptax.muon(0.1, **kw),
+    "rownorm": lambda **kw: symoptax.rownorm_m(0.1, center=True, **kw),
+    "right_polar": lambda **kw: symoptax.right_polargrad_m(0.1, **kw),
+    "left_polar": lambda **kw: symoptax.left_polargrad_m(0.1, center=True, **kw),
+    "hybrid": lambda **kw: symoptax.hybrid_polargrad_m(0.1, center=True, **kw),
+    "hybrid_polar_then_row": lambda **kw: symoptax.hybrid_polargrad_m(
+        0.1, order="polar_then_row", **kw),
+    "polargrad": lambda **kw: symoptax.polargrad(0.1, weight_decay=0.1, **kw),
+    "normuon": lambda **kw: symoptax.normuon(0.1, **kw),
+    "muoneq_rc": lambda **kw: symoptax.muoneq(0.1, mode="RC", **kw),
+    "spectral_clip": lambda **kw: symoptax.spectral_clip(0.1, bound=0.5, **kw),
+    "namo": lambda **kw: symoptax.namo(0.1, weight_decay=0.1, **kw),
+    "namo_d": lambda **kw: symoptax.namo_d(0.1, weight_decay=0.1, **kw),
+    "aurora": lambda **kw: symoptax.aurora(0.1, **kw),
+    "pion": lambda **kw: symoptax.pion(0.1, **kw),
+    "rmnp": lambda **kw: symoptax.rmnp(0.1, **kw),
+    "muon_eigh_auto": lambda **kw: optax.chain(symoptax.scale_by_polar("eigh", **kw)),
+    "col_norm": lambda **kw: symoptax.scale_by_col_norm(**kw),
+}
+
+
+def oriented(axes, params, tall):
+  """``axes`` with rows and cols swapped where needed so that every matrix is tall (or wide):
+  a one-sided polar step is meant for matrices whose Gram is on the short side (on the long
+  side the Gram is singular and the step is as ill-conditioned as its damping)."""
+  def fix(ax, p):
+    if ax is None:
+      return None
+    rows, cols = p.shape[ax.rows], p.shape[ax.cols]
+    return ax if (rows >= cols) == tall else A(ax.cols, ax.rows)
+  return {k: fix(axes[k], params[k]) for k in axes}
+
+
+ORIENTATION = {"right_polar": True, "left_polar": False}
+
+
+def relative_error(a, b):
+  return float(jnp.linalg.norm(a - b) / jnp.maximum(jnp.linalg.norm(b), 1e-30))
+
+
+def run_steps(tx, params, grads_seq, jit=True):
+  state = tx.init(params)
+  step = jax.jit(tx.update) if jit else tx.update
+  outs = []
+  for g in grads_seq:
+    u, state = step(g, state, params)
+    outs.append(u)
+  return outs, state
+
+
+@pytest.mark.parametrize("mesh_name", list(CASES))
+@pytest.mark.parametrize("rule", list(ALIASES))
+def test_sharded_update_equals_single_device(mesh_name, rule):
+  mesh, params, axes, shardings = case(mesh_name)
+  if rule in ORIENTATION:
+    axes = oriented(axes, params, ORIENTATION[rule])
+  grads = [jax.tree.map(lambda p, i=i: normal(p.shape, 100 + i) + 0.5 * p, params)
+           for i in range(3)]
+  ref, _ = run_steps(ALIASES[rule](axes=axes), params, grads)
+  put = lambda t: jax.device_put(t, shardings)
+  tx = ALIASES[rule](axes=axes, shardings=shardings)
+  out, _ = run_steps(tx, put(params), [put(g) for g in grads])
+  for step, (u_ref, u) in enumerate(zip(ref, out)):
+    for k in params:
+      err = relative_error(u[k], u_ref[k])
+      assert err < 1e-5, f"{rule} on {mesh_name}: leaf {k} step {step}: rel. error {err:.2e}"
+      assert u[k].sharding.is_equivalent_to(shardings[k], u[k].ndim), (k, u[k].sharding)
+
+
+@pytest.mark.parametrize("kind", [AxisType.Auto, AxisType.Explicit])
+@pytest.mark.parametrize("preset", ["paper", "muon", "hybrid"])
+def test_stack_keeps_shardings_and_matches_single_device(kind, preset):
+  mesh = make_mesh((2, 2, 2), ("data", "fsdp", "tensor"), kind)
+  params = {
+      "embed_tokens": {"embedding": normal((64, 16), 0)},
+      "layers": {"mlp": {"up_proj": {"kernel": normal((3, 16, 32), 1)},
+                         "down_proj": {"kernel": normal((3, 32, 16), 2)}},
+                 "self_attn": {"q_proj": {"kernel": normal((3, 16, 16), 3)}},
+                 "input_layernorm": {"scale": jnp.ones((3, 16))}},
+      "lm_head": {"kernel": normal((16, 64), 4)},
+      "norm": {"scale": jnp.ones(16)},
+  }
+  specs = {
+      "embed_tokens": {"embedding": P(("data", "fsdp"), "tensor")},
+      "layers": {"mlp": {"up_proj": {"kernel": P(None, "fsdp", "tensor")},
+                         "down_proj": {"kernel": P(None, "tensor", "fsdp")}},
+                 "self_attn": {"q_proj": {"kernel": P(None, "fsdp", "tensor")}},
+                 "input_layernorm": {"scale": P(None, "tensor")}},
+      "lm_head": {"kernel": P("tensor", ("data", "fsdp"))},
+      "norm": {"scale": P()},
+  }
+  shardings = jax.tree.map(lambda s: NamedSharding(mesh, s), specs,
+                           is_leaf=lambda x: isinstance(x, P))
+  grads = [jax.tree.map(lambda p, i=i: normal(p.shape, 10 + i), params) for i in range(3)]
+  ref_tx = symoptax.symmetry_stack(0.02, preset=preset, params=params, scan_axis=0)
+  ref, _ = run_steps(ref_tx, params, grads, jit=False)
+  with jax.set_mesh(mesh):
+    sharded = jax.device_put(params, shardings)
+    tx = symoptax.symmetry_stack(0.02, preset=preset, params=params, scan_axis=0,
+                                 shardings=shardings)
+    state = jax.jit(tx.init)(sharded)
+    step = jax.jit(tx.update)
+    outs = []
+    for g in grads:
+      u, state = step(jax.device_put(g, shardings), state, sharded)
+      outs.append(u)
+  for u, u_ref in zip(outs, ref):
+    errs = jax.tree.map(relative_error, u, u_ref)
+    assert max(jax.tree.leaves(errs)) < 1e-5, errs
+    same = jax.tree.map(lambda a, s: a.sharding.is_equivalent_to(s, a.ndim), u, shardings)
+    assert all(jax.tree.leaves(same)), same
+  # Every parameter-shaped state leaf (momentum, Adam moments) is in its parameter's
+  # sharding; the rest (counts) replicated.
+  targets = sharding_lib.state_shardings(state, shardings, NamedSharding(mesh, P()))
+  checked = jax.tree.map(lambda a, s: a.sharding.is_equivalent_to(s, a.ndim), state, targets)
+  assert all(jax.tree.leaves(checked))
+  n_sharded = sum(not a.sharding.is_fully_replicated for a in jax.tree.leaves(state))
+  assert n_sharded >= 5, n_sharded
+
+
+# ------------------------------------------------------------------------------------------
+# Collectives in the compiled HLO.
+
+COLLECTIVE = re.compile(r"= (\(?[^=]*?) (all-reduce|all-gather|all-to-all|"
+                        r"collective-permute|reduce-scatter)(-start)?\(")
+
+
+def collectives(fn, *args):
+  """[(kind, result shape text)] of every collective in ``fn``'s compiled HLO."""
+  text = jax.jit(fn).lower(*args).compile().as_text()
+  return [(m.group(2), m.group(1)) for m in COLLECTIVE.finditer(text)]
+
+
+def update_fn(tx):
+  return lambda u: tx.update(u, tx.init(u))[0]
+
+
+def test_right_polar_on_row_sharded_tall_matrix_has_one_gram_all_reduce_and_no_gather():
+  mesh = make_mesh((8,), ("fsdp",))
+  sh = {"w": NamedSharding(mesh, P("fsdp"))}
+  x = jax.device_put({"w": normal((512, 32), 0)}, sh)
+  for nuclear_power in (0.0, 1.0):
+    tx = symoptax.scale_by_polar(side="right", nuclear_power=nuclear_power, shardings=sh)
+    found = collectives(update_fn(tx), x)
+    kinds = [k for k, _ in found]
+    assert "all-gather" not in kinds and "all-to-all" not in kinds, found
+    grams = [s for k, s in found if k == "all-reduce" and re.search(r"\[1,32,32\]", s)]
+    assert len(grams) == 1, found
+    # Besides the Gram: scalars only (the global max entry, and nu for nuclear_power=1).
+    others = [s for k, s in found if k == "all-reduce" and s not in grams]
+    assert all(re.fullmatch(r"f32\[1,1,1\]\S*", s) for s in others), found
+    assert len(others) == (2 if nuclear_power else 1), found
+
+
+def test_left_polar_on_col_sharded_wide_matrix_mirrors_it():
+  mesh = make_mesh((8,), ("fsdp",))
+  sh = {"w": NamedSharding(mesh, P(None, "fsdp"))}
+  x = jax.device_put({"w": normal((32, 512), 0)}, sh)
+  found = collectives(update_fn(symoptax.scale_by_polar(side="left", shardings=sh)), x)
+  assert [k for k, _ in found].count("all-gather") == 0, found
+  assert sum(1 for k, s in found if k == "all-reduce" and "[1,32,32]" in s) == 1, found
+
+
+def test_row_norm_with_rows_sharded_has_no_collectives():
+  mesh = make_mesh((4, 2), ("fsdp", "tensor"))
+  sh = {"w": NamedSharding(mesh, P(("fsdp", "tensor"))),
+        "stack": NamedSharding(mesh, P("tensor", "fsdp"))}
+  x = jax.device_put({"w": normal((64, 48), 0), "stack": normal((4, 32, 16), 1)}, sh)
+  axes = {"w": A(0, 1), "stack": STACK}
+  for tx in (symoptax.scale_by_row_norm(axes=axes, shardings=sh),
+             symoptax.scale_by_shape("rms", axes=axes, shardings=sh)):
+    assert collectives(update_fn(tx), x) == []
+
+
+def test_row_norm_with_cols_sharded_psums_only_the_row_norms():
+  mesh = make_mesh((8,), ("fsdp",))
+  sh = {"w": NamedSharding(mesh, P(None, "fsdp"))}
+  x = jax.device_put({"w": normal((24, 64), 0)}, sh)
+  found = collectives(update_fn(symoptax.scale_by_row_norm(shardings=sh)), x)
+  assert found and all(k == "all-reduce" and "[1,24,1]" in s for k, s in found), found
+
+
+def test_muon_on_sharded_layer_stack_uses_all_to_all_and_never_gathers_the_stack():
+  mesh = make_mesh((4, 2), ("fsdp", "tensor"))
+  params = {"layers": normal((6, 64, 32), 0)}  # 6 layers: not a multiple of 8
+  sh = {"layers": NamedSharding(mesh, P(None, "fsdp", "tensor"))}
+  x = jax.device_put(params, sh)
+  tx = symoptax.muon(0.02, axes=STACK, shardings=sh)
+  state = jax.jit(tx.init)(x)
+  found = collectives(lambda u, s: tx.update(u, s, u), x, state)
+  kinds = [k for k, _ in found]
+  assert kinds.count("all-to-all") == 4, found  # there over fsdp, tensor; back over both
+  assert "all-gather" not in kinds and "all-reduce" not in kinds, found
+
+
+# ------------------------------------------------------------------------------------------
+# The plumbing: the sharded map itself, resolving shardings, errors.
+
+
+def test_whole_route_moves_whole_matrices_and_back():
+  mesh = make_mesh((4, 2), ("fsdp", "tensor"))
+  x = normal((5, 32, 16), 0)
+  spec = P(None, "fsdp", "tensor")
+  shards = sharding_lib.MatrixShards(("fsdp",), ("tensor",), (32, 16), 8)
+  seen = []
+
+  def body(block):
+    def f(w):
+      seen.append(w.shape)
+      return polar(w, method="svd")
+    return shards.whole(f, block)
+
+  out = jax.jit(sharding_lib.shard_map(body, mesh=mesh, in_specs=spec, out_specs=spec))(
+      jax.device_put(x, NamedSharding(mesh, spec)))
+  assert seen == [(1, 32, 16)]  # 5 matrices padded to 8, one whole matrix per device
+  np.testing.assert_allclose(out, polar(x, method="svd"), atol=2e-6)
+
+
+def test_partition_specs_need_a_mesh_and_errors_name_the_leaf():
+  mesh = make_mesh((8,), ("fsdp",))
+  params = {"a": {"w": jnp.ones((12, 16))}}
+  with pytest.raises(ValueError, match=r"a/w.*PartitionSpec.*no mesh"):
+    symoptax.symmetry_stack(0.1, params=params, shardings={"a": {"w": P("fsdp")}})
+  with pytest.raises(ValueError, match=r"a/w has 12 entries along axis 0, not divisible"):
+    symoptax.symmetry_stack(0.1, params=params, shardings={"a": {"w": P("fsdp")}}, mesh=mesh)
+  with pytest.raises(ValueError, match=r"a/w: mesh axis 'model'"):
+    symoptax.symmetry_stack(0.1, params=params, shardings={"a": {"w": P(None, "model")}},
+                            mesh=mesh)
+  with pytest.raises(ValueError, match="mesh= needs shardings="):
+    symoptax.symmetry_stack(0.1, params=params, mesh=mesh)
+
+
+def test_partition_specs_with_mesh_and_prefix_trees():
+  mesh = make_mesh((4, 2), ("fsdp", "tensor"))
+  params = {"a": normal((32, 16), 0), "b": {"c": normal((16, 32), 1), "d": jnp.ones(16)}}
+  grads = jax.tree.map(lambda p: normal(p.shape, 7), params)
+  # A prefix: one spec for the whole subtree "b" (vectors under it are replicated by hand).
+  specs = {"a": P("fsdp", "tensor"), "b": {"c": P("tensor", "fsdp"), "d": None}}
+  tx = symoptax.muon(0.1, shardings=specs, mesh=mesh)
+  named = {"a": NamedSharding(mesh, specs["a"]),
+           "b": {"c": NamedSharding(mesh, specs["b"]["c"]), "d": NamedSharding(mesh, P())}}
+  x, g = jax.device_put(params, named), jax.device_put(grads, named)
+  u, _ = jax.jit(tx.update)(g, jax.jit(tx.init)(x), x)
+  ref, _ = symoptax.muon(0.1).update(grads, symoptax.muon(0.1).init(params), params)
+  assert max(jax.tree.leaves(jax.tree.map(relative_error, u, ref))) < 1e-5
+  assert u["a"].sharding.spec == specs["a"]
+
+
+def test_unsharded_state_statistics_keep_their_layout():
+  # The per-row / per-column statistics are stored unflattened ([*batch, *rows]) so that they
+  # can be sharded like the rows they describe.
+  params = {"w": jnp.ones((3, 4, 8, 6))}
+  axes = A(rows=(1, 2), cols=3)
+  state = symoptax.scale_by_row_second_moment(axes=axes).init(params)
+  assert state.nu["w"].shape == (3, 4, 8)
+  state = symoptax.scale_by_namo_d(axes=axes).init(params)
+  assert state.nu["w"].shape == (3, 6)
