@@ -6,7 +6,9 @@ The model (``examples/models/maxtext_style.py``) names its parameters as MaxText
 and stacks its layers with ``nn.scan`` along ``param_scan_axis`` (MaxText's default, 1).
 ``symmetry_stack(..., scan_axis=1)`` treats that axis as a batch of per-layer matrices.
 Parameters are sharded by their logical names through ``LOGICAL_RULES``; the batch is split
-over ``data`` x ``fsdp``; jit partitions the optimizer step.
+over ``data`` x ``fsdp``. The optimizer gets the parameters' shardings
+(``symmetry_stack(..., shardings=...)``): its matrix steps run under ``jax.shard_map`` with
+explicit collectives (``--no-shard-map``: the same stack left to jit's partitioner).
 
   python examples/maxtext_style.py                             # all devices JAX sees
   XLA_FLAGS=--xla_force_host_platform_device_count=8 python examples/maxtext_style.py
@@ -16,6 +18,7 @@ over ``data`` x ``fsdp``; jit partitions the optimizer step.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -60,29 +63,11 @@ def loss_fn(model, params, batch):
   return xent.mean()
 
 
-def shard_like_params(opt_state, param_shardings, default):
-  """Shardings for an optimizer state: every subtree laid out like the parameters (momentum,
-  Adam moments; ``multi_transform``'s masked leaves included) takes the parameters'
-  shardings, every other leaf (counts, per-row statistics) ``default``."""
-  masked = lambda x: isinstance(x, optax.MaskedNode)
-  params_def = jax.tree.structure(param_shardings)
-
-  def like_params(x):
-    return jax.tree.structure(x, is_leaf=masked) == params_def
-
-  def assign(x):
-    if like_params(x):
-      return jax.tree.map(lambda leaf, s: leaf if masked(leaf) else s, x, param_shardings,
-                          is_leaf=masked)
-    return default
-
-  return jax.tree.map(assign, opt_state, is_leaf=lambda x: masked(x) or like_params(x))
-
-
 def setup(cfg: mt.Config, mesh: Mesh, tx_fn, seed: int = 0):
   """Creates the TrainState directly in its shardings, as MaxText's ``setup_initial_state``:
-  parameter shardings from the logical axis names, optimizer state sharded like the
-  parameters (:func:`shard_like_params`), step replicated."""
+  parameter shardings from the logical axis names; ``tx_fn(abstract_params, shardings)``
+  builds the optimizer, whose state symoptax places like the parameters
+  (``symoptax.sharding.state_shardings``); step replicated."""
   model = mt.MaxTextStyleLM(cfg)
   dummy = jnp.zeros((1, 8), jnp.int32)
   boxed = jax.eval_shape(lambda: model.init(jax.random.key(seed), dummy)["params"])
@@ -90,7 +75,7 @@ def setup(cfg: mt.Config, mesh: Mesh, tx_fn, seed: int = 0):
   param_shardings = nn.logical_to_mesh_sharding(logical, mesh, mt.LOGICAL_RULES)
   abstract = jax.tree.map(lambda b, s: jax.ShapeDtypeStruct(b.shape, b.dtype, sharding=s),
                           nn.unbox(boxed), param_shardings)
-  tx = tx_fn(abstract)
+  tx = tx_fn(abstract, param_shardings)
 
   def create():
     params = nn.unbox(model.init(jax.random.key(seed), dummy)["params"])
@@ -98,10 +83,16 @@ def setup(cfg: mt.Config, mesh: Mesh, tx_fn, seed: int = 0):
 
   state_shapes = jax.eval_shape(create)
   replicated = NamedSharding(mesh, P())
-  opt_shardings = shard_like_params(state_shapes.opt_state, param_shardings, replicated)
+  # Parameter-shaped state (momentum, Adam moments) like the parameters, counts replicated;
+  # per-row/column statistics (NorMuon, NAMO-D) as symoptax's init places them.
+  opt_shardings = symoptax.sharding.state_shardings(
+      state_shapes.opt_state, param_shardings, replicated, params=abstract,
+      other=None)  # None: jit leaves their placement to init
   state_shardings = state_shapes.replace(step=replicated, params=param_shardings,
                                          opt_state=opt_shardings)
   state = jax.jit(create, out_shardings=state_shardings)()
+  # Whatever the state's placement was left to init, it is fixed from here on.
+  state_shardings = jax.tree.map(lambda x: x.sharding, state)
   return model, state, state_shardings
 
 
@@ -129,6 +120,9 @@ def main(argv=None):
   p.add_argument("--scan-axis", type=int, default=1, choices=[0, 1],
                  help="MaxText's param_scan_axis")
   p.add_argument("--data", default="builtin")
+  p.add_argument("--shard-map", action=argparse.BooleanOptionalAction, default=True,
+                 help="symoptax's sharded step (default) or plain jit partitioning")
+  p.add_argument("--losses", default=None, help="write the per-step losses to this JSON file")
   args = p.parse_args(argv)
   size = dict(d=128, layers=4, heads=4, kv_heads=2, head_dim=32, ff=384)
   max_bytes = 8_000_000
@@ -146,8 +140,11 @@ def main(argv=None):
   cfg = mt.Config(vocab=data.vocab, param_scan_axis=args.scan_axis, **size)
   schedule = optax.warmup_cosine_decay_schedule(0.0, args.lr, max(1, args.steps // 20),
                                                 args.steps, 0.1 * args.lr)
-  tx_fn = lambda params: symoptax.symmetry_stack(schedule, preset=args.preset, params=params,
-                                                 scan_axis=args.scan_axis)
+  # --shard-map (default): symoptax's shard_map step with explicit collectives; else the
+  # same stack without shardings, partitioned by XLA.
+  tx_fn = lambda params, shardings: symoptax.symmetry_stack(
+      schedule, preset=args.preset, params=params, scan_axis=args.scan_axis,
+      shardings=shardings if args.shard_map else None)
   model, state, state_shardings = setup(cfg, mesh, tx_fn)
   batch_sharding = NamedSharding(mesh, nn.logical_to_mesh_axes(("batch", None),
                                                                mt.LOGICAL_RULES))
@@ -157,12 +154,13 @@ def main(argv=None):
   emb = state.params["token_embedder"]["embedding"]
   print(f"token_embedder/embedding {emb.shape} sharding: {emb.sharding.spec}")
 
-  t0, first = time.perf_counter(), None
+  t0, first, losses = time.perf_counter(), None, []
   for step in range(args.steps):
     tokens = data.batch(step, args.batch, args.seq)
     batch = {"inputs": tokens[:, :-1], "targets": tokens[:, 1:]}
     state, metrics = train_step(state, jax.device_put(batch, batch_sharding))
     loss = float(metrics["loss"])
+    losses.append(loss)
     first = loss if first is None else first
     if not np.isfinite(loss):
       raise SystemExit(f"maxtext_style.py: error: loss is {loss} at step {step + 1}")
@@ -174,8 +172,10 @@ def main(argv=None):
   sharded = sum(not a.sharding.is_fully_replicated for a in jax.tree.leaves(state.opt_state))
   print(f"loss {first:.3f} -> {loss:.3f}; parameter and optimizer-state shardings kept: "
         f"{kept}; {sharded} optimizer-state arrays sharded")
+  if args.losses:
+    Path(args.losses).write_text(json.dumps(losses))
   return {"first_loss": first, "last_loss": loss, "mesh": shape, "shardings_kept": kept,
-          "sharded_state_arrays": sharded}
+          "sharded_state_arrays": sharded, "losses": losses}
 
 
 if __name__ == "__main__":

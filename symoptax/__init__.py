@@ -1,6 +1,6 @@
 """symoptax: symmetry-compatible optimizers for LLM pretraining, as optax transforms."""
 
-from symoptax import polar
+from symoptax import polar, sharding
 from symoptax.aliases import (
     aurora,
     hybrid_polargrad_m,
@@ -48,6 +48,7 @@ __all__ = [
     "normuon",
     "pion",
     "polar",
+    "sharding",
     "polargrad",
     "qk_clip",
     "resolve_axes",

@@ -1,11 +1,15 @@
 """pytest configuration: tests import their helpers from tests/helpers.py.
 
-The process gets 8 CPU devices (for tests/test_sharding.py) before JAX starts its backend;
-single-device code still runs on device 0. Subprocesses (examples, notebooks) are unaffected.
+``SYMOPTAX_TEST_DEVICES=8`` gives the process 8 CPU devices before JAX starts its backend
+(``tests/test_sharding_on_8_devices.py`` runs ``tests/test_sharding.py`` that way in a
+subprocess; the rest of the suite, whose examples use every device, sees one).
 """
+
+import os
 
 import jax
 
-jax.config.update("jax_num_cpu_devices", 8)
+if os.environ.get("SYMOPTAX_TEST_DEVICES"):
+  jax.config.update("jax_num_cpu_devices", int(os.environ["SYMOPTAX_TEST_DEVICES"]))
 # The tests compare fp32 results with fp32 tolerances.
 jax.config.update("jax_enable_x64", False)
