@@ -217,14 +217,14 @@ def resolve_shardings(shardings: Any, mesh: Mesh | None, tree: Any
     raise ValueError(
         "shardings must be a pytree matching the parameters (or a prefix of them) with "
         f"NamedSharding / PartitionSpec / None leaves. JAX reported: {e}") from e
-  meshes = {id(s.mesh): s.mesh for s in jax.tree_util.tree_leaves(
-      expanded, is_leaf=_is_sharding_leaf) if isinstance(s, NamedSharding)}
-  if mesh is None and len(meshes) == 1:
-    mesh = next(iter(meshes.values()))
-  for m in meshes.values():
-    if mesh is not None and (m.shape != mesh.shape or m.devices.tolist() != mesh.devices.tolist()):
-      raise ValueError(f"shardings live on different meshes ({m.shape} and {mesh.shape}); "
-                       "symoptax needs one mesh for all parameters.")
+  for s in jax.tree_util.tree_leaves(expanded, is_leaf=_is_sharding_leaf):
+    if not isinstance(s, NamedSharding):
+      continue
+    if mesh is None:
+      mesh = s.mesh
+    elif s.mesh != mesh and s.mesh.shape_tuple != mesh.shape_tuple:
+      raise ValueError(f"shardings live on different meshes ({dict(s.mesh.shape)} and "
+                       f"{dict(mesh.shape)}); symoptax needs one mesh for all parameters.")
 
   def resolve(path, leaf, s):
     spec = PartitionSpec() if s is None else (s.spec if isinstance(s, NamedSharding) else s)
@@ -456,17 +456,20 @@ def state_shardings(state: Any, param_shardings: Any, default: Any, *,
   shapes = (jax.tree.map(jnp.shape, params) if params is not None
             else jax.tree.map(lambda _: None, param_shardings))
 
+  # None stands for a leaf too: statistics trees hold None where a parameter has none.
+  hole = lambda x: masked(x) or x is None
+
   def like_params(x):
-    return (not masked(x) and jax.tree.structure(x, is_leaf=masked) == params_def)
+    return not hole(x) and jax.tree.structure(x, is_leaf=hole) == params_def
 
   def pick(leaf, s, shape):
-    if masked(leaf):
+    if hole(leaf):
       return leaf
     return s if shape is None or tuple(jnp.shape(leaf)) == tuple(shape) else other
 
   def assign(x):
     if like_params(x):
-      return jax.tree.map(pick, x, param_shardings, shapes, is_leaf=masked)
+      return jax.tree.map(pick, x, param_shardings, shapes, is_leaf=hole)
     return default
 
   return jax.tree.map(assign, state, is_leaf=lambda x: masked(x) or like_params(x))

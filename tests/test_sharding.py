@@ -197,6 +197,31 @@ def test_stack_keeps_shardings_and_matches_single_device(kind, preset):
   assert n_sharded >= 5, n_sharded
 
 
+def test_state_created_from_shape_dtype_structs_in_its_shardings():
+  # MaxText's way: abstract params with shardings -> state shapes -> jit(init, out_shardings).
+  mesh = make_mesh((4, 2), ("fsdp", "tensor"))
+  params = {"w": normal((32, 16), 0), "stack": normal((3, 16, 32), 1), "b": jnp.ones(16)}
+  specs = {"w": P("fsdp", "tensor"), "stack": P(None, "tensor", "fsdp"), "b": P()}
+  shardings = {k: NamedSharding(mesh, v) for k, v in specs.items()}
+  abstract = jax.tree.map(lambda p, s: jax.ShapeDtypeStruct(p.shape, p.dtype, sharding=s),
+                          params, shardings)
+  axes = {"w": A(0, 1), "stack": STACK, "b": None}
+  tx = symoptax.normuon(0.02, axes=axes, shardings=shardings)
+  shapes = jax.eval_shape(tx.init, abstract)
+  replicated = NamedSharding(mesh, P())
+  out = sharding_lib.state_shardings(shapes, shardings, replicated, params=abstract,
+                                     other=None)
+  state = jax.jit(tx.init, out_shardings=out)(jax.device_put(params, shardings))
+  trace = state[0].trace
+  assert all(trace[k].sharding.is_equivalent_to(shardings[k], trace[k].ndim) for k in params)
+  # NorMuon's per-row statistics: sharded like the rows they describe ([3, rows] for the
+  # stack, whose rows (axis 1) are split over "tensor").
+  nu = state[2].nu
+  assert nu["stack"].shape == (3, 16)
+  assert nu["stack"].sharding.is_equivalent_to(NamedSharding(mesh, P(None, "tensor")), 2)
+  assert nu["w"].sharding.is_equivalent_to(NamedSharding(mesh, P("fsdp")), 1)
+
+
 # ------------------------------------------------------------------------------------------
 # Collectives in the compiled HLO.
 
@@ -307,6 +332,10 @@ def test_partition_specs_need_a_mesh_and_errors_name_the_leaf():
                             mesh=mesh)
   with pytest.raises(ValueError, match="mesh= needs shardings="):
     symoptax.symmetry_stack(0.1, params=params, mesh=mesh)
+  other = make_mesh((4, 2), ("fsdp", "tensor"))
+  two = {"a": {"w": NamedSharding(mesh, P()), "v": NamedSharding(other, P())}}
+  with pytest.raises(ValueError, match="different meshes"):
+    symoptax.muon(0.1, shardings=two).init({"a": {"w": jnp.ones((8, 8)), "v": jnp.ones(8)}})
 
 
 def test_partition_specs_with_mesh_and_prefix_trees():

@@ -133,8 +133,6 @@ def test_bad_stack_arguments_raise(kwargs, match):
 def test_labelling_errors_surface_at_construction_with_params():
   with pytest.raises(ValueError, match=r"weird: no role matches"):
     symoptax.symmetry_stack(0.02, params={"weird": jnp.ones((2, 3, 4))})
-  with pytest.raises(NotImplementedError, match="shard_map"):
-    symoptax.symmetry_stack(0.02, shardings={})
 
 
 def test_overrides_are_applied_by_the_built_transform():
