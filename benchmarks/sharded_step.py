@@ -84,15 +84,16 @@ def qwen3_scanned(scale: int):
   is_leaf = lambda x: isinstance(x, tuple) and len(x) == 2 and isinstance(x[0], tuple)
   shapes = jax.tree.map(lambda t: t[0], tree, is_leaf=is_leaf)
   logical = jax.tree.map(lambda t: t[1], tree, is_leaf=is_leaf)
-  return shapes, logical, is_leaf
+  return shapes, logical
 
 
-def mesh_specs(logical, names, is_leaf):
+def mesh_specs(logical, names):
   """Logical "F"/"T" -> mesh axes: F = every non-tensor axis, T = "tensor" (if present)."""
   f = tuple(n for n in names if n != "tensor")
   t = "tensor" if "tensor" in names else None
   to = {"F": f if len(f) > 1 else f[0], "T": t, None: None}
-  return jax.tree.map(lambda spec: P(*(to[s] for s in spec)), logical, is_leaf=is_leaf)
+  return jax.tree.map(lambda spec: P(*(to[s] for s in spec)), logical,
+                      is_leaf=lambda x: isinstance(x, tuple))
 
 
 def count(text: str) -> dict[str, int]:
@@ -114,8 +115,8 @@ def bench(step, args_, repeats: int) -> float:
 def run(config: str, mesh_name: str, scale: int, repeats: int, paths) -> list[dict]:
   shape, names = MESHES[mesh_name]
   mesh = jax.make_mesh(shape, names, axis_types=(AxisType.Auto,) * len(shape))
-  shapes, logical, is_leaf = qwen3_scanned(scale)
-  specs = mesh_specs(logical, names, is_leaf)
+  shapes, logical = qwen3_scanned(scale)
+  specs = mesh_specs(logical, names)
   shardings = jax.tree.map(lambda s: NamedSharding(mesh, s), specs,
                            is_leaf=lambda x: isinstance(x, P))
   key = iter(jax.random.split(jax.random.key(0), 64))

@@ -452,12 +452,13 @@ def state_shardings(state: Any, param_shardings: Any, default: Any, *,
   so the result can serve as ``out_shardings`` of a jitted init (then pass ``other=default``).
   """
   masked = lambda x: isinstance(x, optax.MaskedNode)
-  params_def = jax.tree.structure(param_shardings)
-  shapes = (jax.tree.map(jnp.shape, params) if params is not None
-            else jax.tree.map(lambda _: None, param_shardings))
-
-  # None stands for a leaf too: statistics trees hold None where a parameter has none.
+  # None stands for a leaf too: statistics trees hold None where a parameter has none. Masked
+  # leaves (a multi_transform branch's view of the parameters) are leaves on both sides.
   hole = lambda x: masked(x) or x is None
+  params_def = jax.tree.structure(param_shardings, is_leaf=masked)
+  shapes = (jax.tree.map(lambda x: x if masked(x) else jnp.shape(x), params, is_leaf=masked)
+            if params is not None
+            else jax.tree.map(lambda _: None, param_shardings, is_leaf=masked))
 
   def like_params(x):
     return not hole(x) and jax.tree.structure(x, is_leaf=hole) == params_def

@@ -143,18 +143,19 @@ def _build(r: RoleRule, axes, sh: Mapping[str, Any]) -> optax.GradientTransforma
     return optax.adamw(r.learning_rate, weight_decay=r.weight_decay, **ADAMW)
   if r.rule in ("muon", "normuon", "muoneq", "spectral_clip", "namo", "namo_d", "aurora",
                 "pion", "rmnp"):
-    return getattr(aliases, r.rule)(r.learning_rate, weight_decay=r.weight_decay, axes=axes,
-                                    **sh)
+    return _unpinned(getattr(aliases, r.rule))(r.learning_rate, weight_decay=r.weight_decay,
+                                               axes=axes, **sh)
   kw = dict(weight_decay=r.weight_decay, center=r.center, axes=axes, **sh)
-  if r.rule == "rownorm":
-    return aliases.rownorm_m(r.learning_rate, **kw)
-  if r.rule == "right_polar":
-    return aliases.right_polargrad_m(r.learning_rate, **kw)
-  if r.rule == "left_polar":
-    return aliases.left_polargrad_m(r.learning_rate, **kw)
-  if r.rule == "hybrid":
-    return aliases.hybrid_polargrad_m(r.learning_rate, **kw)
-  return aliases.polargrad(r.learning_rate, **kw)
+  alias = {"rownorm": aliases.rownorm_m, "right_polar": aliases.right_polargrad_m,
+           "left_polar": aliases.left_polargrad_m, "hybrid": aliases.hybrid_polargrad_m,
+           "polargrad": aliases.polargrad}[r.rule]
+  return _unpinned(alias)(r.learning_rate, **kw)
+
+
+def _unpinned(alias):
+  # The stack pins its whole state once (keep_shardings around the multi_transform); its
+  # branches skip the named optimizers' own pinning.
+  return getattr(alias, "__wrapped__", alias)
 
 
 def symmetry_stack(

@@ -239,6 +239,40 @@ def update_fn(tx):
   return lambda u: tx.update(u, tx.init(u))[0]
 
 
+def test_muon_preset_on_a_sharded_model_only_moves_whole_matrices():
+  # The whole stack (multi_transform, masked branches, state pinning): nothing but the
+  # all-to-alls of the Muon step; AdamW and the momentum stay local.
+  mesh = make_mesh((4, 2), ("fsdp", "tensor"))
+  params = {"embed_tokens": {"embedding": normal((64, 16), 0)},
+            "layers": {"mlp": {"up_proj": {"kernel": normal((3, 16, 32), 1)}},
+                       "input_layernorm": {"scale": jnp.ones((3, 16))}},
+            "lm_head": {"kernel": normal((16, 64), 2)}}
+  specs = {"embed_tokens": {"embedding": P("fsdp", "tensor")},
+           "layers": {"mlp": {"up_proj": {"kernel": P(None, "fsdp", "tensor")}},
+                      "input_layernorm": {"scale": P()}},
+           "lm_head": {"kernel": P("tensor", "fsdp")}}
+  shardings = jax.tree.map(lambda s: NamedSharding(mesh, s), specs,
+                           is_leaf=lambda x: isinstance(x, P))
+  x = jax.device_put(params, shardings)
+  tx = symoptax.symmetry_stack(0.02, preset="muon", params=params, scan_axis=0,
+                               shardings=shardings)
+  state = jax.jit(tx.init)(x)
+  found = collectives(lambda p, s: optax.apply_updates(p, tx.update(p, s, p)[0]), x, state)
+  assert found and {k for k, _ in found} == {"all-to-all"}, found
+  # The same with a sharded named optimizer inside the user's own multi_transform.
+  labels = {"embed_tokens": {"embedding": "a"}, "lm_head": {"kernel": "a"},
+            "layers": {"mlp": {"up_proj": {"kernel": "m"}}, "input_layernorm": {"scale": "a"}}}
+  axes = {"embed_tokens": None, "lm_head": None,
+          "layers": {"mlp": {"up_proj": {"kernel": STACK}}, "input_layernorm": None}}
+  tx = optax.multi_transform({"m": symoptax.muon(0.02, axes=axes, shardings=shardings),
+                              "a": optax.adamw(1e-3)}, labels)
+  state = jax.jit(tx.init)(x)
+  trace = state.inner_states["m"].inner_state[0].trace["layers"]["mlp"]["up_proj"]["kernel"]
+  assert trace.sharding.is_equivalent_to(shardings["layers"]["mlp"]["up_proj"]["kernel"], 3)
+  found = collectives(lambda p, s: optax.apply_updates(p, tx.update(p, s, p)[0]), x, state)
+  assert found and {k for k, _ in found} == {"all-to-all"}, found
+
+
 def test_right_polar_on_row_sharded_tall_matrix_has_one_gram_all_reduce_and_no_gather():
   mesh = make_mesh((8,), ("fsdp",))
   sh = {"w": NamedSharding(mesh, P("fsdp"))}
