@@ -132,13 +132,21 @@ def run(config: str, mesh_name: str, scale: int, repeats: int, paths) -> list[di
   for path in paths:
     tx = symoptax.symmetry_stack(0.02, params=params, scan_axis=0, overrides=overrides,
                                  shardings=shardings if path == "sharded" else None, **cfg)
+    # A real train step fixes the state's placement: parameter-shaped state like the
+    # parameters, the rest replicated (for the jit path too, which does not pin it itself).
     state = jax.jit(tx.init)(params)
+    replicated = NamedSharding(mesh, P())
+    state_sh = symoptax.sharding.state_shardings(state, shardings, replicated, params=params,
+                                                 other=replicated)
+    if path == "sharded":  # symoptax places its per-row/column statistics itself
+      state_sh = jax.tree.map(lambda x: x.sharding, state)
+    state = jax.device_put(state, state_sh)
 
     def step(p, s, g):
       u, s = tx.update(g, s, p)
       return optax.apply_updates(p, u), s
 
-    jitted = jax.jit(step, donate_argnums=(0, 1))
+    jitted = jax.jit(step, donate_argnums=(0, 1), out_shardings=(shardings, state_sh))
     text = jitted.lower(params, state, grads).compile().as_text()
     p2 = jax.tree.map(jnp.copy, params)
     s2 = jax.tree.map(jnp.copy, state)

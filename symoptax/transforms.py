@@ -232,7 +232,6 @@ def scale_by_polar(
     True
   """
   _validate_polar(method, side, steps)
-
   return _stateless(
       lambda x, sh: sharded_polar_scaled(x, sh, method=method, steps=steps, side=side,
                                          nuclear_power=nuclear_power,
