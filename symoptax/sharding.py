@@ -52,6 +52,19 @@ else:  # pragma: no cover - jax 0.6.0
   def shard_map(f, *, mesh, in_specs, out_specs):
     return _legacy_shard_map(f, mesh=mesh, in_specs=in_specs, out_specs=out_specs)
 
+if hasattr(jax.sharding, "reshard"):  # jax >= 0.7
+  _reshard = jax.sharding.reshard
+else:  # pragma: no cover - jax 0.6
+  from jax.experimental.shard import reshard as _reshard
+
+
+def use_mesh(mesh: Mesh):
+  """``with use_mesh(mesh):`` makes ``mesh`` the current mesh, as Explicit mesh axes need
+  (``jax.set_mesh``; ``jax.sharding.use_mesh`` before jax 0.7.1)."""
+  if hasattr(jax, "set_mesh"):  # jax >= 0.7.1
+    return jax.set_mesh(mesh)
+  return jax.sharding.use_mesh(mesh)  # pragma: no cover - jax 0.6 .. 0.7.0
+
 
 def _explicit_axes(mesh: Any) -> set[str]:
   """Names of the mesh axes of type Explicit (none before jax had axis types)."""
@@ -63,8 +76,8 @@ def _explicit_axes(mesh: Any) -> set[str]:
 
 def constrain(x: jax.Array, sharding: NamedSharding) -> jax.Array:
   """Pins ``x`` to ``sharding``: ``reshard`` on Explicit mesh axes, else a sharding constraint."""
-  if _explicit_axes(sharding.mesh) and hasattr(jax.sharding, "reshard"):
-    return jax.sharding.reshard(x, sharding)
+  if _explicit_axes(sharding.mesh):
+    return _reshard(x, sharding)
   return jax.lax.with_sharding_constraint(x, sharding)
 
 

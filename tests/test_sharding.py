@@ -173,7 +173,7 @@ def test_stack_keeps_shardings_and_matches_single_device(kind, preset):
   grads = [jax.tree.map(lambda p, i=i: normal(p.shape, 10 + i), params) for i in range(3)]
   ref_tx = symoptax.symmetry_stack(0.02, preset=preset, params=params, scan_axis=0)
   ref, _ = run_steps(ref_tx, params, grads, jit=False)
-  with jax.set_mesh(mesh):
+  with sharding_lib.use_mesh(mesh):
     sharded = jax.device_put(params, shardings)
     tx = symoptax.symmetry_stack(0.02, preset=preset, params=params, scan_axis=0,
                                  shardings=shardings)
