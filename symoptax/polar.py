@@ -292,8 +292,8 @@ def sharded_polar(x: jax.Array, *, method: str, steps: int | None, side: str,
   (``shards`` without axes). See :mod:`symoptax.sharding`.
   """
   if side == "full" and (shards.rows or shards.cols):
-    raise ValueError("full-side polar needs whole matrices; route it through all_to_all "
-                     "(symoptax.sharding route 'whole').")
+    raise ValueError("full-side polar needs whole matrices; move them with "
+                     "symoptax.sharding.MatrixShards.whole (all_to_all) first.")
   dtype = x.dtype
   work = x.astype(jnp.promote_types(dtype, jnp.float32))
   # The polar factor is scale-invariant; dividing by the largest entry first keeps the
