@@ -87,6 +87,7 @@ def rownorm_m(
       with ``mesh``): the matrix steps run under ``jax.shard_map`` with explicit collectives
       and the state stays in these shardings (see :mod:`symoptax.sharding`).
     mesh: the mesh for ``PartitionSpec`` shardings.
+
   Returns:
     An ``optax.GradientTransformation``.
 
@@ -154,6 +155,7 @@ def right_polargrad_m(
       with ``mesh``): the matrix steps run under ``jax.shard_map`` with explicit collectives
       and the state stays in these shardings (see :mod:`symoptax.sharding`).
     mesh: the mesh for ``PartitionSpec`` shardings.
+
   Returns:
     An ``optax.GradientTransformation``.
 
@@ -194,6 +196,7 @@ def left_polargrad_m(
       with ``mesh``): the matrix steps run under ``jax.shard_map`` with explicit collectives
       and the state stays in these shardings (see :mod:`symoptax.sharding`).
     mesh: the mesh for ``PartitionSpec`` shardings.
+
   Returns:
     An ``optax.GradientTransformation``.
 
@@ -250,6 +253,7 @@ def hybrid_polargrad_m(
       with ``mesh``): the matrix steps run under ``jax.shard_map`` with explicit collectives
       and the state stays in these shardings (see :mod:`symoptax.sharding`).
     mesh: the mesh for ``PartitionSpec`` shardings.
+
   Returns:
     An ``optax.GradientTransformation``.
 
@@ -307,6 +311,7 @@ def polargrad(
       with ``mesh``): the matrix steps run under ``jax.shard_map`` with explicit collectives
       and the state stays in these shardings (see :mod:`symoptax.sharding`).
     mesh: the mesh for ``PartitionSpec`` shardings.
+
   Returns:
     An ``optax.GradientTransformation``.
 
@@ -358,6 +363,7 @@ def muon(
       with ``mesh``): the matrix steps run under ``jax.shard_map`` with explicit collectives
       and the state stays in these shardings (see :mod:`symoptax.sharding`).
     mesh: the mesh for ``PartitionSpec`` shardings.
+
   Returns:
     An ``optax.GradientTransformation``.
 
@@ -518,6 +524,7 @@ def spectral_clip(
       with ``mesh``): the matrix steps run under ``jax.shard_map`` with explicit collectives
       and the state stays in these shardings (see :mod:`symoptax.sharding`).
     mesh: the mesh for ``PartitionSpec`` shardings.
+
   Returns:
     An ``optax.GradientTransformation``.
 
@@ -567,6 +574,7 @@ def namo(
       with ``mesh``): the matrix steps run under ``jax.shard_map`` with explicit collectives
       and the state stays in these shardings (see :mod:`symoptax.sharding`).
     mesh: the mesh for ``PartitionSpec`` shardings.
+
   Returns:
     An ``optax.GradientTransformation``.
 
@@ -614,6 +622,7 @@ def rmnp(
       with ``mesh``): the matrix steps run under ``jax.shard_map`` with explicit collectives
       and the state stays in these shardings (see :mod:`symoptax.sharding`).
     mesh: the mesh for ``PartitionSpec`` shardings.
+
   Returns:
     An ``optax.GradientTransformation``.
 
@@ -622,8 +631,8 @@ def rmnp(
     Optimization", arXiv:2603.20527, 2026.
   """
   sh = _sh(shardings, mesh)
-  return rownorm_m(learning_rate, beta=beta, weight_decay=weight_decay, center=False,
-                   axes=axes, **sh)
+  return rownorm_m.__wrapped__(learning_rate, beta=beta, weight_decay=weight_decay,
+                               center=False, axes=axes, **sh)  # rmnp itself keeps shardings
 
 
 @_keeps_shardings
@@ -767,6 +776,7 @@ def namo_d(
       with ``mesh``): the matrix steps run under ``jax.shard_map`` with explicit collectives
       and the state stays in these shardings (see :mod:`symoptax.sharding`).
     mesh: the mesh for ``PartitionSpec`` shardings.
+
   Returns:
     An ``optax.GradientTransformation``.
 

@@ -518,8 +518,7 @@ def keep_shardings(tx: optax.GradientTransformation, shardings: Any, *,
     An ``optax.GradientTransformationExtraArgs`` (extra arguments are passed through).
   """
 
-  def pin(tree, params_like):
-    mesh_, named = _named(shardings, mesh, params_like)
+  def pin(tree, params_like, mesh_, named):
     if mesh_ is None:
       return tree
     targets = state_shardings(tree, named, NamedSharding(mesh_, PartitionSpec()),
@@ -528,7 +527,7 @@ def keep_shardings(tx: optax.GradientTransformation, shardings: Any, *,
     return jax.tree.map(keep, tree, targets, is_leaf=lambda x: isinstance(x, optax.MaskedNode))
 
   def init_fn(params):
-    return pin(tx.init(params), params)
+    return pin(tx.init(params), params, *_named(shardings, mesh, params))
 
   def update_fn(updates, state, params=None, **extra):
     if isinstance(tx, optax.GradientTransformationExtraArgs):
@@ -539,6 +538,6 @@ def keep_shardings(tx: optax.GradientTransformation, shardings: Any, *,
     mesh_, named = _named(shardings, mesh, like)
     if mesh_ is not None:
       new_updates = jax.tree.map(constrain, new_updates, named)
-    return new_updates, pin(new_state, like)
+    return new_updates, pin(new_state, like, mesh_, named)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)

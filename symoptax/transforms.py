@@ -243,7 +243,7 @@ def sharded_polar_scaled(x: jax.Array, shards: MatrixShards, *, side: str, **kw)
   """:func:`polar_scaled` on local blocks: the full side through whole matrices
   (``all_to_all``), the right/left side through one Gram ``psum`` (see
   :class:`symoptax.sharding.MatrixShards`)."""
-  if side == "auto":
+  if side == "auto":  # resolved here: the route depends on it
     side = polar_lib._auto_side(kw["method"], shards.matrix_shape(x))
   if side == "full":
     return shards.whole(lambda w: polar_scaled(w, side="full", **kw), x)
@@ -516,17 +516,17 @@ def scale_by_row_second_moment(b2: ArrayLike = 0.95, eps: ArrayLike = 1e-8, *,
 
   def update_fn(updates, state, params=None):
     tree = params if params is not None else updates
-    out, (nu,) = _map_with_stats(fn, updates, tree, axes, shardings, mesh, stats=[state.nu],
-                                 stat_kinds=["rows"])
+    out, (nu,) = _map_with_stats(fn, updates, tree, resolve_axes(axes, tree), shardings, mesh,
+                                 stats=[state.nu], stat_kinds=["rows"])
     return out, ScaleByRowSecondMomentState(optax.safe_increment(state.count), nu)
 
   return optax.GradientTransformation(init_fn, update_fn)
 
 
-def _map_with_stats(fn, updates, tree, axes, shardings, mesh, *, extras=(), stats=(),
+def _map_with_stats(fn, updates, tree, axes_tree, shardings, mesh, *, extras=(), stats=(),
                     stat_kinds=()):
-  """:func:`symoptax.sharding.map_matrices_with_stats`, sharded when ``shardings`` is given."""
-  axes_tree = resolve_axes(axes, tree)
+  """:func:`symoptax.sharding.map_matrices_with_stats`, sharded when ``shardings`` is given;
+  ``axes_tree`` is resolved (:func:`resolve_axes`)."""
   mesh_, leaf_shardings = (sharding_lib.resolve_shardings(shardings, mesh, tree)
                            if shardings is not None else (None, None))
   return sharding_lib.map_matrices_with_stats(
@@ -676,9 +676,9 @@ def _adaptive_polar(b1, b2, eps, weight_decay, clamp, method, axes, compute_dtyp
     tree = params if params is not None else updates
     # Matrix leaves get alpha * (polar(M) + wd W); vectors the plain EMA momentum, as in the
     # other named optimizers.
-    out, (nu,) = _map_with_stats(fn, updates, tree, axes, shardings, mesh,
-                                 extras=[mu, params], stats=[state.nu], stat_kinds=[kind])
     axes_tree = resolve_axes(axes, tree)
+    out, (nu,) = _map_with_stats(fn, updates, tree, axes_tree, shardings, mesh,
+                                 extras=[mu, params], stats=[state.nu], stat_kinds=[kind])
     out = jax.tree.map(lambda o, m, ax: m if ax is None else o, out, mu, axes_tree,
                        is_leaf=lambda x: x is None)
     return out, ScaleByNamoState(count, mu, nu)
