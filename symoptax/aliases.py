@@ -128,7 +128,7 @@ def right_polargrad_m(
     center: bool = False,
     method: str = "polar_express",
     axes: AxesLike = None,
-    compute_dtype: Any = None,
+    compute_dtype: Any = "auto",
     shardings: Any = None,
     mesh: Any = None,
 ) -> optax.GradientTransformation:
@@ -150,7 +150,9 @@ def right_polargrad_m(
     center: remove the mean row before the polar step and from the update.
     method: Gram-side oracle: "polar_express", "newton_schulz" or "eigh".
     axes: which axes form rows and cols.
-    compute_dtype: ``jnp.bfloat16`` for bf16 Gram/apply matmuls with fp32 accumulation.
+    compute_dtype: ``"auto"`` (bf16 on GPU/TPU where the oracle tolerates it, fp32
+      on CPU: :func:`symoptax.polar.resolve_compute_dtype`), ``None`` (fp32) or
+      ``jnp.bfloat16`` for bf16 Gram/apply matmuls with fp32 accumulation.
     shardings: the parameters' shardings (pytree of ``NamedSharding``, or ``PartitionSpec``
       with ``mesh``): the matrix steps run under ``jax.shard_map`` with explicit collectives
       and the state stays in these shardings (see :mod:`symoptax.sharding`).
@@ -178,7 +180,7 @@ def left_polargrad_m(
     center: bool = False,
     method: str = "polar_express",
     axes: AxesLike = None,
-    compute_dtype: Any = None,
+    compute_dtype: Any = "auto",
     shardings: Any = None,
     mesh: Any = None,
 ) -> optax.GradientTransformation:
@@ -220,7 +222,7 @@ def hybrid_polargrad_m(
     order: str = "row_then_polar",
     side: str = "auto",
     axes: AxesLike = None,
-    compute_dtype: Any = None,
+    compute_dtype: Any = "auto",
     shardings: Any = None,
     mesh: Any = None,
 ) -> optax.GradientTransformation:
@@ -248,7 +250,9 @@ def hybrid_polargrad_m(
     order: "row_then_polar" or "polar_then_row".
     side: polar side ("auto" picks the smaller Gram).
     axes: which axes form rows and cols.
-    compute_dtype: ``jnp.bfloat16`` for bf16 matmuls with fp32 accumulation.
+    compute_dtype: ``"auto"`` (bf16 on GPU/TPU where the oracle tolerates it, fp32
+      on CPU: :func:`symoptax.polar.resolve_compute_dtype`), ``None`` (fp32) or
+      ``jnp.bfloat16`` for bf16 matmuls with fp32 accumulation.
     shardings: the parameters' shardings (pytree of ``NamedSharding``, or ``PartitionSpec``
       with ``mesh``): the matrix steps run under ``jax.shard_map`` with explicit collectives
       and the state stays in these shardings (see :mod:`symoptax.sharding`).
@@ -286,7 +290,7 @@ def polargrad(
     center: bool = False,
     method: str = "polar_express",
     axes: AxesLike = None,
-    compute_dtype: Any = None,
+    compute_dtype: Any = "auto",
     shardings: Any = None,
     mesh: Any = None,
 ) -> optax.GradientTransformation:
@@ -306,7 +310,9 @@ def polargrad(
     center: centre rows (breaks the bi-orthogonal symmetry down to LPRO).
     method: full-side oracle ("polar_express", "muon_ns", "dsv4", "qdwh", "svd").
     axes: which axes form rows and cols.
-    compute_dtype: ``jnp.bfloat16`` for bf16 matmuls with fp32 accumulation.
+    compute_dtype: ``"auto"`` (bf16 on GPU/TPU where the oracle tolerates it, fp32
+      on CPU: :func:`symoptax.polar.resolve_compute_dtype`), ``None`` (fp32) or
+      ``jnp.bfloat16`` for bf16 matmuls with fp32 accumulation.
     shardings: the parameters' shardings (pytree of ``NamedSharding``, or ``PartitionSpec``
       with ``mesh``): the matrix steps run under ``jax.shard_map`` with explicit collectives
       and the state stays in these shardings (see :mod:`symoptax.sharding`).
@@ -334,7 +340,7 @@ def muon(
     shape_rule: str = "muon",
     rms: ArrayLike = 0.2,
     axes: AxesLike = None,
-    compute_dtype: Any = None,
+    compute_dtype: Any = "auto",
     shardings: Any = None,
     mesh: Any = None,
 ) -> optax.GradientTransformation:
@@ -358,7 +364,9 @@ def muon(
     shape_rule: "muon", "rms" or "none" (see :func:`symoptax.scale_by_shape`).
     rms: target RMS for ``shape_rule="rms"``.
     axes: which axes form rows and cols.
-    compute_dtype: ``jnp.bfloat16`` for bf16 matmuls with fp32 accumulation.
+    compute_dtype: ``"auto"`` (bf16 on GPU/TPU where the oracle tolerates it, fp32
+      on CPU: :func:`symoptax.polar.resolve_compute_dtype`), ``None`` (fp32) or
+      ``jnp.bfloat16`` for bf16 matmuls with fp32 accumulation.
     shardings: the parameters' shardings (pytree of ``NamedSharding``, or ``PartitionSpec``
       with ``mesh``): the matrix steps run under ``jax.shard_map`` with explicit collectives
       and the state stays in these shardings (see :mod:`symoptax.sharding`).
@@ -404,7 +412,7 @@ def muoneq(
     shape_rule: str = "muon",
     rms: ArrayLike = 0.2,
     axes: AxesLike = None,
-    compute_dtype: Any = None,
+    compute_dtype: Any = "auto",
     shardings: Any = None,
     mesh: Any = None,
 ) -> optax.GradientTransformation:
@@ -456,7 +464,7 @@ def normuon(
     shape_rule: str = "muon",
     rms: ArrayLike = 0.2,
     axes: AxesLike = None,
-    compute_dtype: Any = None,
+    compute_dtype: Any = "auto",
     shardings: Any = None,
     mesh: Any = None,
 ) -> optax.GradientTransformation:
@@ -498,7 +506,7 @@ def spectral_clip(
     weight_decay: ArrayLike = 0.0,
     method: str = "dsv4",
     axes: AxesLike = None,
-    compute_dtype: Any = None,
+    compute_dtype: Any = "auto",
     shardings: Any = None,
     mesh: Any = None,
 ) -> optax.GradientTransformation:
@@ -519,7 +527,9 @@ def spectral_clip(
     weight_decay: decoupled weight decay (matrix leaves only).
     method: full-side polar oracle (default "dsv4", see :func:`scale_by_spectral_clip`).
     axes: which axes form rows and cols.
-    compute_dtype: ``jnp.bfloat16`` for bf16 matmuls in the polar calls.
+    compute_dtype: ``"auto"`` (bf16 on GPU/TPU where the oracle tolerates it, fp32
+      on CPU: :func:`symoptax.polar.resolve_compute_dtype`), ``None`` (fp32) or
+      ``jnp.bfloat16`` for bf16 matmuls in the polar calls.
     shardings: the parameters' shardings (pytree of ``NamedSharding``, or ``PartitionSpec``
       with ``mesh``): the matrix steps run under ``jax.shard_map`` with explicit collectives
       and the state stays in these shardings (see :mod:`symoptax.sharding`).
@@ -549,7 +559,7 @@ def namo(
     weight_decay: ArrayLike = 0.0,
     method: str = "polar_express",
     axes: AxesLike = None,
-    compute_dtype: Any = None,
+    compute_dtype: Any = "auto",
     shardings: Any = None,
     mesh: Any = None,
 ) -> optax.GradientTransformation:
@@ -569,7 +579,9 @@ def namo(
     weight_decay: decoupled weight decay, scaled by ``alpha_t`` as in the paper.
     method: full-side polar oracle.
     axes: which axes form rows and cols.
-    compute_dtype: ``jnp.bfloat16`` for bf16 matmuls in the polar step.
+    compute_dtype: ``"auto"`` (bf16 on GPU/TPU where the oracle tolerates it, fp32
+      on CPU: :func:`symoptax.polar.resolve_compute_dtype`), ``None`` (fp32) or
+      ``jnp.bfloat16`` for bf16 matmuls in the polar step.
     shardings: the parameters' shardings (pytree of ``NamedSharding``, or ``PartitionSpec``
       with ``mesh``): the matrix steps run under ``jax.shard_map`` with explicit collectives
       and the state stays in these shardings (see :mod:`symoptax.sharding`).
@@ -648,7 +660,7 @@ def aurora(
     shape_rule: str = "muon",
     rms: ArrayLike = 0.2,
     axes: AxesLike = None,
-    compute_dtype: Any = None,
+    compute_dtype: Any = "auto",
     shardings: Any = None,
     mesh: Any = None,
 ) -> optax.GradientTransformation:
@@ -699,7 +711,7 @@ def pion(
     shape_rule: str = "muon",
     rms: ArrayLike = 0.2,
     axes: AxesLike = None,
-    compute_dtype: Any = None,
+    compute_dtype: Any = "auto",
     shardings: Any = None,
     mesh: Any = None,
 ) -> optax.GradientTransformation:
@@ -749,7 +761,7 @@ def namo_d(
     weight_decay: ArrayLike = 0.0,
     method: str = "polar_express",
     axes: AxesLike = None,
-    compute_dtype: Any = None,
+    compute_dtype: Any = "auto",
     shardings: Any = None,
     mesh: Any = None,
 ) -> optax.GradientTransformation:
@@ -771,7 +783,9 @@ def namo_d(
     weight_decay: decoupled weight decay, scaled by the diagonal.
     method: full-side polar oracle.
     axes: which axes form rows and cols.
-    compute_dtype: ``jnp.bfloat16`` for bf16 matmuls in the polar step.
+    compute_dtype: ``"auto"`` (bf16 on GPU/TPU where the oracle tolerates it, fp32
+      on CPU: :func:`symoptax.polar.resolve_compute_dtype`), ``None`` (fp32) or
+      ``jnp.bfloat16`` for bf16 matmuls in the polar step.
     shardings: the parameters' shardings (pytree of ``NamedSharding``, or ``PartitionSpec``
       with ``mesh``): the matrix steps run under ``jax.shard_map`` with explicit collectives
       and the state stays in these shardings (see :mod:`symoptax.sharding`).

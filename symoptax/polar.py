@@ -18,7 +18,10 @@ Two families:
 
 fp32 matmuls run at ``Precision.HIGHEST`` (on GPU JAX's default fp32 precision is TF32-like
 and loses the accuracy these oracles need). ``compute_dtype=jnp.bfloat16`` feeds the big
-matmuls bf16 inputs with fp32 accumulation.
+matmuls bf16 inputs with fp32 accumulation; the default ``compute_dtype="auto"`` does that on
+GPU/TPU for the oracles whose accuracy and safety bf16 leaves unchanged
+(``LOW_PRECISION_METHODS``) and keeps fp32 everywhere else (see
+:func:`resolve_compute_dtype`).
 """
 
 from __future__ import annotations
@@ -57,6 +60,36 @@ DEFAULT_NEWTON_SCHULZ_STEPS = 24
 # any output singular value in [0, sqrt(3)] into [0, 1]). Chosen by benchmarks/polar_accuracy.py.
 GRAM_DAMPING = {"polar_express": 1e-7, "newton_schulz": 1e-6, "eigh": 1e-6}
 GRAM_POLISH = {"polar_express": False, "newton_schulz": True, "eigh": True}
+
+
+# Oracles whose matmuls take bf16 inputs (fp32 accumulation) under compute_dtype="auto" on
+# GPU/TPU. Chosen by benchmarks/polar_accuracy.py: for these the bf16 rows stay within the
+# oracle's own spread (polar_express: max |sigma - 1| 7.0e-2 vs 5.7e-2 at cond 1, equal at
+# every other condition; spectral norm 1.1423 vs 1.1411), while "dsv4" and
+# "newton_schulz", which exist to converge, lose 10-30x of their accuracy at cond 1, and "eigh",
+# "qdwh" and "svd" have no low-precision path. Gram side: only the Gram's formation is bf16.
+LOW_PRECISION_METHODS = {"full": ("muon_ns", "polar_express"), "gram": ("polar_express",)}
+
+
+def resolve_compute_dtype(compute_dtype: Any, method: str, side: str,
+                          backend: str | None = None) -> Any:
+  """The matmul input dtype an oracle runs with: ``None`` (fp32, HIGHEST) or a low dtype.
+
+  ``"auto"`` gives ``jnp.bfloat16`` for ``LOW_PRECISION_METHODS`` on a GPU/TPU backend
+  (``backend``, default ``jax.default_backend()`` at trace time) and fp32 otherwise: on CPUs
+  without bf16 matmul units bf16 is slower (see the README's accuracy table). ``None`` and
+  ``jnp.float32`` mean fp32 at HIGHEST precision; any other dtype is used as given.
+  """
+  if isinstance(compute_dtype, str):
+    if compute_dtype != "auto":
+      raise ValueError(f"Unknown compute_dtype {compute_dtype!r}; use 'auto', None (fp32) or "
+                       "a dtype such as jnp.bfloat16.")
+    backend = jax.default_backend() if backend is None else backend
+    kind = "full" if side == "full" else "gram"
+    return jnp.bfloat16 if backend != "cpu" and method in LOW_PRECISION_METHODS[kind] else None
+  if compute_dtype is None or jnp.dtype(compute_dtype) == jnp.float32:
+    return None
+  return compute_dtype
 
 
 def _check_choice(name: str, value: Any, choices: Sequence[str]) -> None:
@@ -224,7 +257,7 @@ def polar(
     method: str = "polar_express",
     steps: int | None = None,
     side: str = "full",
-    compute_dtype: Any = None,
+    compute_dtype: Any = "auto",
     damping: float | None = None,
 ) -> jax.Array:
   r"""Orthogonal polar factor of a batch of matrices.
@@ -245,10 +278,12 @@ def polar(
       same function of ``x`` in exact arithmetic; they differ in cost (the smaller Gram is
       cheaper), numerics and sharding. ``"auto"`` picks the smaller Gram for Gram-capable
       methods and "full" otherwise.
-    compute_dtype: ``None`` for fp32 matmuls at HIGHEST precision, or e.g. ``jnp.bfloat16``
-      for bf16 matmul inputs with fp32 accumulation: every matmul of the full-side
-      polynomial oracles; on the Gram side only the Gram's formation (the small iteration and
-      the final multiply stay fp32). Ignored by "qdwh" and "svd".
+    compute_dtype: ``"auto"`` (bf16 on GPU/TPU for "muon_ns" and "polar_express", fp32
+      otherwise: :func:`resolve_compute_dtype`), ``None`` for fp32 matmuls at HIGHEST
+      precision, or e.g. ``jnp.bfloat16`` for bf16 matmul inputs with fp32 accumulation:
+      every matmul of the full-side polynomial oracles; on the Gram side only the Gram's
+      formation (the small iteration and the final multiply stay fp32). Ignored by "qdwh",
+      "svd" and "eigh".
     damping: Gram side only: ``damping * trace(Gram) * I`` is added to the Gram before its
       inverse square root, so that round-off (eigenvalues of order ``-eps * trace``) cannot
       blow up the output. Defaults per oracle in ``GRAM_DAMPING``; "newton_schulz" and
@@ -294,6 +329,7 @@ def sharded_polar(x: jax.Array, *, method: str, steps: int | None, side: str,
   if side == "full" and (shards.rows or shards.cols):
     raise ValueError("full-side polar needs whole matrices; move them with "
                      "symoptax.sharding.MatrixShards.whole (all_to_all) first.")
+  compute_dtype = resolve_compute_dtype(compute_dtype, method, side)
   dtype = x.dtype
   work = x.astype(jnp.promote_types(dtype, jnp.float32))
   # The polar factor is scale-invariant; dividing by the largest entry first keeps the

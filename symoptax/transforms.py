@@ -164,7 +164,7 @@ def _validate_polar(method: str, side: str, steps: int | None) -> None:
 
 
 def polar_scaled(x: jax.Array, *, method: str, steps: int | None, side: str,
-                 nuclear_power: ArrayLike, compute_dtype: Any = None,
+                 nuclear_power: ArrayLike, compute_dtype: Any = "auto",
                  damping: float | None = None, shards: MatrixShards = LOCAL) -> jax.Array:
   r"""``nu^alpha polar(x)`` with :math:`\nu = \langle x, \mathrm{polar}(x)\rangle = \|x\|_*`."""
   if side == "auto":
@@ -184,7 +184,7 @@ def scale_by_polar(
     side: str = "auto",
     nuclear_power: ArrayLike = 0.0,
     axes: AxesLike = None,
-    compute_dtype: Any = None,
+    compute_dtype: Any = "auto",
     damping: float | None = None,
     shardings: Any = None,
     mesh: Any = None,
@@ -208,7 +208,9 @@ def scale_by_polar(
     side: ``"auto"``, ``"full"``, ``"right"`` or ``"left"``.
     nuclear_power: :math:`\alpha`; 1 gives PolarGrad's nuclear-norm scaling, 0 disables it.
     axes: which axes form rows and cols.
-    compute_dtype: ``jnp.bfloat16`` for bf16 matmul inputs with fp32 accumulation.
+    compute_dtype: ``"auto"`` (bf16 on GPU/TPU where the oracle tolerates it, fp32
+      on CPU: :func:`symoptax.polar.resolve_compute_dtype`), ``None`` (fp32) or
+      ``jnp.bfloat16`` for bf16 matmul inputs with fp32 accumulation.
     damping: relative eigenvalue damping of the "eigh" oracle.
     shardings: the parameters' shardings (pytree of ``NamedSharding``, or ``PartitionSpec``
       with ``mesh``): the step then runs under ``jax.shard_map`` with explicit collectives
@@ -276,7 +278,7 @@ def scale_by_col_norm(eps: ArrayLike = 1e-8, *, axes: AxesLike = None, shardings
 
 
 def clip_singular_values(x: jax.Array, bound: ArrayLike, *, method: str = "polar_express",
-                         compute_dtype: Any = None) -> jax.Array:
+                         compute_dtype: Any = "auto") -> jax.Array:
   r"""Clips the singular values of ``x`` at ``bound`` with two polar calls (no SVD).
 
   With :math:`Q = \mathrm{polar}(X)` and :math:`P = \mathrm{polar}(X - cQ)`, for
@@ -304,7 +306,7 @@ def _clip_and_polar(x, bound, method, compute_dtype):
 
 
 def scale_by_spectral_clip(bound: ArrayLike = 1.0, *, method: str = "dsv4",
-                           axes: AxesLike = None, compute_dtype: Any = None,
+                           axes: AxesLike = None, compute_dtype: Any = "auto",
                            shardings: Any = None, mesh: Any = None
                            ) -> optax.GradientTransformation:
   r"""Clips every matrix update's singular values at ``bound`` (SPECTRA-style).
@@ -321,7 +323,9 @@ def scale_by_spectral_clip(bound: ArrayLike = 1.0, *, method: str = "dsv4",
     bound: the largest singular value ``c`` an update may keep.
     method: full-side polar oracle.
     axes: which axes form rows and cols.
-    compute_dtype: ``jnp.bfloat16`` for bf16 matmuls in the polar calls.
+    compute_dtype: ``"auto"`` (bf16 on GPU/TPU where the oracle tolerates it, fp32
+      on CPU: :func:`symoptax.polar.resolve_compute_dtype`), ``None`` (fp32) or
+      ``jnp.bfloat16`` for bf16 matmuls in the polar calls.
     shardings: the parameters' shardings (pytree of ``NamedSharding``, or ``PartitionSpec``
       with ``mesh``): the step then runs under ``jax.shard_map`` with explicit collectives
       (see :mod:`symoptax.sharding`). ``None``: plain arrays.
@@ -337,7 +341,7 @@ def scale_by_spectral_clip(bound: ArrayLike = 1.0, *, method: str = "dsv4",
 
 
 def high_pass_polar(x: jax.Array, threshold: ArrayLike = 0.5, strength: ArrayLike = 1.0, *,
-                    method: str = "dsv4", compute_dtype: Any = None) -> jax.Array:
+                    method: str = "dsv4", compute_dtype: Any = "auto") -> jax.Array:
   r"""Polar factor that keeps strong directions and damps weak ones (Pion-style high-pass).
 
   With :math:`X = U \Sigma V^\top`, :math:`\tau = \text{threshold} \cdot \|X\|_F /
@@ -361,7 +365,7 @@ def high_pass_polar(x: jax.Array, threshold: ArrayLike = 0.5, strength: ArrayLik
 
 def scale_by_high_pass_polar(threshold: ArrayLike = 0.5, strength: ArrayLike = 1.0, *,
                              method: str = "dsv4", axes: AxesLike = None,
-                             compute_dtype: Any = None, shardings: Any = None,
+                             compute_dtype: Any = "auto", shardings: Any = None,
                              mesh: Any = None) -> optax.GradientTransformation:
   r"""Replaces every matrix update by its high-pass polar factor (:func:`high_pass_polar`).
 
@@ -373,7 +377,9 @@ def scale_by_high_pass_polar(threshold: ArrayLike = 0.5, strength: ArrayLike = 1
     strength: 0 (plain polar) .. 1 (linear high-pass below ``tau``).
     method: full-side polar oracle (default "dsv4": the clip needs converged factors).
     axes: which axes form rows and cols.
-    compute_dtype: ``jnp.bfloat16`` for bf16 matmuls in the polar calls.
+    compute_dtype: ``"auto"`` (bf16 on GPU/TPU where the oracle tolerates it, fp32
+      on CPU: :func:`symoptax.polar.resolve_compute_dtype`), ``None`` (fp32) or
+      ``jnp.bfloat16`` for bf16 matmuls in the polar calls.
     shardings: the parameters' shardings (pytree of ``NamedSharding``, or ``PartitionSpec``
       with ``mesh``): the step then runs under ``jax.shard_map`` with explicit collectives
       (see :mod:`symoptax.sharding`). ``None``: plain arrays.
@@ -390,7 +396,7 @@ def scale_by_high_pass_polar(threshold: ArrayLike = 0.5, strength: ArrayLike = 1
 
 def leverage_polar(x: jax.Array, steps: int = 2, row_power: ArrayLike = 0.5,
                    eps: ArrayLike = 1e-8, *, method: str = "polar_express",
-                   compute_dtype: Any = None) -> jax.Array:
+                   compute_dtype: Any = "auto") -> jax.Array:
   r"""Leverage-aware polar factor (Aurora): ``polar(D X)`` with a row scaling ``D`` chosen so
   that its rows have equal norms.
 
@@ -429,7 +435,7 @@ def leverage_polar(x: jax.Array, steps: int = 2, row_power: ArrayLike = 0.5,
 def scale_by_leverage_polar(steps: int | None = None, row_power: ArrayLike = 0.5,
                             eps: ArrayLike = 1e-8,
                             *, method: str = "polar_express", axes: AxesLike = None,
-                            compute_dtype: Any = None, shardings: Any = None,
+                            compute_dtype: Any = "auto", shardings: Any = None,
                             mesh: Any = None) -> optax.GradientTransformation:
   r"""Replaces every matrix update by its leverage-aware polar factor (:func:`leverage_polar`).
 
@@ -441,7 +447,9 @@ def scale_by_leverage_polar(steps: int | None = None, row_power: ArrayLike = 0.5
     eps: added to row norms and leverage scores.
     method: full-side polar oracle.
     axes: which axes form rows and cols.
-    compute_dtype: ``jnp.bfloat16`` for bf16 matmuls in the polar calls.
+    compute_dtype: ``"auto"`` (bf16 on GPU/TPU where the oracle tolerates it, fp32
+      on CPU: :func:`symoptax.polar.resolve_compute_dtype`), ``None`` (fp32) or
+      ``jnp.bfloat16`` for bf16 matmuls in the polar calls.
     shardings: the parameters' shardings (pytree of ``NamedSharding``, or ``PartitionSpec``
       with ``mesh``): the step then runs under ``jax.shard_map`` with explicit collectives
       (see :mod:`symoptax.sharding`). ``None``: plain arrays.
@@ -544,7 +552,7 @@ class ScaleByNamoState(NamedTuple):
 
 def scale_by_namo(b1: ArrayLike = 0.95, b2: ArrayLike = 0.99, eps: ArrayLike = 1e-8,
                   weight_decay: ArrayLike = 0.0, *, method: str = "polar_express",
-                  axes: AxesLike = None, compute_dtype: Any = None, shardings: Any = None,
+                  axes: AxesLike = None, compute_dtype: Any = "auto", shardings: Any = None,
                   mesh: Any = None) -> optax.GradientTransformation:
   r"""NAMO's step: orthogonalised momentum times an Adam-type scalar step size per matrix.
 
@@ -566,7 +574,9 @@ def scale_by_namo(b1: ArrayLike = 0.95, b2: ArrayLike = 0.99, eps: ArrayLike = 1
     weight_decay: ``lambda``.
     method: full-side polar oracle.
     axes: which axes form rows and cols.
-    compute_dtype: ``jnp.bfloat16`` for bf16 matmuls in the polar step.
+    compute_dtype: ``"auto"`` (bf16 on GPU/TPU where the oracle tolerates it, fp32
+      on CPU: :func:`symoptax.polar.resolve_compute_dtype`), ``None`` (fp32) or
+      ``jnp.bfloat16`` for bf16 matmuls in the polar step.
     shardings: the parameters' shardings (pytree of ``NamedSharding``, or ``PartitionSpec``
       with ``mesh``): the step then runs under ``jax.shard_map`` with explicit collectives
       (see :mod:`symoptax.sharding`). ``None``: plain arrays.
@@ -586,7 +596,7 @@ def scale_by_namo(b1: ArrayLike = 0.95, b2: ArrayLike = 0.99, eps: ArrayLike = 1
 def scale_by_namo_d(b1: ArrayLike = 0.95, b2: ArrayLike = 0.99, eps: ArrayLike = 1e-8,
                     weight_decay: ArrayLike = 0.0, clamp: ArrayLike = 0.5, *,
                     method: str = "polar_express", axes: AxesLike = None,
-                    compute_dtype: Any = None, shardings: Any = None,
+                    compute_dtype: Any = "auto", shardings: Any = None,
                     mesh: Any = None) -> optax.GradientTransformation:
   r"""NAMO-D's step: orthogonalised momentum right-multiplied by a clamped diagonal of
   per-column Adam-type step sizes.
@@ -613,7 +623,9 @@ def scale_by_namo_d(b1: ArrayLike = 0.95, b2: ArrayLike = 0.99, eps: ArrayLike =
     clamp: ``c``.
     method: full-side polar oracle.
     axes: which axes form rows and cols.
-    compute_dtype: ``jnp.bfloat16`` for bf16 matmuls in the polar step.
+    compute_dtype: ``"auto"`` (bf16 on GPU/TPU where the oracle tolerates it, fp32
+      on CPU: :func:`symoptax.polar.resolve_compute_dtype`), ``None`` (fp32) or
+      ``jnp.bfloat16`` for bf16 matmuls in the polar step.
     shardings: the parameters' shardings (pytree of ``NamedSharding``, or ``PartitionSpec``
       with ``mesh``): the step then runs under ``jax.shard_map`` with explicit collectives
       (see :mod:`symoptax.sharding`). ``None``: plain arrays.

@@ -161,6 +161,31 @@ def test_bf16_compute_dtype(side, method):
 
 
 @pytest.mark.parametrize("side,method", list(oracle_cases()))
+def test_auto_compute_dtype_per_oracle_and_backend(side, method):
+  low = {("full", "muon_ns"), ("full", "polar_express"), ("right", "polar_express"),
+         ("left", "polar_express")}
+  for backend in ("gpu", "tpu"):
+    want = jnp.bfloat16 if (side, method) in low else None
+    assert P.resolve_compute_dtype("auto", method, side, backend=backend) == want
+  assert P.resolve_compute_dtype("auto", method, side, backend="cpu") is None
+  # Explicit choices are kept whatever the backend; fp32 means HIGHEST-precision matmuls.
+  assert P.resolve_compute_dtype(None, method, side, backend="gpu") is None
+  assert P.resolve_compute_dtype(jnp.float32, method, side, backend="gpu") is None
+  assert P.resolve_compute_dtype(jnp.bfloat16, method, side, backend="cpu") == jnp.bfloat16
+
+
+def test_auto_compute_dtype_is_fp32_on_this_backend():
+  x = with_spectrum(64, 16, log_spectrum(16, 10.0), seed=13)
+  auto = P.polar(x, method="polar_express")
+  want = P.resolve_compute_dtype("auto", "polar_express", "full")
+  np.testing.assert_array_equal(auto, P.polar(x, method="polar_express", compute_dtype=want))
+  if jax.default_backend() == "cpu":
+    np.testing.assert_array_equal(auto, P.polar(x, method="polar_express", compute_dtype=None))
+  with pytest.raises(ValueError, match="'auto'"):
+    P.polar(x, compute_dtype="fast")
+
+
+@pytest.mark.parametrize("side,method", list(oracle_cases()))
 def test_dtype_is_kept(side, method):
   x = normal((16, 8), seed=9).astype(jnp.bfloat16)
   assert P.polar(x, method=method, side=side).dtype == jnp.bfloat16
