@@ -121,11 +121,8 @@ def run_steps(tx, params, grads_seq, jit=True):
   return outs, state
 
 
-# Every rule on the richest mesh; on the others one rule per route (whole matrices, row
-# statistics, Gram psum on either side, per-row and per-column state) to keep the suite short.
-ROUTE_SAMPLE = ("muon", "rownorm", "hybrid", "right_polar", "left_polar", "normuon", "namo_d")
-RULE_MESH = ([(rule, "fsdp4_tp2") for rule in ALIASES]
-             + [(rule, mesh) for mesh in ("fsdp8", "cube") for rule in ROUTE_SAMPLE])
+# Every rule on every mesh.
+RULE_MESH = [(rule, mesh) for mesh in CASES for rule in ALIASES]
 
 
 @pytest.mark.parametrize("rule,mesh_name", RULE_MESH)
