@@ -6,13 +6,15 @@ Compares, on whatever device JAX sees:
                                     its internal Adam on embedding, head and vectors
   symoptax "muon" preset            symoptax.muon on the same hidden matrices, AdamW on the rest
   symoptax presets                  "paper", "rownorm", "hybrid", "adamw"
+  symoptax "rownorm+rmnp"           row-norm on every matrix (RMNP on the hidden ones)
 
 The tree is Qwen3-0.6B's (untied: vocab 151936, d 1024, 28 layers, SwiGLU ff 3072, q 2048,
 kv 1024, q/k RMSNorm), every width divided by ``--scale`` (layers kept). Each step is
 ``tx.update`` + ``optax.apply_updates`` under jit with donated params and state, on fixed
 random gradients; the time is the median of ``--repeats`` warm steps. Also prints the
-optimizer-state bytes and an estimated roofline (polar-step FLOPs at the measured matmul rate
-plus elementwise bytes at the measured read bandwidth). Writes JSON; asserts nothing.
+optimizer-state bytes and, per optimizer, an estimated roofline (polar-step FLOPs at the
+measured matmul rate, in the precision the polar step uses on this device, plus elementwise
+bytes at the measured read bandwidth). Writes JSON; asserts nothing.
 
   python benchmarks/step_time.py --scale 8          # CPU-sized
   python benchmarks/step_time.py --scale 1          # the real shapes (GPU/TPU)
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import statistics
 import time
@@ -33,6 +36,7 @@ import optax
 from optax.contrib import MuonDimensionNumbers
 
 import symoptax
+from symoptax.polar import resolve_compute_dtype
 
 
 def qwen3_tree(scale: int):
@@ -61,13 +65,20 @@ def optax_muon_dims(params):
       roles)
 
 
+# Row-norm on every matrix (RMNP on the hidden ones): the "rownorm" preset without Muon, the
+# like-for-like comparison of the row-norm rule's cost with AdamW's.
+ROWNORM_ALL = {r: "rmnp" for r in symoptax.stacks.HIDDEN_ROLES}
+CONFIGS = {f"symoptax:{p}": dict(preset=p) for p in ("muon", "paper", "rownorm", "hybrid",
+                                                      "adamw")}
+CONFIGS["symoptax:rownorm+rmnp"] = dict(preset="rownorm", overrides=ROWNORM_ALL)
+
+
 def optimizers(lr=0.02):
   return {
       "optax.adamw": optax.adamw(lr),
       "optax.contrib.muon+adam": optax.contrib.muon(
           lr, muon_weight_dimension_numbers=optax_muon_dims),
-      **{f"symoptax:{p}": symoptax.symmetry_stack(lr, preset=p)
-         for p in ("muon", "paper", "rownorm", "hybrid", "adamw")},
+      **{name: symoptax.symmetry_stack(lr, **kw) for name, kw in CONFIGS.items()},
   }
 
 
@@ -100,10 +111,15 @@ def time_step(tx, params, grads, repeats):
 
 
 def device_rates():
-  """Measured fp32 matmul FLOP/s and copy bandwidth (bytes/s) of the default device."""
+  """Measured matmul FLOP/s and read bandwidth (bytes/s) of the default device.
+
+  The matmul runs in the precision the default polar step uses here
+  (``compute_dtype="auto"``: bf16 inputs with fp32 accumulation on GPU/TPU, fp32 on CPU).
+  """
   n = 2048 if jax.devices()[0].platform == "cpu" else 8192
-  a = jnp.ones((n, n), jnp.float32)
-  mm = jax.jit(lambda x: x @ x)
+  cd = resolve_compute_dtype("auto", "polar_express", "full") or jnp.float32
+  a = jnp.ones((n, n), cd)
+  mm = jax.jit(lambda x: jnp.matmul(x, x, preferred_element_type=jnp.float32))
   mm(a).block_until_ready()
   t0 = time.perf_counter()
   for _ in range(3):
@@ -119,14 +135,43 @@ def device_rates():
   return flops, bw
 
 
-def polar_flops(params, roles):
-  """FLOPs of Polar Express (5 steps, full side) on every hidden matrix."""
+FULL_POLAR = ("muon", "polargrad")
+GRAM_POLAR = ("right_polar", "left_polar", "hybrid")
+
+
+def polar_flops(params, rule_of):
+  """FLOPs of the polar steps: Polar Express (5 steps) on the full side for Muon and
+  PolarGrad, on the small Gram for the one-sided and hybrid rules; ``rule_of(path, role)``."""
   total = 0
-  for leaf, role in zip(jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(roles)):
-    if role in HIDDEN:
-      m, n = sorted(leaf.shape)
-      total += 5 * (4 * m * m * n + 2 * m ** 3)
+  for row in symoptax.describe(params).rows:
+    rule = rule_of(row["path"], row["role"])
+    if row["rows"] == "-" or rule not in FULL_POLAR + GRAM_POLAR:
+      continue
+    shape = row["shape"]
+    m, n = sorted((shape[row["rows"]], shape[row["cols"]]))  # m the short side
+    batch = math.prod(shape) // (m * n)
+    if rule in FULL_POLAR:  # per step: Gram, its square, the product with X
+      total += batch * 5 * (4 * m * m * n + 2 * m ** 3)
+    else:  # Gram and the multiply back (2 m^2 n each), 5 steps of 3 m^3 products
+      total += batch * (4 * m * m * n + 5 * 3 * 2 * m ** 3)
   return total
+
+
+def roofline_ms(name, params, flops_rate, bw):
+  """Estimated lower bound: polar FLOPs at the measured matmul rate plus the elementwise
+  traffic (AdamW: read params, grads, two moments, write three; one-buffer rules: read
+  three, write two) at the measured read bandwidth."""
+  if name == "optax.adamw":
+    rules = lambda path, role: "adamw"
+  elif name == "optax.contrib.muon+adam":
+    rules = lambda path, role: "muon" if role in HIDDEN else "adamw"
+  else:
+    table = symoptax.stacks.resolve_rules(1.0, **CONFIGS[name])
+    rules = lambda path, role: table[role].rule
+  words = 0
+  for row in symoptax.describe(params).rows:
+    words += math.prod(row["shape"]) * (7 if rules(row["path"], row["role"]) == "adamw" else 5)
+  return (polar_flops(params, rules) / flops_rate + 4 * words / bw) * 1e3
 
 
 def main():
@@ -140,44 +185,37 @@ def main():
   abstract = qwen3_tree(args.scale)
   params, grads = materialise(abstract, 0), materialise(abstract, 1)
   n_params = sum(x.size for x in jax.tree_util.tree_leaves(params))
-  param_bytes = 4 * n_params
   flops_rate, bw = device_rates()
-  roles = symoptax.label_roles(params)
-  pf = polar_flops(params, roles)
-  # Elementwise traffic of one AdamW-like step: read params, grads, two moments, write three.
-  roofline_ms = {"adamw": 7 * param_bytes / bw * 1e3,
-                 "muon(hidden)": (pf / flops_rate + 7 * param_bytes / bw) * 1e3}
 
   results = {}
   for name, tx in optimizers().items():
     if args.only and name not in args.only:
       continue
     ms, sb = time_step(tx, params, grads, args.repeats)
-    results[name] = {"ms": ms, "state_bytes": sb}
+    results[name] = {"ms": ms, "state_bytes": sb,
+                     "roofline_ms": roofline_ms(name, params, flops_rate, bw)}
     print(f"done {name}: {ms:.1f} ms", flush=True)
 
   dev = jax.devices()[0]
   print(f"\nQwen3-0.6B-shaped tree / {args.scale}: {n_params / 1e6:.1f} M params; device "
-        f"{dev.device_kind} ({dev.platform}), jax {jax.__version__}; measured fp32 matmul "
+        f"{dev.device_kind} ({dev.platform}), jax {jax.__version__}; measured matmul "
         f"{flops_rate / 1e9:.0f} GFLOP/s, read {bw / 1e9:.1f} GB/s")
   base = results.get("optax.adamw", {}).get("ms")
   muon = results.get("optax.contrib.muon+adam", {}).get("ms")
   base_b = results.get("optax.adamw", {}).get("state_bytes")
   print(f"{'optimizer':26s} {'ms/step':>9s} {'x adamw':>8s} {'x optax muon':>12s} "
-        f"{'state MB':>9s} {'x adamw state':>13s}")
+        f"{'state MB':>9s} {'x adamw state':>13s} {'roofline ms':>11s} {'x roofline':>10s}")
   for name, r in results.items():
     f = lambda x, b: f"{x / b:.2f}" if b else "-"
     print(f"{name:26s} {r['ms']:9.1f} {f(r['ms'], base):>8s} {f(r['ms'], muon):>12s} "
-          f"{r['state_bytes'] / 2**20:9.1f} {f(r['state_bytes'], base_b):>13s}")
-  print(f"estimated roofline: adamw {roofline_ms['adamw']:.1f} ms; Muon on hidden matrices "
-        f"{roofline_ms['muon(hidden)']:.1f} ms ({pf / 1e9:.1f} GFLOP of Polar Express)")
+          f"{r['state_bytes'] / 2**20:9.1f} {f(r['state_bytes'], base_b):>13s} "
+          f"{r['roofline_ms']:11.1f} {f(r['ms'], r['roofline_ms']):>10s}")
   out = Path(args.json)
   out.parent.mkdir(parents=True, exist_ok=True)
   out.write_text(json.dumps(dict(
       scale=args.scale, n_params=n_params, device=dev.device_kind, platform=dev.platform,
       jax=jax.__version__, machine=platform.machine(), date=time.strftime("%Y-%m-%d"),
-      matmul_flops=flops_rate, copy_bandwidth=bw, roofline_ms=roofline_ms,
-      results=results), indent=1))
+      matmul_flops=flops_rate, read_bandwidth=bw, results=results), indent=1))
   print(f"wrote {out}")
 
 

@@ -233,6 +233,51 @@ def map_matrices(fn: Callable[[jax.Array], jax.Array], updates: Any, axes_tree: 
   return jax.tree_util.tree_unflatten(treedef, out)
 
 
+class LeafMatrices(NamedTuple):
+  """A leaf read as matrices in its own memory layout: the row/column reductions of a
+  :class:`symoptax.sharding.MatrixShards`, over the leaf's own axes (``keepdims``).
+
+  Maps that only reduce over rows or columns and scale (row normalisation, centring, shape
+  factors) run through this view without moving the leaf to ``[B, rows, cols]``: no
+  transpose there and back, no concatenation with other leaves.
+  """
+
+  rows: tuple[int, ...]
+  cols: tuple[int, ...]
+  shape: tuple[int, int]  # (rows, cols) of each matrix
+
+  @classmethod
+  def of(cls, lay: _Layout) -> "LeafMatrices":
+    nb, nr = len(lay.batch_shape), len(lay.rows_shape)
+    return cls(lay.perm[nb:nb + nr], lay.perm[nb + nr:], lay.batched_shape[1:])
+
+  def _axes(self, axis) -> tuple[int, ...]:
+    axis = (axis,) if isinstance(axis, int) else tuple(axis)
+    return (self.rows if -2 in axis else ()) + (self.cols if -1 in axis else ())
+
+  def sum(self, x: jax.Array, axis) -> jax.Array:
+    return jnp.sum(x, axis=self._axes(axis), keepdims=True)
+
+  def max(self, x: jax.Array, axis) -> jax.Array:
+    return jnp.max(x, axis=self._axes(axis), keepdims=True)
+
+  def matrix_shape(self, x: jax.Array) -> tuple[int, int]:
+    del x
+    return self.shape
+
+
+def map_leaf_matrices(fn: Callable[[jax.Array, LeafMatrices], jax.Array], updates: Any,
+                      axes_tree: Any) -> Any:
+  """Applies ``fn(x, view)`` to every matrix leaf in its own layout (see
+  :class:`LeafMatrices`), in float32 (or wider), cast back to the leaf's dtype."""
+  leaves, treedef, layouts = flatten_with_layouts(updates, axes_tree)
+  out = [u if lay is None else
+         fn(u.astype(jnp.promote_types(u.dtype, jnp.float32)), LeafMatrices.of(lay)
+            ).astype(u.dtype)
+         for u, lay in zip(leaves, layouts)]
+  return jax.tree_util.tree_unflatten(treedef, out)
+
+
 def matrix_mask(axes: AxesLike) -> Callable[[Any], Any]:
   """A callable ``params -> pytree of bool``: True where ``axes`` makes the leaf a matrix."""
 

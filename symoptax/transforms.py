@@ -18,20 +18,23 @@ from jax.typing import ArrayLike
 
 from symoptax import polar as polar_lib
 from symoptax import sharding as sharding_lib
-from symoptax.axes import AxesLike, flatten_with_layouts, map_matrices, resolve_axes
+from symoptax.axes import (AxesLike, flatten_with_layouts, map_leaf_matrices, map_matrices,
+                           resolve_axes)
 from symoptax.sharding import LOCAL, MatrixShards
 
 SHAPE_RULES = ("muon", "rms", "none")
 
 
-def _stateless(fn_of_batch, axes: AxesLike, *, shardings: Any = None, mesh: Any = None
-               ) -> optax.GradientTransformation:
+def _stateless(fn_of_batch, axes: AxesLike, *, shardings: Any = None, mesh: Any = None,
+               reductions_only: bool = False) -> optax.GradientTransformation:
   """A stateless transform applying ``fn_of_batch(x, shards)`` to every matrix leaf.
 
   ``x`` is a ``[B, rows, cols]`` batch; ``shards`` (:class:`symoptax.sharding.MatrixShards`)
   does the row/column reductions and whole-matrix moves. Without ``shardings`` the batch is
   whole and ``shards`` is ``LOCAL``; with them ``fn_of_batch`` runs under ``shard_map`` on
-  local blocks (see :mod:`symoptax.sharding`).
+  local blocks (see :mod:`symoptax.sharding`). ``reductions_only``: ``fn_of_batch`` uses
+  ``shards`` only for :meth:`sum`, :meth:`max` and :meth:`matrix_shape` and broadcasts, so
+  unsharded leaves are processed in their own layout (:func:`symoptax.axes.map_leaf_matrices`).
   """
 
   def init_fn(params):
@@ -48,6 +51,8 @@ def _stateless(fn_of_batch, axes: AxesLike, *, shardings: Any = None, mesh: Any 
       if mesh_ is not None:
         return sharding_lib.map_matrices_sharded(fn_of_batch, updates, axes_tree,
                                                  leaf_shardings, mesh_), state
+    if reductions_only:
+      return map_leaf_matrices(fn_of_batch, updates, axes_tree), state
     return map_matrices(lambda x: fn_of_batch(x, LOCAL), updates, axes_tree), state
 
   return optax.GradientTransformation(init_fn, update_fn)
@@ -90,7 +95,8 @@ def scale_by_row_norm(eps: ArrayLike = 1e-8, *, axes: AxesLike = None, shardings
     [[0.6 0.8]
      [0.  1. ]]
   """
-  return _stateless(lambda x, sh: row_norm(x, eps, sh), axes, shardings=shardings, mesh=mesh)
+  return _stateless(lambda x, sh: row_norm(x, eps, sh), axes, shardings=shardings, mesh=mesh,
+                    reductions_only=True)
 
 
 def center_rows(*, axes: AxesLike = None, shardings: Any = None, mesh: Any = None
@@ -114,7 +120,7 @@ def center_rows(*, axes: AxesLike = None, shardings: Any = None, mesh: Any = Non
     An ``optax.GradientTransformation``.
   """
   return _stateless(lambda x, sh: x - sh.sum(x, -2) / sh.matrix_shape(x)[0], axes,
-                    shardings=shardings, mesh=mesh)
+                    shardings=shardings, mesh=mesh, reductions_only=True)
 
 
 def scale_by_shape(rule: str = "muon", *, rms: ArrayLike = 0.2, axes: AxesLike = None,
@@ -150,7 +156,7 @@ def scale_by_shape(rule: str = "muon", *, rms: ArrayLike = 0.2, axes: AxesLike =
       return x * (rms * max(rows, cols) ** 0.5)
     return x
 
-  return _stateless(fn, axes, shardings=shardings, mesh=mesh)
+  return _stateless(fn, axes, shardings=shardings, mesh=mesh, reductions_only=True)
 
 
 def _validate_polar(method: str, side: str, steps: int | None) -> None:
@@ -274,7 +280,7 @@ def scale_by_col_norm(eps: ArrayLike = 1e-8, *, axes: AxesLike = None, shardings
     An ``optax.GradientTransformation``.
   """
   return _stateless(lambda x, sh: x / (jnp.sqrt(sh.sum(jnp.square(x), -2)) + eps), axes,
-                    shardings=shardings, mesh=mesh)
+                    shardings=shardings, mesh=mesh, reductions_only=True)
 
 
 def clip_singular_values(x: jax.Array, bound: ArrayLike, *, method: str = "polar_express",

@@ -142,3 +142,23 @@ def test_same_shape_leaves_are_batched_without_mixing(name):
   for k in tree:
     alone = apply(make({k: axes[k]}), {k: tree[k]})[k]
     np.testing.assert_allclose(together[k], alone, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["row_norm", "center", "col_norm", "shape_rms"])
+def test_row_and_column_maps_work_in_the_leafs_own_layout(name):
+  # Scanned Flax kernels [L, in, out] with rows = out: the row/column reductions run over the
+  # leaf's own axes, with no transpose to [B, rows, cols] and back.
+  g = normal((3, 16, 24), 20)
+  axes = MatrixAxes(rows=2, cols=1)
+  x = np.asarray(g, np.float64)
+  tx, want = {
+      "row_norm": (symoptax.scale_by_row_norm(axes=axes),
+                   x / (np.sqrt((x ** 2).sum(1, keepdims=True)) + 1e-8)),
+      "center": (symoptax.center_rows(axes=axes), x - x.mean(2, keepdims=True)),
+      "col_norm": (symoptax.scale_by_col_norm(axes=axes),
+                   x / (np.sqrt((x ** 2).sum(2, keepdims=True)) + 1e-8)),
+      "shape_rms": (symoptax.scale_by_shape("rms", axes=axes), x * 0.2 * np.sqrt(24)),
+  }[name]
+  np.testing.assert_allclose(apply(tx, {"k": g})["k"], want, rtol=1e-5, atol=1e-6)
+  jaxpr = str(jax.make_jaxpr(lambda u: tx.update(u, tx.init(u))[0])({"k": g}))
+  assert "transpose" not in jaxpr, jaxpr
