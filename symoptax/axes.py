@@ -256,7 +256,15 @@ class LeafMatrices(NamedTuple):
     return (self.rows if -2 in axis else ()) + (self.cols if -1 in axis else ())
 
   def sum(self, x: jax.Array, axis) -> jax.Array:
-    return jnp.sum(x, axis=self._axes(axis), keepdims=True)
+    red = self._axes(axis)
+    if x.ndim - 1 in red or jax.default_backend() != "cpu":
+      return jnp.sum(x, axis=red, keepdims=True)
+    # XLA:CPU sums over leading (major) axes 3-4x slower than a matrix-vector product with
+    # ones does (a [128, 18992] LM-head kernel's row norms: 7.3 ms vs 2.0 ms).
+    ones = jnp.ones([x.shape[a] for a in red], x.dtype)
+    s = jnp.tensordot(ones, x, axes=(list(range(len(red))), list(red)),
+                      precision=jax.lax.Precision.HIGHEST)
+    return jnp.expand_dims(s, sorted(red))
 
   def max(self, x: jax.Array, axis) -> jax.Array:
     return jnp.max(x, axis=self._axes(axis), keepdims=True)
