@@ -11,7 +11,8 @@ Compares, on whatever device JAX sees:
 The tree is Qwen3-0.6B's (untied: vocab 151936, d 1024, 28 layers, SwiGLU ff 3072, q 2048,
 kv 1024, q/k RMSNorm), every width divided by ``--scale`` (layers kept). Each step is
 ``tx.update`` + ``optax.apply_updates`` under jit with donated params and state, on fixed
-random gradients; the time is the median of ``--repeats`` warm steps. Also prints the
+random gradients; the time is the median of ``--repeats`` warm steps, taken round-robin
+across the optimizers. Also prints the
 optimizer-state bytes and, per optimizer, an estimated roofline (polar-step FLOPs at the
 measured matmul rate, in the precision the polar step uses on this device, plus elementwise
 bytes at the measured read bandwidth). Writes JSON; asserts nothing.
@@ -89,25 +90,36 @@ def materialise(tree, seed):
                             for k, l in zip(keys, leaves)])
 
 
-def time_step(tx, params, grads, repeats):
-  def step(p, s, g):
-    u, s = tx.update(g, s, p)
-    return optax.apply_updates(p, u), s
+class Runner:
+  """One optimizer's jitted train step (donated params and state), compiled and warm."""
 
-  step = jax.jit(step, donate_argnums=(0, 1))
-  state = tx.init(params)
-  state_bytes = sum(x.nbytes for x in jax.tree_util.tree_leaves(state))
-  p = jax.tree_util.tree_map(jnp.copy, params)
-  for _ in range(2):
-    p, state = step(p, state, grads)
-  jax.block_until_ready(p)
-  times = []
-  for _ in range(repeats):
+  def __init__(self, tx, params, grads):
+    def step(p, s, g):
+      u, s = tx.update(g, s, p)
+      return optax.apply_updates(p, u), s
+
+    self.step, self.grads = jax.jit(step, donate_argnums=(0, 1)), grads
+    self.state = tx.init(params)
+    self.state_bytes = sum(x.nbytes for x in jax.tree_util.tree_leaves(self.state))
+    self.params = jax.tree_util.tree_map(jnp.copy, params)
+    for _ in range(2):
+      self.run()
+    self.times: list[float] = []
+
+  def run(self):
     t0 = time.perf_counter()
-    p, state = step(p, state, grads)
-    jax.block_until_ready(p)
-    times.append((time.perf_counter() - t0) * 1e3)
-  return statistics.median(times), state_bytes
+    self.params, self.state = self.step(self.params, self.state, self.grads)
+    jax.block_until_ready(self.params)
+    return (time.perf_counter() - t0) * 1e3
+
+
+def time_steps(runners, repeats):
+  """Median step time of each runner; steps taken round-robin, so that a busy moment of the
+  machine slows every optimizer alike instead of the one being timed."""
+  for _ in range(repeats):
+    for r in runners.values():
+      r.times.append(r.run())
+  return {name: statistics.median(r.times) for name, r in runners.items()}
 
 
 def _best_seconds(f, x, repeats):
@@ -189,14 +201,15 @@ def main():
   n_params = sum(x.size for x in jax.tree_util.tree_leaves(params))
   flops_rate, bw = device_rates()
 
-  results = {}
+  runners = {}
   for name, tx in optimizers().items():
     if args.only and name not in args.only:
       continue
-    ms, sb = time_step(tx, params, grads, args.repeats)
-    results[name] = {"ms": ms, "state_bytes": sb,
-                     "roofline_ms": roofline_ms(name, params, flops_rate, bw)}
-    print(f"done {name}: {ms:.1f} ms", flush=True)
+    runners[name] = Runner(tx, params, grads)
+    print(f"compiled {name}", flush=True)
+  results = {name: {"ms": ms, "state_bytes": runners[name].state_bytes,
+                    "roofline_ms": roofline_ms(name, params, flops_rate, bw)}
+             for name, ms in time_steps(runners, args.repeats).items()}
 
   dev = jax.devices()[0]
   print(f"\nQwen3-0.6B-shaped tree / {args.scale}: {n_params / 1e6:.1f} M params; device "
