@@ -135,28 +135,34 @@ def _best_seconds(f, x, repeats):
 def device_rates():
   """Measured matmul FLOP/s and read bandwidth (bytes/s) of the default device.
 
-  The matmul runs in the precision the default polar step uses here
-  (``compute_dtype="auto"``: bf16 inputs with fp32 accumulation on GPU/TPU, fp32 on CPU).
+  ``"low"``: matmuls in the precision the default Polar Express step uses here
+  (``compute_dtype="auto"``: bf16 inputs with fp32 accumulation on GPU/TPU, fp32 on CPU);
+  ``"fp32"``: fp32 at HIGHEST precision (the Gram-side iteration and multiply back).
   """
   n = 2048 if jax.devices()[0].platform == "cpu" else 8192
-  cd = resolve_compute_dtype("auto", "polar_express", "full") or jnp.float32
-  mm = jax.jit(lambda x: jnp.matmul(x, x, preferred_element_type=jnp.float32))
+  mm = jax.jit(lambda x: jnp.matmul(x, x, preferred_element_type=jnp.float32,
+                                    precision=jax.lax.Precision.HIGHEST))
   rd = jax.jit(jnp.sum)  # read bandwidth, no allocation
   b = jnp.ones((64 * 2 ** 20,), jnp.float32)
   # Best of 7: the peak the device reaches, not what a busy moment leaves of it.
-  flops = 2 * n ** 3 / _best_seconds(mm, jnp.ones((n, n), cd), 7)
-  bw = b.nbytes / _best_seconds(rd, b, 7)
-  return flops, bw
+  rates = {"fp32": 2 * n ** 3 / _best_seconds(mm, jnp.ones((n, n), jnp.float32), 7),
+           "read": b.nbytes / _best_seconds(rd, b, 7)}
+  low = resolve_compute_dtype("auto", "polar_express", "full")
+  rates["low"] = (rates["fp32"] if low is None
+                  else 2 * n ** 3 / _best_seconds(mm, jnp.ones((n, n), low), 7))
+  return rates
 
 
 FULL_POLAR = ("muon", "polargrad")
 GRAM_POLAR = ("right_polar", "left_polar", "hybrid")
 
 
-def polar_flops(params, rule_of):
-  """FLOPs of the polar steps: Polar Express (5 steps) on the full side for Muon and
-  PolarGrad, on the small Gram for the one-sided and hybrid rules; ``rule_of(path, role)``."""
-  total = 0
+def polar_seconds(params, rule_of, rates):
+  """Time of the polar steps' matmuls at the measured rates: Polar Express (5 steps) on the
+  full side for Muon and PolarGrad (every matmul in the "low" precision), on the small Gram
+  for the one-sided and hybrid rules (the Gram's formation "low", its 5 steps of 4 small
+  products and the multiply back fp32); ``rule_of(path, role)``."""
+  total = 0.0
   for row in symoptax.describe(params).rows:
     rule = rule_of(row["path"], row["role"])
     if row["rows"] == "-" or rule not in FULL_POLAR + GRAM_POLAR:
@@ -164,17 +170,18 @@ def polar_flops(params, rule_of):
     shape = row["shape"]
     m, n = sorted((shape[row["rows"]], shape[row["cols"]]))  # m the short side
     batch = math.prod(shape) // (m * n)
-    if rule in FULL_POLAR:  # per step: Gram, its square, the product with X
-      total += batch * 5 * (4 * m * m * n + 2 * m ** 3)
-    else:  # Gram and the multiply back (2 m^2 n each), 5 steps of 3 m^3 products
-      total += batch * (4 * m * m * n + 5 * 3 * 2 * m ** 3)
+    if rule in FULL_POLAR:  # per step: the Gram, its square, the product with X
+      total += batch * 5 * (4 * m * m * n + 2 * m ** 3) / rates["low"]
+    else:
+      total += batch * (2 * m * m * n / rates["low"]
+                        + (2 * m * m * n + 5 * 4 * 2 * m ** 3) / rates["fp32"])
   return total
 
 
-def roofline_ms(name, params, flops_rate, bw):
-  """Estimated lower bound: polar FLOPs at the measured matmul rate plus the elementwise
-  traffic (AdamW: read params, grads, two moments, write three; one-buffer rules: read
-  three, write two) at the measured read bandwidth."""
+def roofline_ms(name, params, rates):
+  """Estimated lower bound: the polar steps' matmuls at the measured rates plus the
+  elementwise traffic (AdamW: read params, grads, two moments, write three; one-buffer rules:
+  read three, write two) at the measured read bandwidth."""
   if name == "optax.adamw":
     rules = lambda path, role: "adamw"
   elif name == "optax.contrib.muon+adam":
@@ -185,7 +192,7 @@ def roofline_ms(name, params, flops_rate, bw):
   words = 0
   for row in symoptax.describe(params).rows:
     words += math.prod(row["shape"]) * (7 if rules(row["path"], row["role"]) == "adamw" else 5)
-  return (polar_flops(params, rules) / flops_rate + 4 * words / bw) * 1e3
+  return (polar_seconds(params, rules, rates) + 4 * words / rates["read"]) * 1e3
 
 
 def main():
@@ -194,27 +201,35 @@ def main():
   parser.add_argument("--repeats", type=int, default=5)
   parser.add_argument("--only", nargs="*", default=None, help="subset of optimizer names")
   parser.add_argument("--json", default="runs/bench/step_time.json")
+  parser.add_argument("--sequential", action="store_true",
+                      help="time one optimizer at a time and free it before the next (less "
+                           "memory: --scale 1 holds every optimizer's state at once otherwise, "
+                           "~60 GB)")
   args = parser.parse_args()
 
   abstract = qwen3_tree(args.scale)
   params, grads = materialise(abstract, 0), materialise(abstract, 1)
   n_params = sum(x.size for x in jax.tree_util.tree_leaves(params))
-  flops_rate, bw = device_rates()
+  rates = device_rates()
 
-  runners = {}
-  for name, tx in optimizers().items():
-    if args.only and name not in args.only:
-      continue
-    runners[name] = Runner(tx, params, grads)
-    print(f"compiled {name}", flush=True)
-  results = {name: {"ms": ms, "state_bytes": runners[name].state_bytes,
-                    "roofline_ms": roofline_ms(name, params, flops_rate, bw)}
-             for name, ms in time_steps(runners, args.repeats).items()}
+  txs = optimizers()
+  names = [n for n in txs if not args.only or n in args.only]
+  results = {}
+  for batch in ([[n] for n in names] if args.sequential else [names]):
+    runners = {}
+    for name in batch:
+      runners[name] = Runner(txs[name], params, grads)
+      print(f"compiled {name}", flush=True)
+    for name, ms in time_steps(runners, args.repeats).items():
+      results[name] = {"ms": ms, "state_bytes": runners[name].state_bytes,
+                       "roofline_ms": roofline_ms(name, params, rates)}
+    del runners
 
   dev = jax.devices()[0]
   print(f"\nQwen3-0.6B-shaped tree / {args.scale}: {n_params / 1e6:.1f} M params; device "
         f"{dev.device_kind} ({dev.platform}), jax {jax.__version__}; measured matmul "
-        f"{flops_rate / 1e9:.0f} GFLOP/s, read {bw / 1e9:.1f} GB/s")
+        f"{rates['low'] / 1e9:.0f} GFLOP/s (polar precision), {rates['fp32'] / 1e9:.0f} "
+        f"GFLOP/s (fp32 HIGHEST), read {rates['read'] / 1e9:.1f} GB/s")
   base = results.get("optax.adamw", {}).get("ms")
   muon = results.get("optax.contrib.muon+adam", {}).get("ms")
   base_b = results.get("optax.adamw", {}).get("state_bytes")
@@ -230,7 +245,7 @@ def main():
   out.write_text(json.dumps(dict(
       scale=args.scale, n_params=n_params, device=dev.device_kind, platform=dev.platform,
       jax=jax.__version__, machine=platform.machine(), date=time.strftime("%Y-%m-%d"),
-      matmul_flops=flops_rate, read_bandwidth=bw, results=results), indent=1))
+      rates=rates, sequential=args.sequential, results=results), indent=1))
   print(f"wrote {out}")
 
 

@@ -66,8 +66,10 @@ GRAM_POLISH = {"polar_express": False, "newton_schulz": True, "eigh": True}
 # GPU/TPU. Chosen by benchmarks/polar_accuracy.py: for these the bf16 rows stay within the
 # oracle's own spread (polar_express: max |sigma - 1| 7.0e-2 vs 5.7e-2 at cond 1, equal at
 # every other condition; spectral norm 1.1423 vs 1.1411), while "dsv4" and
-# "newton_schulz", which exist to converge, lose 10-30x of their accuracy at cond 1, and "eigh",
-# "qdwh" and "svd" have no low-precision path. Gram side: only the Gram's formation is bf16.
+# "newton_schulz", which exist to converge, lose 10-30x of their accuracy at cond 1. "eigh"
+# (whose only bf16 matmul would be the Gram's formation) has no bf16 row in the sweep and
+# stays fp32, as do "qdwh" and "svd" (no low-precision path). Gram side: only the Gram's
+# formation is bf16.
 LOW_PRECISION_METHODS = {"full": ("muon_ns", "polar_express"), "gram": ("polar_express",)}
 
 
@@ -80,10 +82,13 @@ def resolve_compute_dtype(compute_dtype: Any, method: str, side: str,
   without bf16 matmul units bf16 is slower (see the README's accuracy table). ``None`` and
   ``jnp.float32`` mean fp32 at HIGHEST precision; any other dtype is used as given.
   """
-  if isinstance(compute_dtype, str):
-    if compute_dtype != "auto":
+  if isinstance(compute_dtype, str) and compute_dtype != "auto":
+    try:
+      compute_dtype = jnp.dtype(compute_dtype)  # "bfloat16", "float32", ...
+    except TypeError:
       raise ValueError(f"Unknown compute_dtype {compute_dtype!r}; use 'auto', None (fp32) or "
-                       "a dtype such as jnp.bfloat16.")
+                       "a dtype such as jnp.bfloat16.") from None
+  if isinstance(compute_dtype, str):
     backend = jax.default_backend() if backend is None else backend
     kind = "full" if side == "full" else "gram"
     return jnp.bfloat16 if backend != "cpu" and method in LOW_PRECISION_METHODS[kind] else None
@@ -284,8 +289,8 @@ def polar(
       otherwise: :func:`resolve_compute_dtype`), ``None`` for fp32 matmuls at HIGHEST
       precision, or e.g. ``jnp.bfloat16`` for bf16 matmul inputs with fp32 accumulation:
       every matmul of the full-side polynomial oracles; on the Gram side only the Gram's
-      formation (the small iteration and the final multiply stay fp32). Ignored by "qdwh",
-      "svd" and "eigh".
+      formation (the small iteration and the final multiply stay fp32). Ignored by "qdwh"
+      and "svd".
     damping: Gram side only: ``damping * trace(Gram) * I`` is added to the Gram before its
       inverse square root, so that round-off (eigenvalues of order ``-eps * trace``) cannot
       blow up the output. Defaults per oracle in ``GRAM_DAMPING``; "newton_schulz" and

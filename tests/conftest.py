@@ -1,4 +1,5 @@
-"""pytest configuration: tests import their helpers from tests/helpers.py.
+"""pytest configuration: tests import their helpers from tests/helpers.py; the suite runs on
+the CPU.
 
 ``SYMOPTAX_TEST_DEVICES=8`` gives the process 8 CPU devices before JAX starts its backend
 (``tests/test_sharding_on_8_devices.py`` runs ``tests/test_sharding.py`` that way in a
@@ -6,10 +7,33 @@ subprocess; the rest of the suite, whose examples use every device, sees one).
 """
 
 import os
+import sys
 
-import jax
+# The tests hold fp32 results to fp32 tolerances. On a GPU/TPU the default
+# compute_dtype="auto" runs the polar matmuls in bf16, so the suite runs on the CPU (which
+# every machine has) unless JAX_PLATFORMS says otherwise; the GPU/TPU checks live in
+# benchmarks/.
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import jax  # noqa: E402
 
 if os.environ.get("SYMOPTAX_TEST_DEVICES"):
   jax.config.update("jax_num_cpu_devices", int(os.environ["SYMOPTAX_TEST_DEVICES"]))
 # The tests compare fp32 results with fp32 tolerances.
 jax.config.update("jax_enable_x64", False)
+
+
+def pytest_collection_modifyitems(session, config, items):
+  # The 8-device sharding run is a subprocess: start it now, so it overlaps the rest of the
+  # suite on a machine with idle cores, instead of running after it.
+  if not config.option.collectonly and jax.device_count() < 8 and any(
+      item.nodeid.endswith("test_sharding_suite_on_8_cpu_devices") for item in items):
+    import test_sharding_on_8_devices  # the module collection imported (tests/ is on the path)
+    test_sharding_on_8_devices.start()
+
+
+def pytest_sessionfinish(session, exitstatus):
+  # A session that stops early (-x, Ctrl-C) leaves no 8-device run behind.
+  module = sys.modules.get("test_sharding_on_8_devices")
+  if module is not None and module._RUN and module._RUN["proc"].poll() is None:
+    module._RUN["proc"].kill()

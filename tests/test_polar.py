@@ -183,6 +183,8 @@ def test_auto_compute_dtype_is_fp32_on_this_backend():
     np.testing.assert_array_equal(auto, P.polar(x, method="polar_express", compute_dtype=None))
   with pytest.raises(ValueError, match="'auto'"):
     P.polar(x, compute_dtype="fast")
+  assert P.resolve_compute_dtype("bfloat16", "eigh", "right") == jnp.bfloat16
+  assert P.resolve_compute_dtype("float32", "muon_ns", "full", backend="gpu") is None
 
 
 @pytest.mark.parametrize("side,method", list(oracle_cases()))
