@@ -3,9 +3,9 @@
 Every alias follows the reference recipe of arXiv:2605.18106: EMA momentum
 ``M <- beta M + (1 - beta) G`` (no bias correction), a symmetry-compatible map of ``M``,
 decoupled weight decay and the learning rate. Weight decay is added after the map, so the
-step is ``W <- W (1 - lr wd) - lr f(M)``. Centring (``center=True``) is for softmax-facing
-matrices (LM heads, routers): it removes the mean row before the nonlinear map and from the
-final update; momentum, weights and weight decay stay uncentred.
+step is ``W <- W (1 - lr wd) - lr f(M)``. Centring (``center=True``, or a mask of leaves) is
+for softmax-facing matrices (LM heads, routers): it removes the mean row before the nonlinear
+map and from the final update; momentum, weights and weight decay stay uncentred.
 """
 
 from __future__ import annotations
@@ -49,6 +49,14 @@ def _keeps_shardings(alias):
   return wrapped
 
 
+def _centring(center, axes, sh) -> optax.GradientTransformation | None:
+  """Row centring for ``center``: ``True`` (every matrix leaf), ``False`` (none), or an optax
+  mask (a pytree, or a callable ``params -> pytree``, of bools) choosing the leaves."""
+  if isinstance(center, bool) or center is None:
+    return center_rows(axes=axes, **sh) if center else None
+  return optax.masked(center_rows(axes=axes, **sh), center)
+
+
 def _tail(learning_rate, weight_decay, axes):
   # Weight decay only touches matrix leaves; 0/1-D leaves are left to a stack's vector rule.
   wd = None
@@ -63,7 +71,7 @@ def rownorm_m(
     *,
     beta: ArrayLike = 0.95,
     weight_decay: ArrayLike = 0.0,
-    center: bool = False,
+    center: Any = False,
     axes: AxesLike = None,
     shardings: Any = None,
     mesh: Any = None,
@@ -81,7 +89,9 @@ def rownorm_m(
     learning_rate: float or optax schedule.
     beta: EMA coefficient of the momentum.
     weight_decay: decoupled weight decay (matrix leaves only).
-    center: remove the mean row (softmax shift invariance: LM heads, routers).
+    center: remove the mean row (softmax shift invariance: LM heads, routers); ``True``,
+      ``False`` or an optax mask (pytree or callable ``params -> pytree`` of bools) of the
+      leaves to centre.
     axes: which axes form rows and cols (see :func:`symoptax.axes.resolve_axes`).
     shardings: the parameters' shardings (pytree of ``NamedSharding``, or ``PartitionSpec``
       with ``mesh``): the matrix steps run under ``jax.shard_map`` with explicit collectives
@@ -103,14 +113,14 @@ def rownorm_m(
     >>> params = optax.apply_updates(params, u)
   """
   sh = _sh(shardings, mesh)
-  c = center_rows(axes=axes, **sh) if center else None
+  c = _centring(center, axes, sh)
   return _chain(optax.ema(beta, debias=False), c, scale_by_row_norm(axes=axes, **sh), c,
                 *_tail(learning_rate, weight_decay, axes))
 
 
 def _one_sided(side: str, learning_rate, beta, weight_decay, nuclear_power, center, method,
                axes, compute_dtype, sh):
-  c = center_rows(axes=axes, **sh) if center else None
+  c = _centring(center, axes, sh)
   return _chain(
       optax.ema(beta, debias=False), c,
       scale_by_polar(method, side=side, nuclear_power=nuclear_power, axes=axes, **sh,
@@ -125,7 +135,7 @@ def right_polargrad_m(
     beta: ArrayLike = 0.95,
     weight_decay: ArrayLike = 0.0,
     nuclear_power: ArrayLike = 1.0,
-    center: bool = False,
+    center: Any = False,
     method: str = "polar_express",
     axes: AxesLike = None,
     compute_dtype: Any = "auto",
@@ -147,7 +157,8 @@ def right_polargrad_m(
     beta: EMA coefficient of the momentum.
     weight_decay: decoupled weight decay (matrix leaves only).
     nuclear_power: :math:`\alpha` (1 as in PolarGrad, 0 disables the nu scaling).
-    center: remove the mean row before the polar step and from the update.
+    center: remove the mean row before the polar step and from the update (``True``,
+      ``False`` or an optax mask of the leaves to centre).
     method: Gram-side oracle: "polar_express", "newton_schulz" or "eigh".
     axes: which axes form rows and cols.
     compute_dtype: ``"auto"`` (bf16 on GPU/TPU where the oracle tolerates it, fp32
@@ -177,7 +188,7 @@ def left_polargrad_m(
     beta: ArrayLike = 0.95,
     weight_decay: ArrayLike = 0.0,
     nuclear_power: ArrayLike = 1.0,
-    center: bool = False,
+    center: Any = False,
     method: str = "polar_express",
     axes: AxesLike = None,
     compute_dtype: Any = "auto",
@@ -217,7 +228,7 @@ def hybrid_polargrad_m(
     beta: ArrayLike = 0.95,
     weight_decay: ArrayLike = 0.0,
     nuclear_power: ArrayLike = 1.0,
-    center: bool = False,
+    center: Any = False,
     method: str = "polar_express",
     order: str = "row_then_polar",
     side: str = "auto",
@@ -245,7 +256,8 @@ def hybrid_polargrad_m(
     beta: EMA coefficient of the momentum.
     weight_decay: decoupled weight decay (matrix leaves only).
     nuclear_power: :math:`\alpha` for "row_then_polar".
-    center: centre rows (before, between and after), for softmax-facing matrices.
+    center: centre rows (before, between and after), for softmax-facing matrices
+      (``True``, ``False`` or an optax mask of the leaves to centre).
     method: polar oracle.
     order: "row_then_polar" or "polar_then_row".
     side: polar side ("auto" picks the smaller Gram).
@@ -268,7 +280,7 @@ def hybrid_polargrad_m(
   if order not in HYBRID_ORDERS:
     raise ValueError(f"Unknown order {order!r}; valid choices are "
                      f"{', '.join(map(repr, HYBRID_ORDERS))}.")
-  c = center_rows(axes=axes, **sh) if center else None
+  c = _centring(center, axes, sh)
   row = scale_by_row_norm(axes=axes, **sh)
   if order == "row_then_polar":
     polar = scale_by_polar(method, side=side, nuclear_power=nuclear_power, axes=axes, **sh,
@@ -287,7 +299,7 @@ def polargrad(
     beta: ArrayLike = 0.95,
     weight_decay: ArrayLike = 0.0,
     nuclear_power: ArrayLike = 1.0,
-    center: bool = False,
+    center: Any = False,
     method: str = "polar_express",
     axes: AxesLike = None,
     compute_dtype: Any = "auto",
@@ -307,7 +319,8 @@ def polargrad(
     beta: EMA coefficient of the momentum.
     weight_decay: decoupled weight decay (matrix leaves only).
     nuclear_power: :math:`\alpha`.
-    center: centre rows (breaks the bi-orthogonal symmetry down to LPRO).
+    center: centre rows (breaks the bi-orthogonal symmetry down to LPRO); ``True``,
+      ``False`` or an optax mask of the leaves to centre.
     method: full-side oracle ("polar_express", "muon_ns", "dsv4", "qdwh", "svd").
     axes: which axes form rows and cols.
     compute_dtype: ``"auto"`` (bf16 on GPU/TPU where the oracle tolerates it, fp32

@@ -80,13 +80,18 @@ def _default_wd(rule: str, role: str) -> float:
 
 @dataclasses.dataclass(frozen=True)
 class RoleRule:
-  """The resolved rule of one role: its name, learning rate and weight decay."""
+  """The resolved rule of one role: its name, learning rate and weight decay.
+
+  ``lr_ratio`` is the learning rate's multiple of the stack's ``learning_rate`` (``None``
+  for an override's own learning rate). The stack gives every rule one branch (see
+  :func:`branches`), so that same-shape matrices of different roles share one batched step.
+  """
   role: str
   rule: str
   learning_rate: Any
   weight_decay: float
   center: bool
-  group: str = ""  # roles with the same group share one optax branch (batched together)
+  lr_ratio: float | None = 1.0
 
 
 def _scaled(lr, ratio):
@@ -132,24 +137,110 @@ def resolve_rules(learning_rate, preset: str = "paper",
     wd = spec.get("weight_decay", _default_wd(rule, role))
     center = role in _SOFTMAX_ROLES and rule in ("rownorm", "right_polar", "left_polar",
                                                  "hybrid", "polargrad")
-    group = (f"{role}:custom" if "learning_rate" in spec
-             else f"{rule}|lr*{ratio:g}|wd={wd}" + ("|centred" if center else ""))
-    out[role] = RoleRule(role, rule, lr, wd, center=center, group=group)
+    out[role] = RoleRule(role, rule, lr, wd, center=center,
+                         lr_ratio=None if "learning_rate" in spec else ratio)
   return out
 
 
-def _build(r: RoleRule, axes, sh: Mapping[str, Any]) -> optax.GradientTransformation:
-  if r.rule == "adamw":
-    return optax.adamw(r.learning_rate, weight_decay=r.weight_decay, **ADAMW)
-  if r.rule in ("muon", "normuon", "muoneq", "spectral_clip", "namo", "namo_d", "aurora",
-                "pion", "rmnp"):
-    return _unpinned(getattr(aliases, r.rule))(r.learning_rate, weight_decay=r.weight_decay,
-                                               axes=axes, **sh)
-  kw = dict(weight_decay=r.weight_decay, center=r.center, axes=axes, **sh)
-  alias = {"rownorm": aliases.rownorm_m, "right_polar": aliases.right_polargrad_m,
-           "left_polar": aliases.left_polargrad_m, "hybrid": aliases.hybrid_polargrad_m,
-           "polargrad": aliases.polargrad}[r.rule]
-  return _unpinned(alias)(r.learning_rate, **kw)
+@dataclasses.dataclass(frozen=True)
+class _Branch:
+  """One ``multi_transform`` branch: a rule and the roles that take it.
+
+  The branch steps at ``learning_rate`` (``weight_decay``); ``factors`` holds each role's
+  learning-rate multiple of it (omitted when 1), ``centred`` the roles whose rows are
+  centred and ``decayed`` the roles AdamW decays (the others get ``weight_decay`` 0).
+  """
+  name: str
+  rule: str
+  roles: tuple[str, ...]
+  learning_rate: Any
+  weight_decay: float
+  factors: Mapping[str, float]
+  centred: tuple[str, ...]
+  decayed: tuple[str, ...]
+
+
+def _branches(table: Mapping[str, RoleRule], counts: Mapping[str, int]) -> list[_Branch]:
+  """The branches for the roles in ``counts`` (role -> number of leaves).
+
+  One branch per rule (and per weight decay for matrix rules, per nonzero weight decay for
+  AdamW, whose zero-decay roles are masked): roles with different learning-rate ratios or
+  centring share it, so that their same-shape matrices (an embedding and an LM head under
+  "hybrid" or "rownorm") go through one batched step. A role whose override sets its own
+  learning rate gets a branch of its own.
+  """
+  keyed: dict[str, list[RoleRule]] = {}
+  adamw_wds = {table[r].weight_decay for r in counts
+               if table[r].rule == "adamw" and table[r].lr_ratio is not None}
+  split_adamw = len(adamw_wds - {0.0}) > 1
+  for role in ROLES:
+    if role not in counts:
+      continue
+    r = table[role]
+    if r.lr_ratio is None:
+      key = f"{role}:custom"
+    elif r.rule == "adamw":
+      key = f"adamw|wd={r.weight_decay:g}" if split_adamw and r.weight_decay else "adamw"
+    else:
+      key = f"{r.rule}|wd={r.weight_decay:g}"
+    keyed.setdefault(key, []).append(r)
+  if split_adamw and "adamw" in keyed:  # zero-decay AdamW roles join a decayed branch
+    first = next(k for k in keyed if k.startswith("adamw|"))
+    keyed[first] += keyed.pop("adamw")
+  out = []
+  for key, rs in keyed.items():
+    wd = max(r.weight_decay for r in rs)
+    if rs[0].lr_ratio is None:
+      lr, factors = rs[0].learning_rate, {}
+    else:
+      # The branch steps at the ratio of most leaves; the others are scaled per leaf.
+      leaves: dict[float, int] = {}
+      for r in rs:
+        leaves[r.lr_ratio] = leaves.get(r.lr_ratio, 0) + counts[r.role]
+      base = max(leaves, key=leaves.__getitem__)
+      lr = rs[[r.lr_ratio for r in rs].index(base)].learning_rate
+      factors = {r.role: r.lr_ratio / base for r in rs if r.lr_ratio != base}
+    out.append(_Branch(key, rs[0].rule, tuple(r.role for r in rs), lr, wd, factors,
+                       centred=tuple(r.role for r in rs if r.center),
+                       decayed=tuple(r.role for r in rs if r.weight_decay)))
+  return out
+
+
+def _role_mask(chosen, roles_like):
+  """An optax mask (callable on a branch's tree) of the leaves whose role is in ``chosen``."""
+  return lambda tree: jax.tree_util.tree_map(lambda r: r in chosen, roles_like(tree))
+
+
+def _scale_roles(factors: Mapping[str, float], roles_like) -> optax.GradientTransformation:
+  """Multiplies each leaf's update by its role's learning-rate factor (stateless)."""
+
+  def update_fn(updates, state, params=None):
+    del params
+    scaled = jax.tree_util.tree_map(lambda u, r: u * factors[r] if r in factors else u,
+                                    updates, roles_like(updates))
+    return scaled, state
+
+  return optax.GradientTransformation(lambda params: optax.EmptyState(), update_fn)
+
+
+def _build(b: _Branch, roles_like, axes, sh: Mapping[str, Any]) -> optax.GradientTransformation:
+  if b.rule == "adamw":
+    mask = (None if set(b.decayed) in (set(), set(b.roles))
+            else _role_mask(b.decayed, roles_like))
+    tx = optax.adamw(b.learning_rate, weight_decay=b.weight_decay, mask=mask, **ADAMW)
+  elif b.rule in ("muon", "normuon", "muoneq", "spectral_clip", "namo", "namo_d", "aurora",
+                  "pion", "rmnp"):
+    tx = _unpinned(getattr(aliases, b.rule))(b.learning_rate, weight_decay=b.weight_decay,
+                                              axes=axes, **sh)
+  else:
+    center: Any = (bool(b.centred) if set(b.centred) in (set(), set(b.roles))
+                   else _role_mask(b.centred, roles_like))
+    alias = {"rownorm": aliases.rownorm_m, "right_polar": aliases.right_polargrad_m,
+             "left_polar": aliases.left_polargrad_m, "hybrid": aliases.hybrid_polargrad_m,
+             "polargrad": aliases.polargrad}[b.rule]
+    tx = _unpinned(alias)(b.learning_rate, weight_decay=b.weight_decay, center=center,
+                          axes=axes, **sh)
+  return optax.chain(tx, _scale_roles(b.factors, roles_like)) if b.factors else tx
 
 
 def _unpinned(alias):
@@ -211,7 +302,12 @@ def symmetry_stack(
     mesh: the ``jax.sharding.Mesh`` for ``PartitionSpec`` shardings.
 
   Returns:
-    An ``optax.GradientTransformation`` (an ``optax.multi_transform`` over roles).
+    An ``optax.GradientTransformation``: an ``optax.multi_transform`` with one branch per
+    rule among the roles present (per weight decay for matrix rules), so that the
+    same-shape matrices of every role sharing a rule -- an embedding and an LM head under
+    "hybrid" or "rownorm", a layer stack's kernels -- go through one batched step; roles
+    with other learning-rate ratios are scaled per leaf, centring is masked per leaf. Its
+    state holds one entry per branch (``state.inner_states[name]``).
 
   References:
     arXiv:2605.18106 (symmetry-compatible optimizers for LLM pretraining), 2026.
@@ -235,30 +331,40 @@ def symmetry_stack(
     sharding_lib.resolve_shardings(shardings, mesh, params)  # errors name the leaf, now
   sh = {} if shardings is None else dict(shardings=shardings, mesh=mesh)
   table = resolve_rules(learning_rate, preset, overrides)
-  group_of = {role: r.group for role, r in table.items()}
-  to_groups = lambda role_tree: jax.tree_util.tree_map(group_of.__getitem__, role_tree)
   rules = list(rules) if rules is not None else None
   if roles is None and params is not None:
     # Label once, now, so naming errors surface before training.
     roles = label_roles(params, scan_axis=scan_axis, rules=rules)
     matrix_axes(params, roles=roles, scan_axis=scan_axis)
+
+  def stack(role_tree) -> optax.GradientTransformationExtraArgs:
+    # Branches only for the roles present: an absent role's branch would still carry a
+    # whole masked copy of the tree in the state (and cost its flattening every step).
+    counts: dict[str, int] = {}
+    for r in jax.tree_util.tree_leaves(role_tree):
+      counts[r] = counts.get(r, 0) + 1
+    roles_like = lambda tree: _like(role_tree, tree)
+    axes = lambda tree: matrix_axes(tree, roles=roles_like(tree), scan_axis=scan_axis)
+    branches = _branches(table, counts)
+    transforms = {b.name: _build(b, roles_like, axes, sh) for b in branches}
+    branch_of = {role: b.name for b in branches for role in b.roles}
+    return optax.multi_transform(transforms,
+                                 jax.tree_util.tree_map(branch_of.__getitem__, role_tree))
+
   if roles is not None:
     bad = [(path_str(p), r) for p, r in jax.tree_util.tree_flatten_with_path(roles)[0]
            if r not in ROLES]
     if bad:
       raise ValueError(f"roles: {bad[0][0]} has unknown role {bad[0][1]!r}; valid roles are "
                        f"{', '.join(ROLES)}.")
-    labels: Any = to_groups(roles)
-    axes: Any = lambda p: matrix_axes(p, roles=_like(roles, p), scan_axis=scan_axis)
-  else:
-    labels = lambda p: to_groups(label_roles(p, scan_axis=scan_axis, rules=rules))
-    axes = lambda p: matrix_axes(p, scan_axis=scan_axis, rules=rules)
-  # Roles that share rule, learning rate, weight decay and centring share one branch, so a
-  # branch's same-shape matrices are processed as one batch.
-  transforms = {}
-  for r in table.values():
-    transforms.setdefault(r.group, _build(r, axes, sh))
-  tx = optax.multi_transform(transforms, labels)
+    tx = stack(roles)
+  else:  # labelled from the tree at init and at every update (under jit: once per trace)
+    label = lambda tree: label_roles(tree, scan_axis=scan_axis, rules=rules)
+
+    def update_fn(updates, state, params=None, **extra_args):
+      return stack(label(updates)).update(updates, state, params, **extra_args)
+
+    tx = optax.GradientTransformationExtraArgs(lambda p: stack(label(p)).init(p), update_fn)
   return tx if shardings is None else sharding_lib.keep_shardings(tx, shardings, mesh=mesh)
 
 

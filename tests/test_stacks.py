@@ -172,3 +172,78 @@ def test_stack_works_with_eval_shape_multisteps_and_inject_hyperparams():
   u_inj, _ = jax.jit(injected.update)(grads, injected.init(params), params)
   for a, b in zip(jax.tree_util.tree_leaves(u_inj), jax.tree_util.tree_leaves(u_plain)):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def _rule_alone(rule, lr, wd, center, axes):
+  """The optimizer a rule names, built on its own: what the stack must give its leaves."""
+  if rule == "adamw":
+    return optax.adamw(lr, b1=0.9, b2=0.95, eps=1e-8, weight_decay=wd)
+  one_sided = {"rownorm": symoptax.rownorm_m, "right_polar": symoptax.right_polargrad_m,
+               "left_polar": symoptax.left_polargrad_m, "hybrid": symoptax.hybrid_polargrad_m,
+               "polargrad": symoptax.polargrad}
+  if rule in one_sided:
+    return one_sided[rule](lr, weight_decay=wd, center=center, axes=axes)
+  return getattr(symoptax, rule)(lr, weight_decay=wd, axes=axes)
+
+
+@pytest.mark.parametrize("preset,overrides", [(p, None) for p in sorted(symoptax.PRESETS)] + [
+    # A matrix rule with its own weight decay (a branch of its own), two AdamW decays (split
+    # branches), an own learning rate (its own branch).
+    ("rownorm", {"router": {"rule": "rownorm", "weight_decay": 0.1}}),
+    ("muon", {"lm_head": {"rule": "adamw", "weight_decay": 0.05},
+              "router": {"learning_rate": 0.003}}),
+])
+def test_every_leaf_steps_as_its_rule_would_alone(preset, overrides):
+  """Branches merge roles (one per rule); each leaf must still get its own rule, learning
+  rate, weight decay and centring, step after step."""
+  params = nnx.to_pure_dict(problem("olmoe")[0])
+  keys = iter(jax.random.split(jax.random.key(3), 100))
+  grads = [jax.tree_util.tree_map(lambda x: jax.random.normal(next(keys), x.shape), params)
+           for _ in range(2)]
+  tx = symoptax.symmetry_stack(0.02, preset=preset, params=params, overrides=overrides)
+  state, update = tx.init(params), jax.jit(tx.update)
+  for g in grads:
+    got, state = update(g, state, params)
+  table = symoptax.stacks.resolve_rules(0.02, preset, overrides)
+  leaf = lambda x: x is None or isinstance(x, symoptax.MatrixAxes)
+  flat = lambda tree: dict(jax.tree_util.tree_flatten_with_path(tree, is_leaf=leaf)[0])
+  roles, axes = flat(symoptax.label_roles(params)), flat(symoptax.matrix_axes(params))
+  leaves, got = flat(params), flat(got)
+  for role in set(roles.values()):
+    paths = [p for p in roles if roles[p] == role]
+    name = lambda p: jax.tree_util.keystr(p)
+    r = table[role]
+    alone = _rule_alone(r.rule, r.learning_rate, r.weight_decay, r.center,
+                        {name(p): axes[p] for p in paths})
+    sub = {name(p): leaves[p] for p in paths}
+    s, step = alone.init(sub), jax.jit(alone.update)  # compiled, as the stack
+    for g in grads:
+      want, s = step({name(p): flat(g)[p] for p in paths}, s, sub)
+    for p in paths:
+      np.testing.assert_allclose(got[p], want[name(p)], rtol=1e-4, atol=1e-6,
+                                 err_msg=f"{preset} {overrides}: {name(p)} ({role}: {r.rule})")
+
+
+def test_branches_exist_only_for_the_rules_present():
+  params = nnx.to_pure_dict(problem("qwen3")[0])  # no router, no experts
+  state = symoptax.symmetry_stack(0.02, params=params).init(params)
+  assert set(state.inner_states) == {"adamw", "muon|wd=0", "right_polar|wd=0",
+                                     "hybrid|wd=0"}
+  state = symoptax.symmetry_stack(0.02, preset="adamw", params=params).init(params)
+  assert set(state.inner_states) == {"adamw"}  # the LM head's zero decay is a mask
+
+
+def test_roles_sharing_a_rule_share_one_batched_polar_step():
+  """Under "hybrid" the embedding [V, d] and the LM head [d, V] (rows: V, centred) take one
+  branch, and their right-polar Grams are formed as one batch of two d x d matrices."""
+  params = {"embed_tokens": {"embedding": jnp.ones((64, 16))},
+            "lm_head": {"kernel": jnp.ones((16, 64))}}
+  grads = jax.tree_util.tree_map(
+      lambda x: jax.random.normal(jax.random.key(x.shape[0]), x.shape), params)
+  tx = symoptax.symmetry_stack(0.02, preset="hybrid", params=params)
+  state = tx.init(params)
+  assert set(state.inner_states) == {"hybrid|wd=0"}
+  hlo = jax.jit(tx.update).lower(grads, state, params).as_text()
+  grams = [line for line in hlo.splitlines() if "dot_general" in line
+           and line.rstrip().endswith("-> tensor<2x16x16xf32>")]
+  assert grams, "no batched Gram of both matrices"
