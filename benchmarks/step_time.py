@@ -12,7 +12,7 @@ The tree is Qwen3-0.6B's (untied: vocab 151936, d 1024, 28 layers, SwiGLU ff 307
 kv 1024, q/k RMSNorm), every width divided by ``--scale`` (layers kept). Each step is
 ``tx.update`` + ``optax.apply_updates`` under jit with donated params and state, on fixed
 random gradients; the time is the median of ``--repeats`` warm steps, taken round-robin
-across the optimizers. Also prints the
+across the optimizers in a shuffled order. Also prints the
 optimizer-state bytes and, per optimizer, an estimated roofline (polar-step FLOPs at the
 measured matmul rate, in the precision the polar step uses on this device, plus elementwise
 bytes at the measured read bandwidth). Writes JSON; asserts nothing.
@@ -27,6 +27,7 @@ import argparse
 import json
 import math
 import platform
+import random
 import statistics
 import time
 from pathlib import Path
@@ -113,11 +114,14 @@ class Runner:
     return (time.perf_counter() - t0) * 1e3
 
 
-def time_steps(runners, repeats):
+def time_steps(runners, repeats, seed=0):
   """Median step time of each runner; steps taken round-robin, so that a busy moment of the
-  machine slows every optimizer alike instead of the one being timed."""
+  machine slows every optimizer alike instead of the one being timed, in a new random order
+  every round (a step right after a heavy one runs slower on a CPU: caches and threads)."""
+  order, rng = list(runners.values()), random.Random(seed)
   for _ in range(repeats):
-    for r in runners.values():
+    rng.shuffle(order)
+    for r in order:
       r.times.append(r.run())
   return {name: statistics.median(r.times) for name, r in runners.items()}
 
