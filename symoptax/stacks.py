@@ -11,6 +11,7 @@ import dataclasses
 from typing import Any, Iterable, Mapping
 
 import jax
+import jax.numpy as jnp
 import optax
 from optax.transforms import MaskedNode
 
@@ -83,8 +84,8 @@ class RoleRule:
   """The resolved rule of one role: its name, learning rate and weight decay.
 
   ``lr_ratio`` is the learning rate's multiple of the stack's ``learning_rate`` (``None``
-  for an override's own learning rate). The stack gives every rule one branch (see
-  :func:`branches`), so that same-shape matrices of different roles share one batched step.
+  for an override's own learning rate). Roles that share a rule share one branch of the
+  stack (see :func:`symmetry_stack`), so that their same-shape matrices take one batched step.
   """
   role: str
   rule: str
@@ -146,63 +147,65 @@ def resolve_rules(learning_rate, preset: str = "paper",
 class _Branch:
   """One ``multi_transform`` branch: a rule and the roles that take it.
 
-  The branch steps at ``learning_rate`` (``weight_decay``); ``factors`` holds each role's
-  learning-rate multiple of it (omitted when 1), ``centred`` the roles whose rows are
-  centred and ``decayed`` the roles AdamW decays (the others get ``weight_decay`` 0).
+  The rule steps at ``learning_rate`` with ``weight_decay``. ``leaf_rates``: the roles'
+  learning-rate ratios differ, so the rule steps at 1 and each leaf is then scaled by its
+  role's ratio times ``learning_rate`` (one rounding, as a single rate would give).
+  ``centred``: the roles whose rows are centred; ``decayed``: the roles AdamW decays (the
+  others get weight decay 0).
   """
   name: str
   rule: str
   roles: tuple[str, ...]
   learning_rate: Any
-  weight_decay: float
-  factors: Mapping[str, float]
+  weight_decay: Any
+  leaf_rates: Mapping[str, float] | None
   centred: tuple[str, ...]
   decayed: tuple[str, ...]
+
+
+def _is_number(x) -> bool:
+  return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
 def _branches(table: Mapping[str, RoleRule], counts: Mapping[str, int]) -> list[_Branch]:
   """The branches for the roles in ``counts`` (role -> number of leaves).
 
-  One branch per rule (and per weight decay for matrix rules, per nonzero weight decay for
-  AdamW, whose zero-decay roles are masked): roles with different learning-rate ratios or
-  centring share it, so that their same-shape matrices (an embedding and an LM head under
-  "hybrid" or "rownorm") go through one batched step. A role whose override sets its own
-  learning rate gets a branch of its own.
+  One branch per rule, per weight decay for matrix rules and per nonzero weight decay for
+  AdamW (whose zero-decay roles are masked into a decayed branch): roles with different
+  learning-rate ratios or centring share it, so that their same-shape matrices (an embedding
+  and an LM head under "hybrid" or "rownorm") go through one batched step. A role whose
+  override sets its own learning rate, or a weight decay that is not a number (a schedule, an
+  array), gets a branch of its own (``"<role>:custom"``).
   """
   keyed: dict[str, list[RoleRule]] = {}
-  adamw_wds = {table[r].weight_decay for r in counts
-               if table[r].rule == "adamw" and table[r].lr_ratio is not None}
+  custom = lambda r: r.lr_ratio is None or not _is_number(r.weight_decay)
+  adamw_wds = {float(table[r].weight_decay) for r in counts
+               if table[r].rule == "adamw" and not custom(table[r])}
   split_adamw = len(adamw_wds - {0.0}) > 1
   for role in ROLES:
     if role not in counts:
       continue
     r = table[role]
-    if r.lr_ratio is None:
+    if custom(r):
       key = f"{role}:custom"
     elif r.rule == "adamw":
-      key = f"adamw|wd={r.weight_decay:g}" if split_adamw and r.weight_decay else "adamw"
+      key = f"adamw|wd={float(r.weight_decay)!r}" if split_adamw and r.weight_decay else "adamw"
     else:
-      key = f"{r.rule}|wd={r.weight_decay:g}"
+      key = f"{r.rule}|wd={float(r.weight_decay)!r}"
     keyed.setdefault(key, []).append(r)
   if split_adamw and "adamw" in keyed:  # zero-decay AdamW roles join a decayed branch
     first = next(k for k in keyed if k.startswith("adamw|"))
     keyed[first] += keyed.pop("adamw")
   out = []
   for key, rs in keyed.items():
-    wd = max(r.weight_decay for r in rs)
-    if rs[0].lr_ratio is None:
-      lr, factors = rs[0].learning_rate, {}
-    else:
-      # The branch steps at the ratio of most leaves; the others are scaled per leaf.
-      leaves: dict[float, int] = {}
-      for r in rs:
-        leaves[r.lr_ratio] = leaves.get(r.lr_ratio, 0) + counts[r.role]
-      base = max(leaves, key=leaves.__getitem__)
-      lr = rs[[r.lr_ratio for r in rs].index(base)].learning_rate
-      factors = {r.role: r.lr_ratio / base for r in rs if r.lr_ratio != base}
-    out.append(_Branch(key, rs[0].rule, tuple(r.role for r in rs), lr, wd, factors,
+    wd = rs[0].weight_decay if len(rs) == 1 else max(r.weight_decay for r in rs)
+    lr, leaf_rates = rs[0].learning_rate, None
+    if len({r.lr_ratio for r in rs}) > 1:
+      lr, leaf_rates = 1.0, {r.role: r.lr_ratio for r in rs}
+    out.append(_Branch(key, rs[0].rule, tuple(r.role for r in rs), lr, wd, leaf_rates,
                        centred=tuple(r.role for r in rs if r.center),
-                       decayed=tuple(r.role for r in rs if r.weight_decay)))
+                       decayed=tuple(r.role for r in rs if not _is_number(r.weight_decay)
+                                     or r.weight_decay)))
   return out
 
 
@@ -211,19 +214,29 @@ def _role_mask(chosen, roles_like):
   return lambda tree: jax.tree_util.tree_map(lambda r: r in chosen, roles_like(tree))
 
 
-def _scale_roles(factors: Mapping[str, float], roles_like) -> optax.GradientTransformation:
-  """Multiplies each leaf's update by its role's learning-rate factor (stateless)."""
+def _leaf_learning_rates(learning_rate, ratios: Mapping[str, float], roles_like
+                         ) -> optax.GradientTransformation:
+  """Scales each leaf by its role's ratio times ``learning_rate`` (float or schedule), as
+  ``optax.scale_by_schedule`` does, after a rule that stepped at learning rate 1 (whose
+  update is already negated)."""
+
+  def init_fn(params):
+    del params
+    return optax.ScaleByScheduleState(count=jnp.zeros([], jnp.int32))
 
   def update_fn(updates, state, params=None):
     del params
-    scaled = jax.tree_util.tree_map(lambda u, r: u * factors[r] if r in factors else u,
-                                    updates, roles_like(updates))
-    return scaled, state
+    lr = learning_rate(state.count) if callable(learning_rate) else learning_rate
+    scaled = jax.tree_util.tree_map(
+        lambda u, r: jnp.asarray(ratios[r] * lr, dtype=u.dtype) * u, updates,
+        roles_like(updates))
+    return scaled, optax.ScaleByScheduleState(count=optax.safe_increment(state.count))
 
-  return optax.GradientTransformation(lambda params: optax.EmptyState(), update_fn)
+  return optax.GradientTransformation(init_fn, update_fn)
 
 
-def _build(b: _Branch, roles_like, axes, sh: Mapping[str, Any]) -> optax.GradientTransformation:
+def _build(b: _Branch, roles_like, axes, sh: Mapping[str, Any], learning_rate
+           ) -> optax.GradientTransformation:
   if b.rule == "adamw":
     mask = (None if set(b.decayed) in (set(), set(b.roles))
             else _role_mask(b.decayed, roles_like))
@@ -240,7 +253,9 @@ def _build(b: _Branch, roles_like, axes, sh: Mapping[str, Any]) -> optax.Gradien
              "polargrad": aliases.polargrad}[b.rule]
     tx = _unpinned(alias)(b.learning_rate, weight_decay=b.weight_decay, center=center,
                           axes=axes, **sh)
-  return optax.chain(tx, _scale_roles(b.factors, roles_like)) if b.factors else tx
+  if b.leaf_rates is None:
+    return tx
+  return optax.chain(tx, _leaf_learning_rates(learning_rate, b.leaf_rates, roles_like))
 
 
 def _unpinned(alias):
@@ -303,10 +318,12 @@ def symmetry_stack(
 
   Returns:
     An ``optax.GradientTransformation``: an ``optax.multi_transform`` with one branch per
-    rule among the roles present (per weight decay for matrix rules), so that the
-    same-shape matrices of every role sharing a rule -- an embedding and an LM head under
-    "hybrid" or "rownorm", a layer stack's kernels -- go through one batched step; roles
-    with other learning-rate ratios are scaled per leaf, centring is masked per leaf. Its
+    rule among the roles present (``"muon|wd=0.0"``, ``"adamw"``, ...; per weight decay for
+    matrix rules, per nonzero weight decay for AdamW), so that the same-shape matrices of
+    every role sharing a rule -- an embedding and an LM head under "hybrid" or "rownorm", a
+    layer stack's kernels -- go through one batched step; learning-rate ratios are applied
+    per leaf, centring and AdamW's decay are masked per leaf. A role whose override sets its
+    own learning rate (or a non-numeric weight decay) has a branch ``"<role>:custom"``. The
     state holds one entry per branch (``state.inner_states[name]``).
 
   References:
@@ -346,7 +363,7 @@ def symmetry_stack(
     roles_like = lambda tree: _like(role_tree, tree)
     axes = lambda tree: matrix_axes(tree, roles=roles_like(tree), scan_axis=scan_axis)
     branches = _branches(table, counts)
-    transforms = {b.name: _build(b, roles_like, axes, sh) for b in branches}
+    transforms = {b.name: _build(b, roles_like, axes, sh, learning_rate) for b in branches}
     branch_of = {role: b.name for b in branches for role in b.roles}
     return optax.multi_transform(transforms,
                                  jax.tree_util.tree_map(branch_of.__getitem__, role_tree))

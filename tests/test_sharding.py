@@ -144,7 +144,7 @@ def test_sharded_update_equals_single_device(mesh_name, rule):
 
 
 @pytest.mark.parametrize("kind", [AxisType.Auto, AxisType.Explicit])
-@pytest.mark.parametrize("preset", ["paper", "muon", "hybrid"])
+@pytest.mark.parametrize("preset", ["paper", "muon", "hybrid", "rownorm"])
 def test_stack_keeps_shardings_and_matches_single_device(kind, preset):
   mesh = make_mesh((2, 2, 2), ("data", "fsdp", "tensor"), kind)
   params = {

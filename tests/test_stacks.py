@@ -186,25 +186,32 @@ def _rule_alone(rule, lr, wd, center, axes):
   return getattr(symoptax, rule)(lr, weight_decay=wd, axes=axes)
 
 
-@pytest.mark.parametrize("preset,overrides", [(p, None) for p in sorted(symoptax.PRESETS)] + [
+@pytest.mark.parametrize("preset,overrides,lr", [(p, None, 0.02) for p in sorted(symoptax.PRESETS)] + [
+    # Mixed ratios (embedding 5, head/router/experts 0.15) under a schedule.
+    ("rownorm", None, optax.linear_schedule(0.02, 0.002, 2)),
     # A matrix rule with its own weight decay (a branch of its own), two AdamW decays (split
     # branches), an own learning rate (its own branch).
-    ("rownorm", {"router": {"rule": "rownorm", "weight_decay": 0.1}}),
+    ("rownorm", {"router": {"rule": "rownorm", "weight_decay": 0.1}}, 0.02),
     ("muon", {"lm_head": {"rule": "adamw", "weight_decay": 0.05},
-              "router": {"learning_rate": 0.003}}),
+              "router": {"learning_rate": 0.003}}, 0.02),
+    # Two AdamW decays with a zero-decay role (the router) masked into a decayed branch.
+    ("muon", {"lm_head": {"rule": "adamw", "weight_decay": 0.05}}, 0.02),
+    # Left polar on embedding (0.015, uncentred) and router (0.625, centred); a weight decay
+    # that is an array.
+    ("paper", {"embedding": "left_polar", "vector": {"weight_decay": jnp.array(0.02)}}, 0.02),
 ])
-def test_every_leaf_steps_as_its_rule_would_alone(preset, overrides):
+def test_every_leaf_steps_as_its_rule_would_alone(preset, overrides, lr):
   """Branches merge roles (one per rule); each leaf must still get its own rule, learning
   rate, weight decay and centring, step after step."""
   params = nnx.to_pure_dict(problem("olmoe")[0])
   keys = iter(jax.random.split(jax.random.key(3), 100))
   grads = [jax.tree_util.tree_map(lambda x: jax.random.normal(next(keys), x.shape), params)
            for _ in range(2)]
-  tx = symoptax.symmetry_stack(0.02, preset=preset, params=params, overrides=overrides)
+  tx = symoptax.symmetry_stack(lr, preset=preset, params=params, overrides=overrides)
   state, update = tx.init(params), jax.jit(tx.update)
   for g in grads:
     got, state = update(g, state, params)
-  table = symoptax.stacks.resolve_rules(0.02, preset, overrides)
+  table = symoptax.stacks.resolve_rules(lr, preset, overrides)
   leaf = lambda x: x is None or isinstance(x, symoptax.MatrixAxes)
   flat = lambda tree: dict(jax.tree_util.tree_flatten_with_path(tree, is_leaf=leaf)[0])
   roles, axes = flat(symoptax.label_roles(params)), flat(symoptax.matrix_axes(params))
@@ -227,8 +234,8 @@ def test_every_leaf_steps_as_its_rule_would_alone(preset, overrides):
 def test_branches_exist_only_for_the_rules_present():
   params = nnx.to_pure_dict(problem("qwen3")[0])  # no router, no experts
   state = symoptax.symmetry_stack(0.02, params=params).init(params)
-  assert set(state.inner_states) == {"adamw", "muon|wd=0", "right_polar|wd=0",
-                                     "hybrid|wd=0"}
+  assert set(state.inner_states) == {"adamw", "muon|wd=0.0", "right_polar|wd=0.0",
+                                     "hybrid|wd=0.0"}
   state = symoptax.symmetry_stack(0.02, preset="adamw", params=params).init(params)
   assert set(state.inner_states) == {"adamw"}  # the LM head's zero decay is a mask
 
@@ -242,8 +249,36 @@ def test_roles_sharing_a_rule_share_one_batched_polar_step():
       lambda x: jax.random.normal(jax.random.key(x.shape[0]), x.shape), params)
   tx = symoptax.symmetry_stack(0.02, preset="hybrid", params=params)
   state = tx.init(params)
-  assert set(state.inner_states) == {"hybrid|wd=0"}
+  assert set(state.inner_states) == {"hybrid|wd=0.0"}
   hlo = jax.jit(tx.update).lower(grads, state, params).as_text()
   grams = [line for line in hlo.splitlines() if "dot_general" in line
            and line.rstrip().endswith("-> tensor<2x16x16xf32>")]
   assert grams, "no batched Gram of both matrices"
+
+
+def test_leaf_learning_rates_round_once_in_bf16():
+  """A role stepping at another ratio than its branch-mates (the embedding under "rownorm")
+  gets its bf16 update with one rounding of the learning rate, bit for bit as alone."""
+  params = jax.tree_util.tree_map(lambda x: x.astype(jnp.bfloat16),
+                                  nnx.to_pure_dict(problem("olmoe")[0]))
+  grads = jax.tree_util.tree_map(
+      lambda x: jax.random.normal(jax.random.key(x.size), x.shape, x.dtype), params)
+  tx = symoptax.symmetry_stack(0.02, preset="rownorm", params=params)
+  got, _ = jax.jit(tx.update)(grads, tx.init(params), params)
+  emb = {"e": params["embed_tokens"]["embedding"]}
+  alone = symoptax.rownorm_m(5.0 * 0.02)
+  want, _ = jax.jit(alone.update)({"e": grads["embed_tokens"]["embedding"]}, alone.init(emb), emb)
+  assert got["embed_tokens"]["embedding"].dtype == jnp.bfloat16
+  np.testing.assert_array_equal(np.asarray(got["embed_tokens"]["embedding"], np.float32),
+                                np.asarray(want["e"], np.float32))
+
+
+@pytest.mark.parametrize("wd", [optax.constant_schedule(0.1), jnp.array(0.1)])
+def test_weight_decay_schedules_and_arrays_in_overrides(wd):
+  params = nnx.to_pure_dict(problem("qwen3")[0])
+  grads = jax.tree_util.tree_map(jnp.zeros_like, params)
+  tx = symoptax.symmetry_stack(0.02, params=params,
+                               overrides={"vector": {"learning_rate": 0.5, "weight_decay": wd}})
+  assert "vector:custom" in tx.init(params).inner_states
+  u, _ = tx.update(grads, tx.init(params), params)
+  np.testing.assert_allclose(u["norm"]["scale"], -0.5 * 0.1 * params["norm"]["scale"], rtol=1e-6)
