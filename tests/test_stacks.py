@@ -142,7 +142,7 @@ def test_overrides_are_applied_by_the_built_transform():
   tx = symoptax.symmetry_stack(0.02, overrides={
       "lm_head": {"learning_rate": 0.0},
       "vector": {"learning_rate": 0.5, "weight_decay": 0.1}})
-  u, _ = tx.update(grads, tx.init(params), params)
+  u, _ = jax.jit(tx.update)(grads, tx.init(params), params)
   assert bool(jnp.all(u["lm_head"]["kernel"] == 0))
   assert not bool(jnp.all(u["embed_tokens"]["embedding"] == 0))
   # Zero gradient under AdamW: the update is the decoupled decay -lr * wd * w alone.
@@ -157,14 +157,13 @@ def test_stack_works_with_eval_shape_multisteps_and_inject_hyperparams():
   abstract = jax.eval_shape(tx.init, structs)
   concrete = tx.init(params)
   assert (jax.tree_util.tree_structure(abstract) == jax.tree_util.tree_structure(concrete))
-  grads = jax.grad(loss)(params, TOKENS)
+  grads = jax.jit(jax.grad(loss))(params, TOKENS)
   multi = optax.MultiSteps(tx, every_k_schedule=2)
-  s = multi.init(params)
-  _, s = multi.update(grads, s, params)
-  u_multi, _ = multi.update(grads, s, params)
-  # Compiled against compiled (MultiSteps runs the inner update inside lax.cond): eager and
-  # compiled sums round differently, and the Gram-side inverse roots of the vocabulary
-  # matrices amplify that to ~1e-6.
+  s, multi_update = multi.init(params), jax.jit(multi.update)
+  _, s = multi_update(grads, s, params)
+  u_multi, _ = multi_update(grads, s, params)
+  # Compiled against compiled: eager and compiled sums round differently, and the Gram-side
+  # inverse roots of the vocabulary matrices amplify that to ~1e-6.
   u_plain, _ = jax.jit(tx.update)(grads, tx.init(params), params)
   for a, b in zip(jax.tree_util.tree_leaves(u_multi), jax.tree_util.tree_leaves(u_plain)):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
@@ -208,28 +207,37 @@ def test_every_leaf_steps_as_its_rule_would_alone(preset, overrides, lr):
   grads = [jax.tree_util.tree_map(lambda x: jax.random.normal(next(keys), x.shape), params)
            for _ in range(2)]
   tx = symoptax.symmetry_stack(lr, preset=preset, params=params, overrides=overrides)
-  state, update = tx.init(params), jax.jit(tx.update)
-  for g in grads:
-    got, state = update(g, state, params)
   table = symoptax.stacks.resolve_rules(lr, preset, overrides)
   leaf = lambda x: x is None or isinstance(x, symoptax.MatrixAxes)
   flat = lambda tree: dict(jax.tree_util.tree_flatten_with_path(tree, is_leaf=leaf)[0])
   roles, axes = flat(symoptax.label_roles(params)), flat(symoptax.matrix_axes(params))
-  leaves, got = flat(params), flat(got)
-  for role in set(roles.values()):
-    paths = [p for p in roles if roles[p] == role]
-    name = lambda p: jax.tree_util.keystr(p)
-    r = table[role]
-    alone = _rule_alone(r.rule, r.learning_rate, r.weight_decay, r.center,
-                        {name(p): axes[p] for p in paths})
-    sub = {name(p): leaves[p] for p in paths}
-    s, step = alone.init(sub), jax.jit(alone.update)  # compiled, as the stack
-    for g in grads:
-      want, s = step({name(p): flat(g)[p] for p in paths}, s, sub)
-    for p in paths:
-      np.testing.assert_allclose(got[p], want[name(p)], rtol=1e-4, atol=1e-6,
-                                 err_msg=f"{preset} {overrides}: {name(p)} ({role}: {r.rule})")
+  leaves, name = flat(params), jax.tree_util.keystr
+  by_role = {role: [p for p in roles if roles[p] == role] for role in set(roles.values())}
+  alone = {role: _rule_alone(table[role].rule, table[role].learning_rate,
+                             table[role].weight_decay, table[role].center,
+                             {name(p): axes[p] for p in paths})
+           for role, paths in by_role.items()}
 
+  @jax.jit  # compiled, as the stack (one program for both, to keep the test quick)
+  def run(params, grads):
+    state = tx.init(params)
+    for g in grads:
+      got, state = tx.update(g, state, params)
+    want = {}
+    for role, paths in by_role.items():
+      sub = {name(p): flat(params)[p] for p in paths}
+      s = alone[role].init(sub)
+      for g in grads:
+        want[role], s = alone[role].update({name(p): flat(g)[p] for p in paths}, s, sub)
+    return got, want
+
+  got, want = run(params, grads)
+  got = flat(got)
+  for role, paths in by_role.items():
+    r = table[role]
+    for p in paths:
+      np.testing.assert_allclose(got[p], want[role][name(p)], rtol=1e-4, atol=1e-6,
+                                 err_msg=f"{preset} {overrides}: {name(p)} ({role}: {r.rule})")
 
 def test_branches_exist_only_for_the_rules_present():
   params = nnx.to_pure_dict(problem("qwen3")[0])  # no router, no experts
@@ -259,10 +267,10 @@ def test_roles_sharing_a_rule_share_one_batched_polar_step():
 def test_leaf_learning_rates_round_once_in_bf16():
   """A role stepping at another ratio than its branch-mates (the embedding under "rownorm")
   gets its bf16 update with one rounding of the learning rate, bit for bit as alone."""
-  params = jax.tree_util.tree_map(lambda x: x.astype(jnp.bfloat16),
-                                  nnx.to_pure_dict(problem("olmoe")[0]))
-  grads = jax.tree_util.tree_map(
-      lambda x: jax.random.normal(jax.random.key(x.size), x.shape, x.dtype), params)
+  key = iter(jax.random.split(jax.random.key(0), 4))
+  normal = lambda *shape: jax.random.normal(next(key), shape, jnp.bfloat16)
+  params = {"embed_tokens": {"embedding": normal(64, 16)}, "lm_head": {"kernel": normal(16, 64)}}
+  grads = {"embed_tokens": {"embedding": normal(64, 16)}, "lm_head": {"kernel": normal(16, 64)}}
   tx = symoptax.symmetry_stack(0.02, preset="rownorm", params=params)
   got, _ = jax.jit(tx.update)(grads, tx.init(params), params)
   emb = {"e": params["embed_tokens"]["embedding"]}
@@ -275,10 +283,10 @@ def test_leaf_learning_rates_round_once_in_bf16():
 
 @pytest.mark.parametrize("wd", [optax.constant_schedule(0.1), jnp.array(0.1)])
 def test_weight_decay_schedules_and_arrays_in_overrides(wd):
-  params = nnx.to_pure_dict(problem("qwen3")[0])
+  params = {"mlp": {"up_proj": {"kernel": jnp.ones((8, 16))}}, "norm": {"scale": jnp.arange(8.0)}}
   grads = jax.tree_util.tree_map(jnp.zeros_like, params)
   tx = symoptax.symmetry_stack(0.02, params=params,
                                overrides={"vector": {"learning_rate": 0.5, "weight_decay": wd}})
   assert "vector:custom" in tx.init(params).inner_states
-  u, _ = tx.update(grads, tx.init(params), params)
+  u, _ = jax.jit(tx.update)(grads, tx.init(params), params)
   np.testing.assert_allclose(u["norm"]["scale"], -0.5 * 0.1 * params["norm"]["scale"], rtol=1e-6)
