@@ -147,9 +147,9 @@ def resolve_rules(learning_rate, preset: str = "paper",
 class _Branch:
   """One ``multi_transform`` branch: a rule and the roles that take it.
 
-  The rule steps at ``learning_rate`` with ``weight_decay``. ``leaf_rates``: the roles'
-  learning-rate ratios differ, so the rule steps at 1 and each leaf is then scaled by its
-  role's ratio times ``learning_rate`` (one rounding, as a single rate would give).
+  The rule steps at ``learning_rate`` with ``weight_decay``. ``leaf_rates`` (set when the
+  roles' learning-rate ratios differ): the rule then steps at 1 and each leaf is scaled by
+  its role's ratio times the stack's learning rate (one rounding, as a single rate gives).
   ``centred``: the roles whose rows are centred; ``decayed``: the roles AdamW decays (the
   others get weight decay 0).
   """
