@@ -20,17 +20,16 @@ Prints a table and writes JSON. It never asserts anything about time.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import statistics
 import time
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from symoptax import polar as P
+
+from _results import write_json  # benchmarks/_results.py (this folder is on sys.path)
 
 ORACLES = [("full", m) for m in P.FULL_METHODS] + [("gram", m) for m in P.GRAM_METHODS]
 LOW_PRECISION = {"muon_ns", "polar_express", "dsv4", "newton_schulz"}
@@ -148,13 +147,7 @@ def main():
   for r in unsafe:
     print("  UNSAFE:", r)
 
-  out = Path(args.json)
-  out.parent.mkdir(parents=True, exist_ok=True)
-  out.write_text(json.dumps(dict(
-      device=device.device_kind, platform=device.platform, jax=jax.__version__,
-      machine=platform.machine(), date=time.strftime("%Y-%m-%d"), shapes=shapes,
-      rows=rows), indent=1))
-  print(f"wrote {out}")
+  write_json(args.json, shapes=shapes, rows=rows)
 
 
 if __name__ == "__main__":

@@ -14,16 +14,15 @@ JSON; asserts nothing.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import statistics
 import time
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 
 from symoptax import polar as P
+
+from _results import write_json  # benchmarks/_results.py (this folder is on sys.path)
 
 
 def scanned(x, compute_dtype):
@@ -78,13 +77,7 @@ def main():
                          min_ms=min(r["times"]))
     print(f"{name:20s} {r['compile_ms']:10.0f} {results[name]['median_ms']:10.1f} "
           f"{results[name]['min_ms']:8.1f}")
-  out = Path(args.json)
-  out.parent.mkdir(parents=True, exist_ok=True)
-  out.write_text(json.dumps(dict(
-      scale=args.scale, shapes=shapes, device=dev.device_kind, platform=dev.platform,
-      jax=jax.__version__, machine=platform.machine(), date=time.strftime("%Y-%m-%d"),
-      results=results), indent=1))
-  print(f"wrote {out}")
+  write_json(args.json, scale=args.scale, shapes=shapes, results=results)
 
 
 if __name__ == "__main__":

@@ -24,13 +24,10 @@ bytes at the measured read bandwidth). Writes JSON; asserts nothing.
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import platform
 import random
 import statistics
 import time
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -39,6 +36,8 @@ from optax.contrib import MuonDimensionNumbers
 
 import symoptax
 from symoptax.polar import resolve_compute_dtype
+
+from _results import write_json  # benchmarks/_results.py (this folder is on sys.path)
 
 
 def qwen3_tree(scale: int):
@@ -244,13 +243,8 @@ def main():
     print(f"{name:26s} {r['ms']:9.1f} {f(r['ms'], base):>8s} {f(r['ms'], muon):>12s} "
           f"{r['state_bytes'] / 2**20:9.1f} {f(r['state_bytes'], base_b):>13s} "
           f"{r['roofline_ms']:11.1f} {f(r['ms'], r['roofline_ms']):>10s}")
-  out = Path(args.json)
-  out.parent.mkdir(parents=True, exist_ok=True)
-  out.write_text(json.dumps(dict(
-      scale=args.scale, n_params=n_params, device=dev.device_kind, platform=dev.platform,
-      jax=jax.__version__, machine=platform.machine(), date=time.strftime("%Y-%m-%d"),
-      rates=rates, sequential=args.sequential, results=results), indent=1))
-  print(f"wrote {out}")
+  write_json(args.json, scale=args.scale, n_params=n_params, rates=rates,
+             sequential=args.sequential, results=results)
 
 
 if __name__ == "__main__":
