@@ -167,8 +167,8 @@ def _is_number(x) -> bool:
   return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
-def _branches(table: Mapping[str, RoleRule], counts: Mapping[str, int]) -> list[_Branch]:
-  """The branches for the roles in ``counts`` (role -> number of leaves).
+def _branches(table: Mapping[str, RoleRule], present: set[str]) -> list[_Branch]:
+  """The branches for the roles in ``present``.
 
   One branch per rule, per weight decay for matrix rules and per nonzero weight decay for
   AdamW (whose zero-decay roles are masked into a decayed branch): roles with different
@@ -179,11 +179,11 @@ def _branches(table: Mapping[str, RoleRule], counts: Mapping[str, int]) -> list[
   """
   keyed: dict[str, list[RoleRule]] = {}
   custom = lambda r: r.lr_ratio is None or not _is_number(r.weight_decay)
-  adamw_wds = {float(table[r].weight_decay) for r in counts
+  adamw_wds = {float(table[r].weight_decay) for r in present
                if table[r].rule == "adamw" and not custom(table[r])}
   split_adamw = len(adamw_wds - {0.0}) > 1
   for role in ROLES:
-    if role not in counts:
+    if role not in present:
       continue
     r = table[role]
     if custom(r):
@@ -357,12 +357,9 @@ def symmetry_stack(
   def stack(role_tree) -> optax.GradientTransformationExtraArgs:
     # Branches only for the roles present: an absent role's branch would still carry a
     # whole masked copy of the tree in the state (and cost its flattening every step).
-    counts: dict[str, int] = {}
-    for r in jax.tree_util.tree_leaves(role_tree):
-      counts[r] = counts.get(r, 0) + 1
     roles_like = lambda tree: _like(role_tree, tree)
     axes = lambda tree: matrix_axes(tree, roles=roles_like(tree), scan_axis=scan_axis)
-    branches = _branches(table, counts)
+    branches = _branches(table, set(jax.tree_util.tree_leaves(role_tree)))
     transforms = {b.name: _build(b, roles_like, axes, sh, learning_rate) for b in branches}
     branch_of = {role: b.name for b in branches for role in b.roles}
     return optax.multi_transform(transforms,
