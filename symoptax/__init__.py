@@ -21,7 +21,7 @@ from symoptax.axes import MatrixAxes, resolve_axes
 from symoptax.roles import ROLES, label_roles, matrix_axes
 from symoptax.stacks import PRESETS, RULES, describe, symmetry_stack
 from symoptax.transforms import (center_rows, qk_clip, scale_by_col_norm,
-                                 scale_by_high_pass_polar, scale_by_leverage_polar,
+                                 scale_by_debiased_momentum, scale_by_high_pass_polar, scale_by_leverage_polar,
                                  scale_by_namo, scale_by_namo_d, scale_by_polar,
                                  scale_by_row_norm, scale_by_row_second_moment, scale_by_shape,
                                  scale_by_spectral_clip)
@@ -56,6 +56,7 @@ __all__ = [
     "rmnp",
     "rownorm_m",
     "scale_by_col_norm",
+    "scale_by_debiased_momentum",
     "scale_by_high_pass_polar",
     "scale_by_leverage_polar",
     "scale_by_namo",

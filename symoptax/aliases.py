@@ -18,8 +18,8 @@ from jax.typing import ArrayLike
 
 from symoptax.axes import AxesLike, matrix_mask
 from symoptax.sharding import keep_shardings
-from symoptax.transforms import (center_rows, scale_by_col_norm, scale_by_high_pass_polar,
-                                 scale_by_leverage_polar, scale_by_namo, scale_by_namo_d,
+from symoptax.transforms import (center_rows, scale_by_col_norm, scale_by_debiased_momentum,
+                                 scale_by_high_pass_polar, scale_by_leverage_polar, scale_by_namo, scale_by_namo_d,
                                  scale_by_polar, scale_by_row_norm,
                                  scale_by_row_second_moment, scale_by_shape,
                                  scale_by_spectral_clip)
@@ -119,12 +119,12 @@ def rownorm_m(
 
 
 def _one_sided(side: str, learning_rate, beta, weight_decay, nuclear_power, center, method,
-               axes, compute_dtype, sh):
+               axes, compute_dtype, sh, nu_scope="matrix"):
   c = _centring(center, axes, sh)
   return _chain(
       optax.ema(beta, debias=False), c,
       scale_by_polar(method, side=side, nuclear_power=nuclear_power, axes=axes, **sh,
-                     compute_dtype=compute_dtype),
+                     compute_dtype=compute_dtype, nu_scope=nu_scope),
       c, *_tail(learning_rate, weight_decay, axes))
 
 
@@ -139,6 +139,7 @@ def right_polargrad_m(
     method: str = "polar_express",
     axes: AxesLike = None,
     compute_dtype: Any = "auto",
+    nu_scope: str = "matrix",
     shardings: Any = None,
     mesh: Any = None,
 ) -> optax.GradientTransformation:
@@ -164,6 +165,9 @@ def right_polargrad_m(
     compute_dtype: ``"auto"`` (bf16 on GPU/TPU where the oracle tolerates it, fp32
       on CPU: :func:`symoptax.polar.resolve_compute_dtype`), ``None`` (fp32) or
       ``jnp.bfloat16`` for bf16 Gram/apply matmuls with fp32 accumulation.
+    nu_scope: ``"matrix"`` (one :math:`\nu` per matrix) or ``"leaf"`` (one over a stacked
+      leaf's matrices, as the reference does for ``[E, m, n]`` experts): see
+      :func:`symoptax.scale_by_polar`.
     shardings: the parameters' shardings (pytree of ``NamedSharding``, or ``PartitionSpec``
       with ``mesh``): the matrix steps run under ``jax.shard_map`` with explicit collectives
       and the state stays in these shardings (see :mod:`symoptax.sharding`).
@@ -178,7 +182,7 @@ def right_polargrad_m(
   """
   sh = _sh(shardings, mesh)
   return _one_sided("right", learning_rate, beta, weight_decay, nuclear_power, center,
-                    method, axes, compute_dtype, sh)
+                    method, axes, compute_dtype, sh, nu_scope)
 
 
 @_keeps_shardings
@@ -192,6 +196,7 @@ def left_polargrad_m(
     method: str = "polar_express",
     axes: AxesLike = None,
     compute_dtype: Any = "auto",
+    nu_scope: str = "matrix",
     shardings: Any = None,
     mesh: Any = None,
 ) -> optax.GradientTransformation:
@@ -218,7 +223,7 @@ def left_polargrad_m(
   """
   sh = _sh(shardings, mesh)
   return _one_sided("left", learning_rate, beta, weight_decay, nuclear_power, center,
-                    method, axes, compute_dtype, sh)
+                    method, axes, compute_dtype, sh, nu_scope)
 
 
 @_keeps_shardings
@@ -234,6 +239,7 @@ def hybrid_polargrad_m(
     side: str = "auto",
     axes: AxesLike = None,
     compute_dtype: Any = "auto",
+    nu_scope: str = "matrix",
     shardings: Any = None,
     mesh: Any = None,
 ) -> optax.GradientTransformation:
@@ -265,6 +271,9 @@ def hybrid_polargrad_m(
     compute_dtype: ``"auto"`` (bf16 on GPU/TPU where the oracle tolerates it, fp32
       on CPU: :func:`symoptax.polar.resolve_compute_dtype`), ``None`` (fp32) or
       ``jnp.bfloat16`` for bf16 matmuls with fp32 accumulation.
+    nu_scope: ``"matrix"`` (one :math:`\nu` per matrix) or ``"leaf"`` (one over a stacked
+      leaf's matrices, as the reference does for ``[E, m, n]`` experts): see
+      :func:`symoptax.scale_by_polar`.
     shardings: the parameters' shardings (pytree of ``NamedSharding``, or ``PartitionSpec``
       with ``mesh``): the matrix steps run under ``jax.shard_map`` with explicit collectives
       and the state stays in these shardings (see :mod:`symoptax.sharding`).
@@ -284,7 +293,7 @@ def hybrid_polargrad_m(
   row = scale_by_row_norm(axes=axes, **sh)
   if order == "row_then_polar":
     polar = scale_by_polar(method, side=side, nuclear_power=nuclear_power, axes=axes, **sh,
-                           compute_dtype=compute_dtype)
+                           compute_dtype=compute_dtype, nu_scope=nu_scope)
     body = (c, row, c, polar, c)
   else:
     polar = scale_by_polar(method, side=side, axes=axes, **sh, compute_dtype=compute_dtype)
@@ -303,6 +312,7 @@ def polargrad(
     method: str = "polar_express",
     axes: AxesLike = None,
     compute_dtype: Any = "auto",
+    nu_scope: str = "matrix",
     shardings: Any = None,
     mesh: Any = None,
 ) -> optax.GradientTransformation:
@@ -326,6 +336,9 @@ def polargrad(
     compute_dtype: ``"auto"`` (bf16 on GPU/TPU where the oracle tolerates it, fp32
       on CPU: :func:`symoptax.polar.resolve_compute_dtype`), ``None`` (fp32) or
       ``jnp.bfloat16`` for bf16 matmuls with fp32 accumulation.
+    nu_scope: ``"matrix"`` (one :math:`\nu` per matrix) or ``"leaf"`` (one over a stacked
+      leaf's matrices, as the reference does for ``[E, m, n]`` experts): see
+      :func:`symoptax.scale_by_polar`.
     shardings: the parameters' shardings (pytree of ``NamedSharding``, or ``PartitionSpec``
       with ``mesh``): the matrix steps run under ``jax.shard_map`` with explicit collectives
       and the state stays in these shardings (see :mod:`symoptax.sharding`).
@@ -339,7 +352,10 @@ def polargrad(
   """
   sh = _sh(shardings, mesh)
   return _one_sided("full", learning_rate, beta, weight_decay, nuclear_power, center,
-                    method, axes, compute_dtype, sh)
+                    method, axes, compute_dtype, sh, nu_scope)
+
+
+MOMENTA = ("jordan", "optax")
 
 
 @_keeps_shardings
@@ -348,6 +364,7 @@ def muon(
     *,
     beta: ArrayLike = 0.95,
     nesterov: bool = True,
+    momentum: str = "jordan",
     weight_decay: ArrayLike = 0.0,
     method: str = "polar_express",
     shape_rule: str = "muon",
@@ -361,17 +378,27 @@ def muon(
 
   .. math::
     B_t = \beta B_{t-1} + G_t,\quad M_t = G_t + \beta B_t \;(\text{Nesterov}),\\
-    W_{t+1} = W_t (1 - \eta\lambda) - \eta\, s(\mathrm{rows}, \mathrm{cols})\, \mathrm{polar}(M_t)
+    W_{t+1} = W_t (1 - \eta\lambda) - \eta\, s\, \mathrm{polar}(M_t)
 
-  with :math:`s = \sqrt{\max(1, \mathrm{rows}/\mathrm{cols})}` ("muon") or
+  with :math:`s = \sqrt{\max(1, \mathrm{fan\_out}/\mathrm{fan\_in})}` ("muon": Jordan's,
+  optax's and the paper's convention; the output side is
+  :attr:`symoptax.MatrixAxes.fan_out`, so a SwiGLU down projection ``[ff, d]`` gets 1) or
   :math:`0.2\sqrt{\max(\mathrm{rows}, \mathrm{cols})}` ("rms", Moonlight). Symmetry group:
-  bi-orthogonal. Unlike ``optax.contrib.muon`` this applies to the leaves it is given (0/1-D
+  bi-orthogonal.
+
+  Momentum: ``momentum="jordan"`` (default) is the trace above (Jordan's Muon and the paper's
+  reference, no bias correction); ``momentum="optax"`` is ``optax.contrib.muon``'s
+  bias-corrected EMA (:func:`scale_by_debiased_momentum`). Both feed the same direction at
+  step 1; from step 2 on the weight of the newest gradient differs (``1/(1+beta)`` of the
+  trace's against ``(1-beta)/(1-beta^t)`` of the EMA's), and the updates differ by about
+  7-16% (relative) on the same gradients. Unlike ``optax.contrib.muon`` this applies to the leaves it is given (0/1-D
   leaves pass through); use :func:`symoptax.symmetry_stack` to route other leaves to AdamW.
 
   Args:
     learning_rate: float or optax schedule.
     beta: momentum coefficient.
     nesterov: use Nesterov momentum.
+    momentum: ``"jordan"`` or ``"optax"`` (above).
     weight_decay: decoupled weight decay (matrix leaves only).
     method: full-side polar oracle (default Polar Express, 5 steps).
     shape_rule: "muon", "rms" or "none" (see :func:`symoptax.scale_by_shape`).
@@ -395,20 +422,25 @@ def muon(
     arXiv:2505.16932, 2025.
   """
   sh = _sh(shardings, mesh)
+  if momentum not in MOMENTA:
+    raise ValueError(f"Unknown momentum {momentum!r}; valid choices are "
+                     f"{', '.join(map(repr, MOMENTA))}.")
   return _muon_like((), learning_rate, beta, nesterov, weight_decay, method, shape_rule, rms,
-                    axes, compute_dtype, sh)
+                    axes, compute_dtype, sh, momentum=momentum)
 
 
 MUONEQ_MODES = ("R", "C", "RC")
 
 
 def _muon_like(pre, learning_rate, beta, nesterov, weight_decay, method, shape_rule, rms,
-               axes, compute_dtype, sh, post=(), orthogonalise=None):
+               axes, compute_dtype, sh, post=(), orthogonalise=None, momentum="jordan"):
   """trace -> pre... -> polar (full) -> post... -> shape factor -> weight decay -> lr."""
   if orthogonalise is None:
     orthogonalise = scale_by_polar(method, side="full", axes=axes, **sh, compute_dtype=compute_dtype)
+  mom = (optax.trace(decay=beta, nesterov=nesterov) if momentum == "jordan"
+         else scale_by_debiased_momentum(beta, nesterov))
   return _chain(
-      optax.trace(decay=beta, nesterov=nesterov), *pre, orthogonalise, *post,
+      mom, *pre, orthogonalise, *post,
       scale_by_shape(shape_rule, rms=rms, axes=axes, **sh),
       *_tail(learning_rate, weight_decay, axes))
 

@@ -19,24 +19,66 @@ from optax.contrib import MuonDimensionNumbers
 AxisSpec = Union[int, Sequence[int]]
 
 
+FAN_OUT = ("rows", "cols")
+
+
 class MatrixAxes(NamedTuple):
   """Axes of a leaf that form the rows and the columns of its matrices.
+
+  Two facts per matrix, not one: which side is *permuted* (``rows``: tokens, neurons,
+  experts) and which side is the layer's *output* (``fan_out``). They differ for a SwiGLU
+  down projection ``[ff, d]`` (rows = the ff neurons = its input side). Symmetry rules use
+  the first; Muon-style shape factors ``sqrt(max(1, fan_out / fan_in))``
+  use the second.
 
   Attributes:
     rows: axis index or tuple of indices (negative allowed) whose flattened product is the
       row dimension (the permutable objects).
     cols: axis index or tuple of indices forming the column dimension (the feature space).
+    fan_out: ``"rows"`` (default) or ``"cols"``: the side that is the layer's output.
+    split: ``((axis, inner), ...)``: view axis ``axis`` of the leaf as two axes
+      ``[size // inner, inner]`` (a row-major reshape: head-major, as ``reshape(..., H, hd)``
+      reads an HF/NNX attention kernel's ``H * hd`` axis) before reading matrices; each pair's
+      ``axis`` counts in the view left by the pairs before it, and ``rows``, ``cols`` and
+      ``layers`` count in the final view. With ``split=((1, hd),)`` a 2-D query kernel
+      ``[d, H * hd]`` reads as ``[d, H, hd]``: ``rows=2, cols=0`` makes every head its own
+      matrix (axis 1 is a batch axis), exactly as a 3-D ``[d, H, hd]`` kernel with the same
+      rows and cols.
+    layers: batch axes that index separate parameters (the layers of a scanned stack);
+      rules that couple the matrices of one parameter (``nu_scope="leaf"``) never couple
+      across them.
 
-  All axes not named are batch axes: each slice along them is a separate matrix.
+  All axes not named in ``rows`` or ``cols`` are batch axes: each slice along them is a
+  separate matrix.
 
   Examples:
     >>> import symoptax
     >>> symoptax.MatrixAxes(rows=1, cols=0)   # a Flax Dense kernel [d_in, d_out]
     MatrixAxes(rows=1, cols=0)
+    >>> symoptax.MatrixAxes(rows=0, cols=1, fan_out="cols")   # a SwiGLU down kernel [ff, d]
+    MatrixAxes(rows=0, cols=1, fan_out='cols')
   """
 
   rows: AxisSpec
   cols: AxisSpec
+  fan_out: str = "rows"
+  split: tuple[tuple[int, int], ...] = ()
+  layers: AxisSpec = ()
+
+  def to_muon_dimension_numbers(self) -> MuonDimensionNumbers:
+    """The same matrices for ``optax.contrib.muon``: reduction axis = the input side,
+    output axis = :attr:`fan_out`'s side. A split leaf (:attr:`split`: head-wise attention)
+    has no such form, since optax cannot split an axis: it raises."""
+    if self.split:
+      raise ValueError(f"{self}: optax.contrib.MuonDimensionNumbers cannot split an axis; "
+                       "read attention whole (attention='whole') for optax.")
+    out, red = (self.rows, self.cols) if self.fan_out == "rows" else (self.cols, self.rows)
+    return MuonDimensionNumbers(reduction_axis=red, output_axis=out)
+
+  def __repr__(self) -> str:
+    extra = "".join(f", {f}={getattr(self, f)!r}" for f in ("fan_out", "split", "layers")
+                    if getattr(self, f) != self._field_defaults[f])
+    return f"MatrixAxes(rows={self.rows!r}, cols={self.cols!r}{extra})"
 
 
 # What a user may pass wherever axes are accepted.
@@ -47,10 +89,13 @@ def _is_axes_leaf(x: Any) -> bool:
   return x is None or isinstance(x, (MatrixAxes, MuonDimensionNumbers))
 
 
-def _as_tuple(spec: AxisSpec) -> tuple[int, ...]:
-  if isinstance(spec, int):
-    return (spec,)
-  return tuple(int(a) for a in spec)
+def _as_tuple(spec: AxisSpec, what: str = "axis", path: str = "<leaf>") -> tuple[int, ...]:
+  items = (spec,) if not isinstance(spec, (tuple, list)) else tuple(spec)
+  for x in items:
+    if isinstance(x, bool) or not isinstance(x, (int,)) and not hasattr(x, "__index__"):
+      raise ValueError(f"{path}: MatrixAxes {what} must be an int or a tuple of ints, got "
+                       f"{spec!r}.")
+  return tuple(int(x) for x in items)
 
 
 def _path_str(path) -> str:
@@ -69,48 +114,110 @@ def _to_matrix_axes(spec: Any) -> MatrixAxes | None:
 
 
 class _Layout(NamedTuple):
-  """Static recipe to move a leaf to ``[B, rows, cols]`` and back."""
+  """Static recipe to move a leaf to ``[B, rows, cols]`` and back.
+
+  Axis indices (``perm``, ``layers``) count in the leaf's *view*: its shape after
+  :attr:`MatrixAxes.split` (the leaf's own shape when nothing is split).
+  """
 
   perm: tuple[int, ...]
   batch_shape: tuple[int, ...]
   rows_shape: tuple[int, ...]
   cols_shape: tuple[int, ...]
+  view_shape: tuple[int, ...]
+  shape: tuple[int, ...]
+  splits: tuple[tuple[int, int], ...] = ()
+  fan_out: str = "rows"
+  layers: tuple[int, ...] = ()
 
   @property
   def batched_shape(self) -> tuple[int, int, int]:
     return (math.prod(self.batch_shape), math.prod(self.rows_shape), math.prod(self.cols_shape))
 
+  @property
+  def fan_ratio(self) -> float:
+    """``fan_out / fan_in`` of each matrix."""
+    _, r, c = self.batched_shape
+    return r / c if self.fan_out == "rows" else c / r
+
+  def view_dims(self, dims: Sequence[Any]) -> tuple[Any, ...]:
+    """Per-axis facts of the leaf's own axes (e.g. the mesh axes that split each) carried to
+    the axes of its view: a split axis's fact goes to its outer part, the inner part gets
+    ``()`` (an axis split over devices must split whole heads)."""
+    dims = tuple(dims)
+    for a, _ in self.splits:
+      dims = dims[:a] + (dims[a], ()) + dims[a + 1:]
+    return dims
+
+
+def _split_shape(shape: Sequence[int], split: Any, path: str) -> tuple[tuple[int, ...], tuple]:
+  """The view shape after ``split`` and the normalised ``(axis, inner)`` pairs."""
+  shape = tuple(shape)
+  try:
+    pairs = tuple((int(a), int(n)) for a, n in split)
+  except (TypeError, ValueError):
+    raise ValueError(f"{path}: MatrixAxes split must be a tuple of (axis, inner) pairs, got "
+                     f"{split!r}.") from None
+  norm = []
+  for a, inner in pairs:
+    nd = len(shape)
+    if not -nd <= a < nd:
+      raise ValueError(f"{path}: split axis {a} is out of range for a view of shape {shape}.")
+    a %= nd
+    if inner <= 0 or shape[a] % inner:
+      raise ValueError(
+          f"{path}: split ({a}, {inner}) needs axis {a} (size {shape[a]}) to be a multiple of "
+          f"{inner}; with head_dim= give the size of one attention head.")
+    shape = shape[:a] + (shape[a] // inner, inner) + shape[a + 1:]
+    norm.append((a, inner))
+  return shape, tuple(norm)
+
 
 def layout(shape: Sequence[int], axes: MatrixAxes, path: str = "<leaf>") -> _Layout:
   """Checks ``axes`` against ``shape`` and returns the static reshaping recipe."""
-  ndim = len(shape)
-  rows, cols = _as_tuple(axes.rows), _as_tuple(axes.cols)
+  view, splits = _split_shape(shape, axes.split, path)
+  ndim = len(view)
+  rows, cols = _as_tuple(axes.rows, "rows", path), _as_tuple(axes.cols, "cols", path)
   if not rows or not cols:
     raise ValueError(f"{path}: MatrixAxes needs at least one rows axis and one cols axis, "
                      f"got {axes}.")
-  norm = []
-  for a in rows + cols:
-    if not -ndim <= a < ndim:
-      raise ValueError(
-          f"{path}: axis {a} of {axes} is out of range for a leaf of shape {tuple(shape)} "
-          f"(ndim {ndim}); valid axes are {-ndim}..{ndim - 1}.")
-    norm.append(a % ndim)
-  if len(set(norm)) != len(norm):
-    raise ValueError(f"{path}: {axes} names the same axis twice for a leaf of shape "
-                     f"{tuple(shape)}.")
-  rows_n, cols_n = tuple(norm[:len(rows)]), tuple(norm[len(rows):])
-  batch = tuple(a for a in range(ndim) if a not in norm)
+  if axes.fan_out not in FAN_OUT:
+    raise ValueError(f"{path}: MatrixAxes fan_out must be 'rows' or 'cols', got "
+                     f"{axes.fan_out!r}.")
+  what = f"a leaf of shape {tuple(shape)}" + (f" viewed as {view}" if splits else "")
+
+  def norm(axs):
+    for a in axs:
+      if not -ndim <= a < ndim:
+        raise ValueError(
+            f"{path}: axis {a} of {axes} is out of range for {what} (ndim {ndim}); valid axes "
+            f"are {-ndim}..{ndim - 1}.")
+    return tuple(a % ndim for a in axs)
+
+  named = norm(rows + cols)
+  if len(set(named)) != len(named):
+    raise ValueError(f"{path}: {axes} names the same axis twice for {what}.")
+  rows_n, cols_n = named[:len(rows)], named[len(rows):]
+  batch = tuple(a for a in range(ndim) if a not in named)
+  layers = norm(_as_tuple(axes.layers, "layers", path))
+  if any(a not in batch for a in layers):
+    raise ValueError(f"{path}: {axes}: layers must be batch axes (not rows or cols) of {what}.")
   return _Layout(
       perm=batch + rows_n + cols_n,
-      batch_shape=tuple(shape[a] for a in batch),
-      rows_shape=tuple(shape[a] for a in rows_n),
-      cols_shape=tuple(shape[a] for a in cols_n),
+      batch_shape=tuple(view[a] for a in batch),
+      rows_shape=tuple(view[a] for a in rows_n),
+      cols_shape=tuple(view[a] for a in cols_n),
+      view_shape=view,
+      shape=tuple(shape),
+      splits=splits,
+      fan_out=axes.fan_out,
+      layers=layers,
   )
 
 
 def to_batched(x: jax.Array, lay: _Layout) -> jax.Array:
   """Moves a leaf to ``[B, rows, cols]`` (batch axes first, tuple axes flattened in order)."""
-  return jnp.transpose(x, lay.perm).reshape(lay.batched_shape)
+  return jnp.transpose(x.reshape(lay.view_shape), lay.perm).reshape(lay.batched_shape)
 
 
 def from_batched(y: jax.Array, lay: _Layout) -> jax.Array:
@@ -119,7 +226,7 @@ def from_batched(y: jax.Array, lay: _Layout) -> jax.Array:
   inv = [0] * len(lay.perm)
   for i, a in enumerate(lay.perm):
     inv[a] = i
-  return jnp.transpose(y, inv)
+  return jnp.transpose(y, inv).reshape(lay.shape)
 
 
 def resolve_axes(axes: AxesLike, tree: Any) -> Any:
@@ -277,11 +384,12 @@ class LeafMatrices(NamedTuple):
 def map_leaf_matrices(fn: Callable[[jax.Array, LeafMatrices], jax.Array], updates: Any,
                       axes_tree: Any) -> Any:
   """Applies ``fn(x, view)`` to every matrix leaf in its own layout (see
-  :class:`LeafMatrices`), in float32 (or wider), cast back to the leaf's dtype."""
+  :class:`LeafMatrices`; ``x`` in the leaf's split view, :attr:`MatrixAxes.split`), in
+  float32 (or wider), cast back to the leaf's dtype."""
   leaves, treedef, layouts = flatten_with_layouts(updates, axes_tree)
   out = [u if lay is None else
-         fn(u.astype(jnp.promote_types(u.dtype, jnp.float32)), LeafMatrices.of(lay)
-            ).astype(u.dtype)
+         fn(u.astype(jnp.promote_types(u.dtype, jnp.float32)).reshape(lay.view_shape),
+            LeafMatrices.of(lay)).reshape(lay.shape).astype(u.dtype)
          for u, lay in zip(leaves, layouts)]
   return jax.tree_util.tree_unflatten(treedef, out)
 

@@ -16,7 +16,7 @@ from typing import Any, Iterable, Sequence
 
 import jax
 
-from symoptax.axes import MatrixAxes
+from symoptax.axes import MatrixAxes, layout
 
 ROLES = ("embedding", "lm_head", "attn_q", "attn_k", "attn_v", "attn_qkv", "attn_o",
          "mlp_in", "mlp_out", "router", "expert_in", "expert_out", "matrix", "vector")
@@ -146,7 +146,10 @@ def _check_rules(rules):
   return out
 
 
-def _role_of(path, leaf, scan_axis, rules, moe_parents) -> str:
+TIED_EMBEDDING = ("embedding", "lm_head")
+
+
+def _role_of(path, leaf, scan_axis, rules, moe_parents, tied_head=False) -> str:
   name = path_str(path)
   shape = jax.numpy.shape(leaf)
   dtype = getattr(leaf, "dtype", None)
@@ -163,6 +166,8 @@ def _role_of(path, leaf, scan_axis, rules, moe_parents) -> str:
   if any(_VECTOR_LEAF.search(k.lower()) for k in keys):
     return "vector"  # biases (also bias tables such as T5's relative_attention_bias), sinks
   found = _builtin_roles(keys, nd, moe_parents)
+  if tied_head and found == {"embedding"}:
+    found = {"lm_head"}
   if nd <= 1:
     if found and keys[-1].lower() in _MATRIX_LEAF:
       return _checked(name, shape, core, sorted(found)[0], "its path")
@@ -194,6 +199,22 @@ def _moe_parents(params) -> frozenset:
   return frozenset(out)
 
 
+def _tree_leaves_with_path(params):
+  from optax.transforms import MaskedNode
+  return jax.tree_util.tree_flatten_with_path(
+      params, is_leaf=lambda x: x is None or isinstance(x, MaskedNode))[0]
+
+
+def _has_head(params, scan_axis, rules, moe_parents) -> bool:
+  """Whether the tree has an LM-head leaf of its own (masked branches' leaves included)."""
+  for path, leaf in _tree_leaves_with_path(params):
+    if any(p.search(path_str(path)) for p, r in rules if r == "lm_head"):
+      return True
+    if "lm_head" in _builtin_roles(path_keys(path), 2, moe_parents):
+      return True
+  return False
+
+
 def _checked(name, shape, core, role, source):
   if role == "vector":
     return role
@@ -207,7 +228,8 @@ def _checked(name, shape, core, role, source):
 
 
 def label_roles(params: Any, *, scan_axis: int | None = None,
-                rules: Iterable[tuple[str, str]] | None = None) -> Any:
+                rules: Iterable[tuple[str, str]] | None = None,
+                head_dim: int | None = None, tied_embedding: str = "embedding") -> Any:
   """Labels every leaf of a parameter tree with its role.
 
   Roles: ``embedding, lm_head, attn_q, attn_k, attn_v, attn_qkv, attn_o, mlp_in, mlp_out,
@@ -221,8 +243,15 @@ def label_roles(params: Any, *, scan_axis: int | None = None,
   Position, relative-position and segment tables (``wpe``, ``pos_*``, ``token_type_*``) are
   not vocabulary matrices. Einsum-style kernels with stacked q/k/v axes (DeepMind Gemma's
   ``q_einsum``, ``kv_einsum``) are not recognised: name them with ``rules``.
-  Biases, attention sinks and every 0/1-D leaf are ``vector``. A tied embedding used as the
-  LM head is one leaf with role ``embedding``.
+  Biases, attention sinks and every 0/1-D leaf are ``vector``.
+
+  A tied embedding used as the LM head (the tree has an embedding and no LM-head leaf of its
+  own) is one leaf; ``tied_embedding`` picks its role. ``"embedding"`` (default): an
+  uncentred vocabulary matrix, because adding ``1 v^T`` to a tied matrix shifts every input
+  embedding too, so the softmax shift is not a symmetry of the whole network and centring
+  would discard a direction the loss does depend on. ``"lm_head"``: the reference code's
+  choice (arXiv:2605.18106 routes a tied weight to its head rule, centred), stored as an
+  embedding ``[V, d]`` (rows 0, cols 1).
 
   Args:
     params: a parameter pytree (NNX ``State`` or pure dict, Linen ``params``, nested dicts).
@@ -232,6 +261,10 @@ def label_roles(params: Any, *, scan_axis: int | None = None,
     rules: ordered ``(regex, role)`` pairs, searched (case-insensitive) in the
       ``/``-joined path, e.g. ``[(r"blocks/\\d+/wqkv", "attn_qkv")]``. The first match wins
       and takes precedence over the built-in patterns.
+    head_dim: the size of one attention head; checked against every 2-D attention kernel
+      (its heads axis must be a multiple of it). See :func:`matrix_axes`.
+    tied_embedding: ``"embedding"`` or ``"lm_head"``: the role of an embedding that is also
+      the LM head (see above).
 
   Returns:
     A pytree of role strings with the structure of ``params``.
@@ -249,63 +282,212 @@ def label_roles(params: Any, *, scan_axis: int | None = None,
     >>> symoptax.label_roles(params)
     {'embed_tokens': {'embedding': 'embedding'}, 'lm_head': {'kernel': 'lm_head'}, 'norm': {'scale': 'vector'}}
   """
+  if tied_embedding not in TIED_EMBEDDING:
+    raise ValueError(f"Unknown tied_embedding {tied_embedding!r}; valid choices are "
+                     f"{', '.join(map(repr, TIED_EMBEDDING))}.")
   compiled = _check_rules(rules)
   moe = _moe_parents(params)
-  return jax.tree_util.tree_map_with_path(
-      lambda path, leaf: _role_of(path, leaf, scan_axis, compiled, moe), params)
+  tied = tied_embedding == "lm_head" and not _has_head(params, scan_axis, compiled, moe)
+  roles = jax.tree_util.tree_map_with_path(
+      lambda path, leaf: _role_of(path, leaf, scan_axis, compiled, moe, tied), params)
+  if head_dim is not None:
+    matrix_axes(params, roles=roles, scan_axis=scan_axis, attention="heads",
+                head_dim=head_dim)
+  return roles
 
 
-# Core (scan axis removed) (rows, cols) per role and core ndim, Flax layouts.
+# Core (scan axis removed) (rows, cols, fan_out) per role and core ndim, Flax layouts.
 _CORE_AXES = {
-    ("embedding", 2): (0, 1),    # [V, d]
-    ("lm_head", 2): (1, 0),      # [d, V]
-    ("attn_q", 2): (1, 0), ("attn_k", 2): (1, 0), ("attn_v", 2): (1, 0),
-    ("attn_qkv", 2): (1, 0),     # [d, (H hd)]
-    ("attn_q", 3): (2, 0), ("attn_k", 3): (2, 0), ("attn_v", 3): (2, 0),
-    ("attn_qkv", 3): (2, 0),     # [d, H, hd]: heads are a batch axis
-    ("attn_o", 2): (1, 0),       # [(H hd), d]
-    ("attn_o", 3): (2, 1),       # [H, hd, d]
-    ("mlp_in", 2): (1, 0),       # [d, ff]: rows are the hidden neurons
-    ("mlp_out", 2): (0, 1),      # [ff, d]
-    ("router", 2): (1, 0),       # [d, E]: rows are the experts
-    ("expert_in", 3): (2, 1),    # [E, d, ff]
-    ("expert_out", 3): (1, 2),   # [E, ff, d]
-    ("expert_in", 2): (1, 0),    # one expert's [d, ff] (unstacked experts/0/...)
-    ("expert_out", 2): (0, 1),   # [ff, d]
-    ("matrix", 2): (1, 0),       # Flax Dense [in, out]
+    ("embedding", 2): (0, 1, "cols"),    # [V, d]: a lookup, its output is d
+    ("lm_head", 2): (1, 0, "rows"),      # [d, V]
+    ("attn_q", 2): (1, 0, "rows"), ("attn_k", 2): (1, 0, "rows"),
+    ("attn_v", 2): (1, 0, "rows"), ("attn_qkv", 2): (1, 0, "rows"),   # [d, (H hd)]
+    ("attn_q", 3): (2, 0, "rows"), ("attn_k", 3): (2, 0, "rows"),
+    ("attn_v", 3): (2, 0, "rows"), ("attn_qkv", 3): (2, 0, "rows"),   # [d, H, hd]
+    ("attn_o", 2): (1, 0, "rows"),       # [(H hd), d]
+    ("attn_o", 3): (2, 1, "rows"),       # [H, hd, d]
+    ("mlp_in", 2): (1, 0, "rows"),       # [d, ff]: rows are the hidden neurons
+    ("mlp_out", 2): (0, 1, "cols"),      # [ff, d]: rows are the neurons, the output is d
+    ("router", 2): (1, 0, "rows"),       # [d, E]: rows are the experts
+    ("expert_in", 3): (2, 1, "rows"),    # [E, d, ff]
+    ("expert_out", 3): (1, 2, "cols"),   # [E, ff, d]
+    ("expert_in", 2): (1, 0, "rows"),    # one expert's [d, ff] (unstacked experts/0/...)
+    ("expert_out", 2): (0, 1, "cols"),   # [ff, d]
+    ("matrix", 2): (1, 0, "rows"),       # Flax Dense [in, out]
 }
+# Attention kernels read as a whole [d, H hd] matrix (attention="whole") when stored 3-D.
+_WHOLE_3D = {"attn_q": ((1, 2), 0), "attn_k": ((1, 2), 0), "attn_v": ((1, 2), 0),
+             "attn_qkv": ((1, 2), 0), "attn_o": (2, (0, 1))}
+# 2-D attention kernels read head by head: (core axis holding H hd, rows, cols) in the view
+# where that axis is split into [H, hd].
+_HEADS_2D = {"attn_q": (1, 2, 0), "attn_k": (1, 2, 0), "attn_v": (1, 2, 0),
+             "attn_qkv": (1, 2, 0), "attn_o": (0, 2, 1)}
+ATTENTION = ("heads", "whole")
+GATE_UP = ("interleaved", "concatenated")
+_QK_NORM = re.compile(r"^_?(q|k|query|key)_?(norm|layernorm|layer_norm|ln)$")
 
 
-def _axes_of(path, leaf, role, scan_axis):
+def head_dims(params: Any, *, scan_axis: int | None = None) -> dict[tuple[str, ...], int]:
+  """Head sizes read off query/key norm scales (``q_norm``, ``k_norm``, ``query_norm``,
+  ``key_norm``: one gain per head dimension), keyed by the attention block's path (lower
+  case) that holds them."""
+  found: dict[tuple[str, ...], set[int]] = {}
+  for path, leaf in _tree_leaves_with_path(params):
+    low = [k.lower() for k in path_keys(path)]
+    i = next((i for i, k in enumerate(low) if _QK_NORM.match(k)), None)
+    if i is None or not hasattr(leaf, "shape"):
+      continue
+    core, _ = _core_shape(jax.numpy.shape(leaf), path, scan_axis)
+    if len(core) == 1:
+      found.setdefault(tuple(low[:i]), set()).add(core[0])
+  out = {}
+  for block, sizes in found.items():
+    if len(sizes) > 1:
+      raise ValueError(
+          f"{'/'.join(block)}: query/key norm scales of sizes {sorted(sizes)} disagree on the "
+          "head size; pass head_dim= explicitly.")
+    out[block] = sizes.pop()
+  return out
+
+
+def _attention_block(path) -> tuple[str, ...]:
+  low = [k.lower() for k in path_keys(path)]
+  i = max((i for i, k in enumerate(low) if k in _ATTN), default=len(low) - 3)
+  return tuple(low[:i + 1])
+
+
+def _in_view(v, sv):
+  """A core-view axis index in the full view, the scan axis sitting at ``sv``."""
+  if isinstance(v, tuple):
+    return tuple(_in_view(a, sv) for a in v)
+  return v if sv is None or v < sv else v + 1
+
+
+def _axes_of(path, leaf, role, scan_axis, attention="whole", head_dim=None, gate_up=None,
+             pair=True):
   if role == "vector":
     return None
-  core, s = _core_shape(jax.numpy.shape(leaf), path, scan_axis)
+  shape = tuple(jax.numpy.shape(leaf))
+  core, s = _core_shape(shape, path, scan_axis)
   key = (role, len(core))
+  if role == "lm_head" and "embedding" in _builtin_roles(path_keys(path), 2, frozenset()):
+    key = ("embedding", 2)  # a tied embedding serving as the head: stored [V, d]
   if key not in _CORE_AXES:
     raise ValueError(f"{path_str(path)}: role {role!r} does not fit a leaf of shape "
-                     f"{tuple(jax.numpy.shape(leaf))}.")
-  lift = lambda a: a if s is None or a < s else a + 1
-  rows, cols = _CORE_AXES[key]
-  return MatrixAxes(rows=lift(rows), cols=lift(cols))
+                     f"{shape}.")
+  rows, cols, fan_out = _CORE_AXES[key]
+  if role == "lm_head":
+    fan_out = "rows"  # the vocabulary logits, also for a tied embedding stored [V, d]
+  split = None  # (core axis, inner size)
+  if role in _HEADS_2D:
+    if attention == "whole" and len(core) == 3:
+      rows, cols = _WHOLE_3D[role]
+    elif attention == "heads" and len(core) == 2:
+      if head_dim is None:
+        raise ValueError(
+            f"{path_str(path)}: attention='heads' orthogonalises attention head by head (as "
+            "the paper's reference does), but this 2-D kernel's head size is unknown: the "
+            "model has no q_norm/k_norm scale to read it from. Pass head_dim=<size of one "
+            "head>, or attention='whole' to orthogonalise the whole matrix.")
+      axis, rows, cols = _HEADS_2D[role]
+      split = (axis, head_dim)
+  elif gate_up is not None and role in ("mlp_in", "expert_in") and any(
+      "gate_up" in k.lower() for k in path_keys(path)):
+    axis = rows  # the fused 2 ff axis
+    n = core[axis]
+    if n % 2:
+      raise ValueError(f"{path_str(path)}: gate_up={gate_up!r} needs an even fused gate/up "
+                       f"axis, got {n} (shape {shape}).")
+    # View the fused axis as [ff, 2] (interleaved) or [2, ff] (concatenated); the neuron
+    # axis is the row, the gate/up pair axis joins the columns (pair=True: both halves of
+    # neuron j form one row) or is a batch axis (pair=False: gate and up are two matrices).
+    split = (axis, 2 if gate_up == "interleaved" else n // 2)
+    neuron, pair_ax = (axis, axis + 1) if gate_up == "interleaved" else (axis + 1, axis)
+    shift = lambda a: a + 1 if a > axis else a
+    rows = neuron
+    cols = (shift(cols), pair_ax) if pair else shift(cols)
+  if split is None:
+    lift = lambda a: (tuple(lift(x) for x in a) if isinstance(a, tuple)
+                      else a if s is None or a < s else a + 1)
+    return MatrixAxes(rows=lift(rows), cols=lift(cols), fan_out=fan_out,
+                      layers=() if s is None else (s,))
+  c, inner = split
+  orig = c if s is None or c < s else c + 1
+  sv = None if s is None else (s + 1 if c < s else s)
+  axes = MatrixAxes(rows=_in_view(rows, sv), cols=_in_view(cols, sv), fan_out=fan_out,
+                    split=((orig, inner),), layers=() if sv is None else (sv,))
+  layout(shape, axes, path_str(path))  # a head size that does not divide raises here
+  return axes
 
 
 def matrix_axes(params: Any, *, roles: Any = None, scan_axis: int | None = None,
-                rules: Iterable[tuple[str, str]] | None = None) -> Any:
+                rules: Iterable[tuple[str, str]] | None = None, attention: str = "heads",
+                head_dim: int | None = None, gate_up: str | None = None,
+                tied_embedding: str = "embedding", gate_up_pairs: bool = True) -> Any:
   """Rows/cols axes of every leaf from its role and layout (``None`` for vectors).
 
-  Layer axes (``scan_axis``), expert axes and attention-head axes become batch axes, so each
-  layer / expert / head is its own matrix.
+  Layer axes (``scan_axis``) and expert axes become batch axes, so each layer / expert is its
+  own matrix; the layer axes are recorded as :attr:`MatrixAxes.layers`. Each leaf's output
+  side (:attr:`MatrixAxes.fan_out`) follows its role: the rows, except for SwiGLU down
+  projections and expert outputs ``[ff, d]`` and embeddings ``[V, d]``, whose output is d.
+
+  Attention (roles ``attn_*``):
+
+  * ``attention="heads"`` (default): one matrix per head, as the paper's reference does
+    (q/k/v as ``[H, hd, d]``, o as ``[H, d, hd]`` in its PyTorch layout). 3-D kernels
+    (MaxText ``[d, H, hd]``, ``[H, hd, d]``) have a heads axis already; a 2-D kernel
+    (HF/NNX ``[d, H hd]``, ``[H hd, d]``) is viewed as heads inside the step
+    (:attr:`MatrixAxes.split`), so both layouts get the same matrices. The head size is
+    ``head_dim`` or, when not given, read from the attention block's ``q_norm``/``k_norm``
+    scales; a 2-D kernel whose head size is neither raises (naming it).
+  * ``attention="whole"``: one matrix ``[d, H hd]`` per kernel, 2-D or 3-D (what
+    ``optax.contrib.muon`` with MaxText's dimension numbers does).
 
   Args:
     params: a parameter pytree.
     roles: a pytree of role strings (from :func:`label_roles`), or None to label here.
     scan_axis: the layer axis of scanned stacks (see :func:`label_roles`).
     rules: passed to :func:`label_roles` when ``roles`` is None.
+    attention: ``"heads"`` or ``"whole"`` (above).
+    head_dim: the size of one attention head, for 2-D kernels under ``attention="heads"``
+      (default: from ``q_norm``/``k_norm`` scales).
+    gate_up: the layout of fused SwiGLU gate/up leaves (paths with ``gate_up``, e.g.
+      ``gate_up_proj`` ``[d, 2 ff]`` or experts ``[E, d, 2 ff]``): ``None`` (each of the
+      2 ff outputs is its own row), ``"interleaved"`` (gate_j, up_j adjacent, gpt-oss) or
+      ``"concatenated"`` (all gates, then all ups). With a layout, neuron j's gate and up
+      weights form one row ``[gate_j, up_j]``: the neuron pair is what a permutation moves.
+    tied_embedding: passed to :func:`label_roles` when ``roles`` is None.
+    gate_up_pairs: with ``gate_up``, ``True`` reads each neuron pair as one row (for the
+      row-based rules); ``False`` reads the gate and the up halves as two matrices (Muon's
+      convention in the reference, where each is orthogonalised on its own).
 
   Returns:
     A pytree of :class:`symoptax.MatrixAxes` or ``None`` with the structure of ``params``.
+
+  Examples:
+    >>> import jax.numpy as jnp, symoptax
+    >>> params = {"attn": {"q_proj": {"kernel": jnp.zeros((32, 4 * 8))}}}
+    >>> symoptax.matrix_axes(params, head_dim=8)["attn"]["q_proj"]["kernel"]
+    MatrixAxes(rows=2, cols=0, split=((1, 8),))
+    >>> symoptax.matrix_axes(params, attention="whole")["attn"]["q_proj"]["kernel"]
+    MatrixAxes(rows=1, cols=0)
   """
+  if attention not in ATTENTION:
+    raise ValueError(f"Unknown attention {attention!r}; valid choices are "
+                     f"{', '.join(map(repr, ATTENTION))}.")
+  if gate_up is not None and gate_up not in GATE_UP:
+    raise ValueError(f"Unknown gate_up {gate_up!r}; valid choices are None, "
+                     f"{', '.join(map(repr, GATE_UP))}.")
+  if head_dim is not None and (isinstance(head_dim, bool) or not isinstance(head_dim, int)
+                               or head_dim <= 0):
+    raise ValueError(f"head_dim must be a positive int, got {head_dim!r}.")
   if roles is None:
-    roles = label_roles(params, scan_axis=scan_axis, rules=rules)
-  return jax.tree_util.tree_map_with_path(
-      lambda path, leaf, role: _axes_of(path, leaf, role, scan_axis), params, roles)
+    roles = label_roles(params, scan_axis=scan_axis, rules=rules,
+                        tied_embedding=tied_embedding)
+  inferred = head_dims(params, scan_axis=scan_axis) if attention == "heads" else {}
+
+  def one(path, leaf, role):
+    hd = head_dim if head_dim is not None else inferred.get(_attention_block(path))
+    return _axes_of(path, leaf, role, scan_axis, attention, hd, gate_up, gate_up_pairs)
+
+  return jax.tree_util.tree_map_with_path(one, params, roles)

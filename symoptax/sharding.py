@@ -284,6 +284,7 @@ class _Group(NamedTuple):
 def _leaf_axes(lay, dims) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
   """The mesh axes that split a leaf's batch, rows and cols (in the layout's order)."""
   nb, nr = len(lay.batch_shape), len(lay.rows_shape)
+  dims = lay.view_dims(dims)
   names = lambda axes_: tuple(n for a in axes_ for n in dims[a])
   return names(lay.perm[:nb]), names(lay.perm[nb:nb + nr]), names(lay.perm[nb + nr:])
 
@@ -351,6 +352,7 @@ def stat_shape(lay, kind: str) -> tuple[int, ...]:
 def _stat_dims(lay, dims, kind):
   nb, nr = len(lay.batch_shape), len(lay.rows_shape)
   pick = {"rows": lay.perm[nb:nb + nr], "cols": lay.perm[nb + nr:], "matrix": ()}[kind]
+  dims = lay.view_dims(dims)
   return tuple(dims[a] for a in lay.perm[:nb] + tuple(pick))
 
 

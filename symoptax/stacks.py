@@ -8,6 +8,7 @@ what each leaf gets.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Iterable, Mapping
 
 import jax
@@ -17,7 +18,9 @@ from optax.transforms import MaskedNode
 
 from symoptax import aliases
 from symoptax import sharding as sharding_lib
+from symoptax.axes import layout
 from symoptax.roles import ROLES, label_roles, matrix_axes, path_str
+from symoptax.transforms import shape_factor
 
 RULES = ("adamw", "muon", "rownorm", "right_polar", "left_polar", "hybrid", "polargrad",
          "normuon", "muoneq", "spectral_clip", "namo", "namo_d", "aurora", "pion", "rmnp")
@@ -45,6 +48,25 @@ PRESETS: dict[str, dict[str, str]] = {
     "muon": _preset("adamw", "adamw", "muon"),
     "adamw": {r: "adamw" for r in ROLES},
 }
+
+# Per-preset defaults of the stack's layout options. "paper" follows the reference code:
+# attention head by head, one nu over a stacked-experts tensor. The others follow
+# optax.contrib.muon with MaxText's dimension numbers: whole attention matrices, one nu per
+# matrix.
+PRESET_OPTIONS: dict[str, dict[str, str]] = {
+    "paper": dict(attention="heads", nu_scope="leaf"),
+    "rownorm": dict(attention="whole", nu_scope="matrix"),
+    "hybrid": dict(attention="whole", nu_scope="matrix"),
+    "muon": dict(attention="whole", nu_scope="matrix"),
+    "adamw": dict(attention="whole", nu_scope="matrix"),
+}
+# Rules that read a fused gate/up leaf's neuron pair as one row (their symmetry permutes
+# neurons); the others (Muon and its bi-orthogonal kin) orthogonalise gate and up apart, as
+# the reference's Muon does.
+_PAIRED_RULES = ("rownorm", "right_polar", "left_polar", "hybrid", "rmnp", "normuon", "muoneq")
+# Rules whose update carries Muon's shape factor (scale_by_shape, shape_rule="muon").
+_SHAPED_RULES = ("muon", "normuon", "muoneq", "aurora", "pion")
+_NU_RULES = ("right_polar", "left_polar", "hybrid", "polargrad")
 
 # Learning rate of each rule relative to ``learning_rate`` (the Muon rate). AdamW 0.25 and
 # the router 0.625 are the reference builder's lr_other / lr_matrix (2e-4 / 8e-4) and
@@ -235,8 +257,8 @@ def _leaf_learning_rates(learning_rate, ratios: Mapping[str, float], roles_like
   return optax.GradientTransformation(init_fn, update_fn)
 
 
-def _build(b: _Branch, roles_like, axes, sh: Mapping[str, Any], learning_rate
-           ) -> optax.GradientTransformation:
+def _build(b: _Branch, roles_like, axes, sh: Mapping[str, Any], learning_rate,
+           nu_scope: str = "matrix") -> optax.GradientTransformation:
   if b.rule == "adamw":
     mask = (None if set(b.decayed) in (set(), set(b.roles))
             else _role_mask(b.decayed, roles_like))
@@ -251,8 +273,9 @@ def _build(b: _Branch, roles_like, axes, sh: Mapping[str, Any], learning_rate
     alias = {"rownorm": aliases.rownorm_m, "right_polar": aliases.right_polargrad_m,
              "left_polar": aliases.left_polargrad_m, "hybrid": aliases.hybrid_polargrad_m,
              "polargrad": aliases.polargrad}[b.rule]
+    nu = {"nu_scope": nu_scope} if b.rule in _NU_RULES else {}
     tx = _unpinned(alias)(b.learning_rate, weight_decay=b.weight_decay, center=center,
-                          axes=axes, **sh)
+                          axes=axes, **nu, **sh)
   if b.leaf_rates is None:
     return tx
   return optax.chain(tx, _leaf_learning_rates(learning_rate, b.leaf_rates, roles_like))
@@ -273,6 +296,11 @@ def symmetry_stack(
     overrides: Mapping[str, Any] | None = None,
     scan_axis: int | None = None,
     rules: Iterable[tuple[str, str]] | None = None,
+    attention: str | None = None,
+    head_dim: int | None = None,
+    nu_scope: str | None = None,
+    gate_up: str | None = None,
+    tied_embedding: str = "embedding",
     shardings: Any = None,
     mesh: Any = None,
 ) -> optax.GradientTransformation:
@@ -307,6 +335,24 @@ def symmetry_stack(
       "weight_decay": ...}}`` (learning rates absolute, float or schedule).
     scan_axis: the layer axis of scanned layer stacks (see :func:`label_roles`).
     rules: extra ``(regex, role)`` patterns for :func:`label_roles`.
+    attention: ``"heads"`` (one polar factor per attention head, as the reference does) or
+      ``"whole"`` (one per kernel, as ``optax.contrib.muon`` with MaxText's dimension
+      numbers); ``None``: the preset's (``PRESET_OPTIONS``: "heads" for "paper", "whole"
+      for the others). The same model stored 2-D (HF/NNX) or 3-D (MaxText) gets the same
+      matrices either way (:func:`matrix_axes`).
+    head_dim: the size of one attention head, for 2-D attention kernels under
+      ``attention="heads"``; default: read from the model's ``q_norm``/``k_norm`` scales (a
+      2-D kernel whose head size is unknown raises, naming it).
+    nu_scope: ``"matrix"`` or ``"leaf"`` for the nu-scaled rules (right/left polar, hybrid,
+      PolarGrad): one nu per matrix, or one per stacked leaf as the reference takes for
+      ``[E, m, n]`` experts (:func:`symoptax.scale_by_polar`); ``None``: the preset's
+      ("leaf" for "paper", "matrix" for the others).
+    gate_up: the layout of fused SwiGLU gate/up leaves (``None``, ``"interleaved"``,
+      ``"concatenated"``; see :func:`matrix_axes`): row-based rules then treat neuron j's
+      gate and up weights as one row, Muon-style rules orthogonalise gate and up apart.
+    tied_embedding: ``"embedding"`` (default: a tied embedding is an uncentred vocabulary
+      matrix) or ``"lm_head"`` (the reference's choice: the head's rule, centred); see
+      :func:`label_roles` for why.
     shardings: the parameters' shardings: a pytree like ``params`` (or a prefix of it) of
       ``jax.sharding.NamedSharding`` -- or of ``PartitionSpec`` with ``mesh`` -- or a
       callable ``params -> pytree`` (then ``params`` is required). Every matrix rule then
@@ -348,38 +394,62 @@ def symmetry_stack(
     sharding_lib.resolve_shardings(shardings, mesh, params)  # errors name the leaf, now
   sh = {} if shardings is None else dict(shardings=shardings, mesh=mesh)
   table = resolve_rules(learning_rate, preset, overrides)
+  opts = stack_options(preset, attention=attention, nu_scope=nu_scope)
+  layout_kw = dict(scan_axis=scan_axis, attention=opts["attention"], head_dim=head_dim,
+                   gate_up=gate_up)
   rules = list(rules) if rules is not None else None
-  if roles is None and params is not None:
-    # Label once, now, so naming errors surface before training.
-    roles = label_roles(params, scan_axis=scan_axis, rules=rules)
-    matrix_axes(params, roles=roles, scan_axis=scan_axis)
-
-  def stack(role_tree) -> optax.GradientTransformationExtraArgs:
-    # Branches only for the roles present: an absent role's branch would still carry a
-    # whole masked copy of the tree in the state (and cost its flattening every step).
-    roles_like = lambda tree: _like(role_tree, tree)
-    axes = lambda tree: matrix_axes(tree, roles=roles_like(tree), scan_axis=scan_axis)
-    branches = _branches(table, set(jax.tree_util.tree_leaves(role_tree)))
-    transforms = {b.name: _build(b, roles_like, axes, sh, learning_rate) for b in branches}
-    branch_of = {role: b.name for b in branches for role in b.roles}
-    return optax.multi_transform(transforms,
-                                 jax.tree_util.tree_map(branch_of.__getitem__, role_tree))
-
+  label = lambda tree: label_roles(tree, scan_axis=scan_axis, rules=rules,
+                                   tied_embedding=tied_embedding)
   if roles is not None:
     bad = [(path_str(p), r) for p, r in jax.tree_util.tree_flatten_with_path(roles)[0]
            if r not in ROLES]
     if bad:
       raise ValueError(f"roles: {bad[0][0]} has unknown role {bad[0][1]!r}; valid roles are "
                        f"{', '.join(ROLES)}.")
-    tx = stack(roles)
-  else:  # labelled from the tree at init and at every update (under jit: once per trace)
-    label = lambda tree: label_roles(tree, scan_axis=scan_axis, rules=rules)
+  if params is not None:
+    # Label and lay out once, now, so naming and layout errors surface before training.
+    matrix_axes(params, roles=roles if roles is not None else label(params), **layout_kw)
 
-    def update_fn(updates, state, params=None, **extra_args):
-      return stack(label(updates)).update(updates, state, params, **extra_args)
+  def stack(tree) -> optax.GradientTransformationExtraArgs:
+    # Labels and axes come from the whole tree (head sizes are read off q_norm/k_norm
+    # leaves, which another branch owns); each branch sees them masked like its own tree.
+    role_tree = roles if roles is not None else label(tree)
+    roles_like = lambda t: _like(role_tree, t)
+    axes_of = {pairs: matrix_axes(tree, roles=role_tree, gate_up_pairs=pairs, **layout_kw)
+               for pairs in ((True, False) if gate_up is not None else (True,))}
+    axes = lambda rule: (lambda t: _like(axes_of[rule in _PAIRED_RULES or gate_up is None],
+                                         t))
+    # Branches only for the roles present: an absent role's branch would still carry a
+    # whole masked copy of the tree in the state (and cost its flattening every step).
+    branches = _branches(table, set(jax.tree_util.tree_leaves(role_tree)))
+    transforms = {b.name: _build(b, roles_like, axes(b.rule), sh, learning_rate,
+                                 opts["nu_scope"]) for b in branches}
+    branch_of = {role: b.name for b in branches for role in b.roles}
+    return optax.multi_transform(transforms,
+                                 jax.tree_util.tree_map(branch_of.__getitem__, role_tree))
 
-    tx = optax.GradientTransformationExtraArgs(lambda p: stack(label(p)).init(p), update_fn)
+  # Built from the tree at init and at every update (under jit: once per trace).
+  def update_fn(updates, state, params=None, **extra_args):
+    return stack(updates).update(updates, state, params, **extra_args)
+
+  tx = optax.GradientTransformationExtraArgs(lambda p: stack(p).init(p), update_fn)
   return tx if shardings is None else sharding_lib.keep_shardings(tx, shardings, mesh=mesh)
+
+
+def stack_options(preset: str, *, attention: str | None = None,
+                  nu_scope: str | None = None) -> dict[str, str]:
+  """The layout options a stack uses: the given ones, else the preset's."""
+  if preset not in PRESET_OPTIONS:
+    raise ValueError(f"Unknown preset {preset!r}; valid choices are "
+                     f"{', '.join(map(repr, PRESETS))}.")
+  out = dict(PRESET_OPTIONS[preset])
+  if attention is not None:
+    out["attention"] = attention
+  if nu_scope is not None:
+    if nu_scope not in ("matrix", "leaf"):
+      raise ValueError(f"Unknown nu_scope {nu_scope!r}; valid choices are 'matrix', 'leaf'.")
+    out["nu_scope"] = nu_scope
+  return out
 
 
 def _like(roles, tree):
@@ -394,8 +464,11 @@ class Description:
   """What :func:`symmetry_stack` gives each leaf; ``str()`` prints the table."""
   rows: list[dict[str, Any]]
 
+  COLUMNS = ("path", "shape", "role", "rule", "rows", "cols", "matrices", "shape factor", "lr",
+             "wd")
+
   def __str__(self) -> str:
-    cols = ["path", "shape", "role", "rule", "rows", "cols", "lr", "wd"]
+    cols = list(self.COLUMNS)
     cells = [[str(r[c]) for c in cols] for r in self.rows]
     width = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(cols)]
     line = lambda vals: "  ".join(v.ljust(w) for v, w in zip(vals, width)).rstrip()
@@ -404,34 +477,64 @@ class Description:
   __repr__ = __str__
 
 
+def _matrices(lay, role: str, attention: str) -> str:
+  """``"4 heads x [16, 64]"``, ``"whole [64, 64]"``, ``"3 x [16, 8]"`` or ``"[32, 8]"``."""
+  b, r, c = lay.batched_shape
+  shape = f"[{r}, {c}]"
+  if role.startswith("attn_"):
+    n_layers = math.prod(lay.view_shape[a] for a in lay.layers)
+    heads = b // n_layers
+    if attention == "heads" and (heads > 1 or lay.splits):
+      return f"{heads} heads x {shape}" + (f" x {n_layers} layers" if n_layers > 1 else "")
+    return f"whole {shape}" + (f" x {n_layers} layers" if n_layers > 1 else "")
+  return f"{b} x {shape}" if b > 1 else shape
+
+
 def describe(params: Any, *, preset: str = "paper", learning_rate: Any = 1.0,
              roles: Any = None, overrides: Mapping[str, Any] | None = None,
              scan_axis: int | None = None,
-             rules: Iterable[tuple[str, str]] | None = None) -> Description:
-  """A table of what each leaf gets: path, shape, role, rule, rows/cols axes, lr, wd.
+             rules: Iterable[tuple[str, str]] | None = None, attention: str | None = None,
+             head_dim: int | None = None, gate_up: str | None = None,
+             tied_embedding: str = "embedding") -> Description:
+  """A table of what each leaf gets from :func:`symmetry_stack` with the same arguments.
 
-  With the default ``learning_rate=1.0`` the lr column shows each rule's multiple of the
-  learning rate you will pass to :func:`symmetry_stack`. Schedules show as ``schedule``.
+  Columns: path, shape, role, rule, the rows/cols axes (of the leaf's view when it is read
+  head by head, :attr:`MatrixAxes.split`), the matrices the rule sees (``"4 heads x [16,
+  64]"`` for head-wise attention, ``"whole [64, 64]"`` for a whole attention kernel,
+  ``"B x [rows, cols]"`` for layer and expert stacks), Muon's shape factor
+  ``sqrt(max(1, fan_out / fan_in))`` for the rules that apply it (``-`` otherwise), learning
+  rate and weight decay. With the default ``learning_rate=1.0`` the lr column shows each
+  rule's multiple of the learning rate you will pass to :func:`symmetry_stack`. Schedules
+  show as ``schedule``.
 
   Examples:
     >>> import jax.numpy as jnp, symoptax
     >>> print(symoptax.describe({"lm_head": {"kernel": jnp.ones((8, 32))}}))
-    path            shape    role     rule              rows  cols  lr     wd
-    --------------  -------  -------  ----------------  ----  ----  -----  ---
-    lm_head/kernel  (8, 32)  lm_head  hybrid (centred)  1     0     0.015  0.0
+    path            shape    role     rule              rows  cols  matrices  shape factor  lr     wd
+    --------------  -------  -------  ----------------  ----  ----  --------  ------------  -----  ---
+    lm_head/kernel  (8, 32)  lm_head  hybrid (centred)  1     0     [32, 8]   -             0.015  0.0
   """
   table = resolve_rules(learning_rate, preset, overrides)
+  opts = stack_options(preset, attention=attention)
   if roles is None:
-    roles = label_roles(params, scan_axis=scan_axis, rules=rules)
-  axes = matrix_axes(params, roles=roles, scan_axis=scan_axis)
+    roles = label_roles(params, scan_axis=scan_axis, rules=rules,
+                        tied_embedding=tied_embedding)
+  kw = dict(roles=roles, scan_axis=scan_axis, attention=opts["attention"], head_dim=head_dim,
+            gate_up=gate_up)
+  axes = {pairs: matrix_axes(params, gate_up_pairs=pairs, **kw) for pairs in (True, False)}
   rows = []
   flat, treedef = jax.tree_util.tree_flatten_with_path(params)
-  for (path, leaf), role, ax in zip(flat, treedef.flatten_up_to(roles),
-                                    treedef.flatten_up_to(axes)):
+  for i, ((path, leaf), role) in enumerate(zip(flat, treedef.flatten_up_to(roles))):
     r = table[role]
+    ax = treedef.flatten_up_to(axes[r.rule in _PAIRED_RULES])[i]
+    lay = None if ax is None else layout(jax.numpy.shape(leaf), ax, path_str(path))
     rule = r.rule + (" (centred)" if r.center else "")
     lr = "schedule" if callable(r.learning_rate) else float(f"{r.learning_rate:.4g}")
+    factor = ("-" if lay is None or r.rule not in _SHAPED_RULES
+              else float(f"{shape_factor(lay):.3g}"))
     rows.append(dict(path=path_str(path), shape=tuple(jax.numpy.shape(leaf)), role=role,
                      rule=rule, rows="-" if ax is None else ax.rows,
-                     cols="-" if ax is None else ax.cols, lr=lr, wd=r.weight_decay))
+                     cols="-" if ax is None else ax.cols,
+                     matrices="-" if lay is None else _matrices(lay, role, opts["attention"]),
+                     **{"shape factor": factor}, lr=lr, wd=r.weight_decay))
   return Description(rows)

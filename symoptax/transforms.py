@@ -123,40 +123,117 @@ def center_rows(*, axes: AxesLike = None, shardings: Any = None, mesh: Any = Non
                     shardings=shardings, mesh=mesh, reductions_only=True)
 
 
+def shape_factor(lay, rule: str = "muon", rms: ArrayLike = 0.2) -> Any:
+  """The factor :func:`scale_by_shape` gives every matrix of a leaf with layout ``lay``."""
+  _, rows, cols = lay.batched_shape
+  if rule == "muon":
+    return max(1.0, lay.fan_ratio) ** 0.5
+  if rule == "rms":
+    return rms * max(rows, cols) ** 0.5
+  return 1.0
+
+
 def scale_by_shape(rule: str = "muon", *, rms: ArrayLike = 0.2, axes: AxesLike = None,
                    shardings: Any = None, mesh: Any = None) -> optax.GradientTransformation:
   r"""Multiplies every matrix update by a factor of its shape.
 
-  * ``"muon"``: :math:`\sqrt{\max(1, \mathrm{rows}/\mathrm{cols})}` (Jordan's Muon).
-  * ``"rms"``: :math:`\mathrm{rms} \cdot \sqrt{\max(\mathrm{rows}, \mathrm{cols})}` (Moonlight:
-    matches AdamW's update RMS for an orthogonal update).
+  * ``"muon"``: :math:`\sqrt{\max(1, \mathrm{fan\_out}/\mathrm{fan\_in})}` (Jordan's Muon,
+    ``optax.contrib.muon``): the output side is :attr:`symoptax.MatrixAxes.fan_out`, which
+    for a SwiGLU down projection ``[ff, d]`` is its columns (d), not its permuted rows, so
+    it gets 1.
+  * ``"rms"``: :math:`\mathrm{rms} \cdot \sqrt{\max(\mathrm{rows}, \mathrm{cols})}`
+    (Moonlight: matches AdamW's update RMS for an orthogonal update).
   * ``"none"``: 1.
+
+  The factor is a constant per leaf (of each matrix's shape in the leaf's view, so a
+  head-wise attention kernel gets its heads' factor); it multiplies the leaf in place,
+  sharded or not.
 
   Args:
     rule: one of ``"muon"``, ``"rms"``, ``"none"``.
     rms: target RMS for ``rule="rms"``.
-    axes: which axes form rows and cols.
-    shardings: the parameters' shardings (pytree of ``NamedSharding``, or ``PartitionSpec``
-      with ``mesh``): the step then runs under ``jax.shard_map`` with explicit collectives
-      (see :mod:`symoptax.sharding`). ``None``: plain arrays.
+    axes: which axes form rows and cols, and the output side.
+    shardings: accepted for symmetry with the other primitives and checked at init; a
+      constant factor needs no collectives.
     mesh: the mesh for ``PartitionSpec`` shardings.
 
   Returns:
     An ``optax.GradientTransformation``.
+
+  Examples:
+    >>> import jax.numpy as jnp, symoptax
+    >>> down = symoptax.MatrixAxes(rows=0, cols=1, fan_out="cols")   # [ff, d]
+    >>> tx = symoptax.scale_by_shape("muon", axes=down)
+    >>> u, _ = tx.update({"w": jnp.ones((16, 4))}, tx.init(None))
+    >>> float(u["w"][0, 0])   # fan_out / fan_in = 4 / 16: factor 1
+    1.0
   """
   if rule not in SHAPE_RULES:
     raise ValueError(f"Unknown shape rule {rule!r}; valid choices are "
                      f"{', '.join(map(repr, SHAPE_RULES))}.")
 
-  def fn(x, shards):
-    rows, cols = shards.matrix_shape(x)
-    if rule == "muon":
-      return x * max(1.0, rows / cols) ** 0.5
-    if rule == "rms":
-      return x * (rms * max(rows, cols) ** 0.5)
-    return x
+  def init_fn(params):
+    resolve_axes(axes, params)  # fail at init on bad axes, naming the leaf
+    if shardings is not None:
+      sharding_lib.resolve_shardings(shardings, mesh, params)
+    return optax.EmptyState()
 
-  return _stateless(fn, axes, shardings=shardings, mesh=mesh, reductions_only=True)
+  def update_fn(updates, state, params=None):
+    tree = params if params is not None else updates
+    leaves, treedef, lays = flatten_with_layouts(updates, resolve_axes(axes, tree))
+    out = [u if lay is None else
+           (u * jnp.asarray(shape_factor(lay, rule, rms), jnp.float32)).astype(u.dtype)
+           for u, lay in zip(leaves, lays)]
+    return treedef.unflatten(out), state
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
+class DebiasedMomentumState(NamedTuple):
+  """State of :func:`scale_by_debiased_momentum`."""
+  count: jax.Array  # int32 scalar, steps taken
+  mu: Any  # EMA of the gradients, like the params
+
+
+def scale_by_debiased_momentum(beta: ArrayLike = 0.95, nesterov: bool = True
+                               ) -> optax.GradientTransformation:
+  r"""``optax.contrib.muon``'s momentum: a bias-corrected EMA, with Nesterov's look-ahead.
+
+  :func:`symoptax.muon` with ``momentum="optax"`` uses it in place of Jordan's
+  ``optax.trace`` (see there for how the two differ).
+
+  .. math::
+    \mu_t = \beta \mu_{t-1} + (1-\beta) G_t,\qquad
+    \hat M_t = \beta \frac{\mu_t}{1-\beta^{t+1}} + (1-\beta) \frac{G_t}{1-\beta^t}
+    \;(\text{Nesterov}),\quad \hat M_t = \frac{\mu_t}{1-\beta^t}\;(\text{otherwise}).
+
+  Args:
+    beta: EMA coefficient.
+    nesterov: use the look-ahead.
+
+  Returns:
+    An ``optax.GradientTransformation`` whose state holds the EMA (like the params).
+  """
+
+  def init_fn(params):
+    return DebiasedMomentumState(jnp.zeros([], jnp.int32),
+                                 optax.tree_utils.tree_zeros_like(params))
+
+  def update_fn(updates, state, params=None):
+    del params
+    mu = optax.tree_utils.tree_update_moment(updates, state.mu, beta, 1)
+    count = optax.safe_increment(state.count)
+    if nesterov:
+      out = jax.tree.map(
+          lambda m, g: beta * m + (1 - beta) * g,
+          optax.tree_utils.tree_bias_correction(mu, beta, optax.safe_increment(count)),
+          optax.tree_utils.tree_bias_correction(updates, beta, count))
+    else:
+      out = optax.tree_utils.tree_bias_correction(mu, beta, count)
+    return out, DebiasedMomentumState(count, mu)
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
 
 
 def _validate_polar(method: str, side: str, steps: int | None) -> None:
@@ -192,6 +269,7 @@ def scale_by_polar(
     axes: AxesLike = None,
     compute_dtype: Any = "auto",
     damping: float | None = None,
+    nu_scope: str = "matrix",
     shardings: Any = None,
     mesh: Any = None,
 ) -> optax.GradientTransformation:
@@ -218,6 +296,11 @@ def scale_by_polar(
       on CPU: :func:`symoptax.polar.resolve_compute_dtype`), ``None`` (fp32) or
       ``jnp.bfloat16`` for bf16 matmul inputs with fp32 accumulation.
     damping: relative eigenvalue damping of the "eigh" oracle.
+    nu_scope: ``"matrix"`` (default): one :math:`\nu` per matrix. ``"leaf"``: one
+      :math:`\nu = \sum_k \langle G_k, U_k \rangle` over every matrix ``k`` of a leaf except
+      across :attr:`symoptax.MatrixAxes.layers` (scanned layers stay separate): the paper's
+      reference on a stacked-experts tensor ``[E, m, n]``, whose one scalar couples the
+      experts. ``"leaf"`` steps about ``E`` times larger than ``"matrix"`` there.
     shardings: the parameters' shardings (pytree of ``NamedSharding``, or ``PartitionSpec``
       with ``mesh``): the step then runs under ``jax.shard_map`` with explicit collectives
       (see :mod:`symoptax.sharding`). ``None``: plain arrays.
@@ -240,11 +323,38 @@ def scale_by_polar(
     True
   """
   _validate_polar(method, side, steps)
-  return _stateless(
+  polar_lib._check_choice("nu_scope", nu_scope, NU_SCOPES)
+  per_leaf = nu_scope == "leaf" and not (isinstance(nuclear_power, (int, float))
+                                         and nuclear_power == 0)
+  inner = _stateless(
       lambda x, sh: sharded_polar_scaled(x, sh, method=method, steps=steps, side=side,
-                                         nuclear_power=nuclear_power,
+                                         nuclear_power=0.0 if per_leaf else nuclear_power,
                                          compute_dtype=compute_dtype, damping=damping),
       axes, shardings=shardings, mesh=mesh)
+  if not per_leaf:
+    return inner
+
+  def update_fn(updates, state, params=None):
+    polar, state = inner.update(updates, state, params)
+    tree = params if params is not None else updates
+    leaves, treedef, lays = flatten_with_layouts(updates, resolve_axes(axes, tree))
+    out = [u if lay is None else _nu_scaled(x, u, lay, nuclear_power)
+           for x, u, lay in zip(leaves, treedef.flatten_up_to(polar), lays)]
+    return treedef.unflatten(out), state
+
+  return optax.GradientTransformation(inner.init, update_fn)
+
+
+NU_SCOPES = ("matrix", "leaf")
+
+
+def _nu_scaled(x: jax.Array, u: jax.Array, lay, power: ArrayLike) -> jax.Array:
+  """``nu^power u`` with one ``nu = <x, u>`` per leaf (per layer of a scanned stack)."""
+  f32 = jnp.promote_types(u.dtype, jnp.float32)
+  xv, uv = x.astype(f32).reshape(lay.view_shape), u.astype(f32).reshape(lay.view_shape)
+  red = tuple(a for a in range(len(lay.view_shape)) if a not in lay.layers)
+  nu = jnp.maximum(jnp.sum(xv * uv, axis=red, keepdims=True), 0.0)
+  return (uv * jnp.power(nu, power)).reshape(lay.shape).astype(u.dtype)
 
 
 def sharded_polar_scaled(x: jax.Array, shards: MatrixShards, *, side: str, **kw) -> jax.Array:

@@ -31,7 +31,9 @@ def main(process_id: int, port: int, out: str) -> None:
       "embed_tokens": {"embedding": normal(64, 16)},
       "layers": {"mlp": {"up_proj": {"kernel": normal(3, 16, 32)},
                          "down_proj": {"kernel": normal(3, 32, 16)}},
-                 "self_attn": {"q_proj": {"kernel": normal(3, 16, 16)}},
+                 # q_norm gives the head size (8): "paper" reads q_proj head by head.
+                 "self_attn": {"q_proj": {"kernel": normal(3, 16, 16)},
+                               "q_norm": {"scale": np.ones((3, 8), np.float32)}},
                  "input_layernorm": {"scale": np.ones((3, 16), np.float32)}},
       "lm_head": {"kernel": normal(16, 64)},
   }
@@ -42,7 +44,8 @@ def main(process_id: int, port: int, out: str) -> None:
       "embed_tokens": {"embedding": P(("data", "fsdp"), "tensor")},
       "layers": {"mlp": {"up_proj": {"kernel": P(None, ("data", "fsdp"), "tensor")},
                          "down_proj": {"kernel": P(None, "tensor", ("data", "fsdp"))}},
-                 "self_attn": {"q_proj": {"kernel": P(None, "data", "tensor")}},
+                 "self_attn": {"q_proj": {"kernel": P(None, "data", "tensor")},
+                               "q_norm": {"scale": P()}},
                  "input_layernorm": {"scale": P()}},
       "lm_head": {"kernel": P("tensor", ("data", "fsdp"))},
   }

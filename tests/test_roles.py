@@ -13,10 +13,10 @@ from symoptax.roles import path_str
 V = None  # vectors have no axes
 
 
-def table(params, **kw):
+def table(params, attention="heads", **kw):
   """{path: (role, axes)} for every leaf."""
   roles = symoptax.label_roles(params, **kw)
-  axes = symoptax.matrix_axes(params, **kw)
+  axes = symoptax.matrix_axes(params, attention=attention, **kw)
   flat_axes = jax.tree_util.tree_leaves(axes, is_leaf=lambda a: a is None or isinstance(a, A))
   return {path_str(p): (r, a) for (p, r), a in
           zip(jax.tree_util.tree_flatten_with_path(roles)[0], flat_axes)}
@@ -26,20 +26,24 @@ def per_layer(layers, entries):
   return {f"layers/{i}/{k}": v for i in range(layers) for k, v in entries.items()}
 
 
+# 2-D kernels viewed head by head (head size 16, read from q_norm/k_norm or given):
+# q/k/v [d, H hd] as [d, H, hd], o [H hd, d] as [H, hd, d].
+HEADS = dict(split=((1, 16),))
 ATTN_HF = {
-    "self_attn/q_proj/kernel": ("attn_q", A(1, 0)),
-    "self_attn/k_proj/kernel": ("attn_k", A(1, 0)),
-    "self_attn/v_proj/kernel": ("attn_v", A(1, 0)),
-    "self_attn/o_proj/kernel": ("attn_o", A(1, 0)),
+    "self_attn/q_proj/kernel": ("attn_q", A(2, 0, **HEADS)),
+    "self_attn/k_proj/kernel": ("attn_k", A(2, 0, **HEADS)),
+    "self_attn/v_proj/kernel": ("attn_v", A(2, 0, **HEADS)),
+    "self_attn/o_proj/kernel": ("attn_o", A(2, 1, split=((0, 16),))),
 }
 QK_NORM = {"self_attn/q_norm/scale": ("vector", V), "self_attn/k_norm/scale": ("vector", V)}
 SWIGLU = {
     "mlp/gate_proj/kernel": ("mlp_in", A(1, 0)),
     "mlp/up_proj/kernel": ("mlp_in", A(1, 0)),
-    "mlp/down_proj/kernel": ("mlp_out", A(0, 1)),
+    "mlp/down_proj/kernel": ("mlp_out", A(0, 1, fan_out="cols")),
 }
 NORMS = {"input_layernorm/scale": ("vector", V), "post_attention_layernorm/scale": ("vector", V)}
-TOP = {"embed_tokens/embedding": ("embedding", A(0, 1)), "norm/scale": ("vector", V),
+EMB = A(0, 1, fan_out="cols")  # [V, d]: a lookup whose output is d
+TOP = {"embed_tokens/embedding": ("embedding", EMB), "norm/scale": ("vector", V),
        "lm_head/kernel": ("lm_head", A(1, 0))}
 
 
@@ -61,7 +65,7 @@ def test_gemma3_full_table():
   attn = {k.replace("self_attn", "attn"): v for k, v in {**ATTN_HF, **QK_NORM}.items()}
   norms = {f"{n}/scale": ("vector", V) for n in ("pre_attention_norm", "post_attention_norm",
                                                   "pre_ffw_norm", "post_ffw_norm")}
-  expected = {"embedder/embedding": ("embedding", A(0, 1)), "final_norm/scale": ("vector", V),
+  expected = {"embedder/embedding": ("embedding", EMB), "final_norm/scale": ("vector", V),
               **per_layer(2, {**attn, **SWIGLU, **norms})}
   assert table(nnx_params(gemma3.Gemma3)) == expected
 
@@ -70,7 +74,7 @@ def test_olmoe_full_table():
   mlp = {"mlp/gate/kernel": ("router", A(1, 0)),
          "mlp/experts/gate_proj": ("expert_in", A(2, 1)),
          "mlp/experts/up_proj": ("expert_in", A(2, 1)),
-         "mlp/experts/down_proj": ("expert_out", A(1, 2))}
+         "mlp/experts/down_proj": ("expert_out", A(1, 2, fan_out="cols"))}
   expected = {**TOP, **per_layer(2, {**ATTN_HF, **QK_NORM, **mlp, **NORMS})}
   assert table(nnx_params(moe.Olmoe)) == expected
 
@@ -81,11 +85,12 @@ def test_gpt_oss_full_table():
   mlp = {"mlp/router/kernel": ("router", A(1, 0)), "mlp/router/bias": ("vector", V),
          "mlp/experts/gate_up_proj": ("expert_in", A(2, 1)),
          "mlp/experts/gate_up_proj_bias": ("vector", V),
-         "mlp/experts/down_proj": ("expert_out", A(1, 2)),
+         "mlp/experts/down_proj": ("expert_out", A(1, 2, fan_out="cols")),
          "mlp/experts/down_proj_bias": ("vector", V)}
   expected = {**TOP, **per_layer(2, {**ATTN_HF, **attn_bias, "self_attn/sinks": ("vector", V),
                                      **mlp, **NORMS})}
-  assert table(nnx_params(moe.GptOss)) == expected
+  # gpt-oss has no q_norm/k_norm to read the head size from: it is given.
+  assert table(nnx_params(moe.GptOss), head_dim=16) == expected
 
 
 @pytest.mark.parametrize("scan_axis", [0, 1])
@@ -94,7 +99,8 @@ def test_maxtext_style_full_table(scan_axis):
   # Core layouts: query/key/value [d, H, hd], out [H, hd, d], wi [d, ff], wo [ff, d]; the
   # layer axis sits at scan_axis and is a batch axis.
   lift = lambda a: a if a < scan_axis else a + 1
-  ax = lambda rows, cols: A(lift(rows), lift(cols))
+  ax = lambda rows, cols, fan_out="rows": A(lift(rows), lift(cols), fan_out=fan_out,
+                                             layers=(scan_axis,))
   layer = {
       "self_attention/query/kernel": ("attn_q", ax(2, 0)),
       "self_attention/key/kernel": ("attn_k", ax(2, 0)),
@@ -102,11 +108,11 @@ def test_maxtext_style_full_table(scan_axis):
       "self_attention/out/kernel": ("attn_o", ax(2, 1)),
       "mlp/wi_0/kernel": ("mlp_in", ax(1, 0)),
       "mlp/wi_1/kernel": ("mlp_in", ax(1, 0)),
-      "mlp/wo/kernel": ("mlp_out", ax(0, 1)),
+      "mlp/wo/kernel": ("mlp_out", ax(0, 1, "cols")),
       "pre_self_attention_layer_norm/scale": ("vector", V),
       "post_self_attention_layer_norm/scale": ("vector", V),
   }
-  expected = {"token_embedder/embedding": ("embedding", A(0, 1)),
+  expected = {"token_embedder/embedding": ("embedding", EMB),
               "decoder/decoder_norm/scale": ("vector", V),
               "decoder/logits_dense/kernel": ("lm_head", A(1, 0)),
               **{f"decoder/layers/{k}": v for k, v in layer.items()}}
@@ -118,7 +124,7 @@ def test_flax_default_names_and_unknown_matrices():
             "Dense_0": {"kernel": jnp.ones((8, 16)), "bias": jnp.ones(16)},
             "LayerNorm_0": {"scale": jnp.ones(16)}, "temperature": jnp.ones(())}
   assert table(params) == {
-      "Embed_0/embedding": ("embedding", A(0, 1)),
+      "Embed_0/embedding": ("embedding", EMB),
       "Dense_0/kernel": ("matrix", A(1, 0)), "Dense_0/bias": ("vector", V),
       "LayerNorm_0/scale": ("vector", V), "temperature": ("vector", V)}
   assert "matrix" in str(symoptax.describe(params))
@@ -128,11 +134,11 @@ def test_fused_qkv_and_maxtext_moe_names():
   params = {"attn": {"c_attn": {"kernel": jnp.ones((8, 24))}},
             "MoeBlock_0": {"gate": {"kernel": jnp.ones((8, 4))},
                            "wi_0": jnp.ones((4, 8, 16)), "wo": jnp.ones((4, 16, 8))}}
-  assert table(params) == {
+  assert table(params, attention="whole") == {
       "attn/c_attn/kernel": ("attn_qkv", A(1, 0)),
       "MoeBlock_0/gate/kernel": ("router", A(1, 0)),
       "MoeBlock_0/wi_0": ("expert_in", A(2, 1)),
-      "MoeBlock_0/wo": ("expert_out", A(1, 2))}
+      "MoeBlock_0/wo": ("expert_out", A(1, 2, fan_out="cols"))}
 
 
 def test_user_rules_take_precedence():
@@ -140,9 +146,9 @@ def test_user_rules_take_precedence():
             "tok": jnp.ones((30, 8)), "lm_head": {"kernel": jnp.ones((8, 30))}}
   rules = [(r"blocks/\d+/wqkv", "attn_qkv"), (r"^tok$", "embedding"),
            (r"lm_head", "matrix")]
-  t = table(params, rules=rules)
+  t = table(params, rules=rules, attention="whole")
   assert t["blocks/0/wqkv"] == ("attn_qkv", A(1, 0))
-  assert t["tok"] == ("embedding", A(0, 1))
+  assert t["tok"] == ("embedding", EMB)
   assert t["lm_head/kernel"] == ("matrix", A(1, 0))
   assert t["blocks/0/proj"] == ("matrix", A(1, 0))
 
@@ -186,16 +192,16 @@ def test_realistic_names_outside_the_examples():
       "self_attn": {"query": m(8, 8), "key": m(8, 8), "value": m(8, 8)},
       "unused": None,
   }
-  t = table(params)
+  t = table(params, head_dim=4)
   assert t["wpe/embedding"][0] == "matrix"
   assert t["token_type_embeddings/embedding"][0] == "matrix"
   assert t["SelfAttention/relative_attention_bias/embedding"][0] == "vector"
   assert t["dense_block/mlp/gate/kernel"] == ("mlp_in", A(1, 0))
-  assert t["dense_block/mlp/down/kernel"] == ("mlp_out", A(0, 1))
+  assert t["dense_block/mlp/down/kernel"] == ("mlp_out", A(0, 1, fan_out="cols"))
   assert t["block_sparse_moe/gate/kernel"] == ("router", A(1, 0))
   assert t["block_sparse_moe/experts/0/w1/kernel"] == ("expert_in", A(1, 0))
-  assert t["block_sparse_moe/experts/0/w2/kernel"] == ("expert_out", A(0, 1))
-  assert t["self_attn/value"] == ("attn_v", A(1, 0))
+  assert t["block_sparse_moe/experts/0/w2/kernel"] == ("expert_out", A(0, 1, fan_out="cols"))
+  assert t["self_attn/value"] == ("attn_v", A(2, 0, split=((1, 4),)))
   assert symoptax.label_roles(params)["unused"] is None
 
 
@@ -204,9 +210,9 @@ def test_maxtext_dense_and_moe_layer_stacks_and_unscanned_lists():
                         "moe_layers": {"MoeBlock_0": {"gate": {"kernel": jnp.ones((8, 3, 4))},
                                                       "wi_0": jnp.ones((4, 3, 8, 16))}}}}
   t = table(params, scan_axis=1)
-  assert t["decoder/dense_layers/mlp/wi_0/kernel"] == ("mlp_in", A(2, 0))
-  assert t["decoder/moe_layers/MoeBlock_0/gate/kernel"] == ("router", A(2, 0))
-  assert t["decoder/moe_layers/MoeBlock_0/wi_0"] == ("expert_in", A(3, 2))
+  assert t["decoder/dense_layers/mlp/wi_0/kernel"] == ("mlp_in", A(2, 0, layers=(1,)))
+  assert t["decoder/moe_layers/MoeBlock_0/gate/kernel"] == ("router", A(2, 0, layers=(1,)))
+  assert t["decoder/moe_layers/MoeBlock_0/wi_0"] == ("expert_in", A(3, 2, layers=(1,)))
   # An unscanned list of layers keeps its shapes even when scan_axis is given.
   listed = {"layers": {"0": {"mlp": {"up_proj": {"kernel": jnp.ones((8, 16))}}}}}
   assert table(listed, scan_axis=0)["layers/0/mlp/up_proj/kernel"] == ("mlp_in", A(1, 0))

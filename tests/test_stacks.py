@@ -19,7 +19,8 @@ TOKENS = jax.random.randint(jax.random.key(1), (4, 17), 0, 256)
 def nnx_problem(name):
   graphdef, params, rest = nnx.split(NNX_MODELS[name](rngs=nnx.Rngs(0)), nnx.Param, ...)
   loss = lambda p, toks: next_token_loss(nnx.merge(graphdef, p, rest), toks)
-  return params, loss, {}
+  # gpt-oss has no q_norm/k_norm to read the head size from.
+  return params, loss, {"head_dim": 16} if name == "gpt_oss" else {}
 
 
 def maxtext_problem(scan_axis):
@@ -173,15 +174,17 @@ def test_stack_works_with_eval_shape_multisteps_and_inject_hyperparams():
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
-def _rule_alone(rule, lr, wd, center, axes):
+def _rule_alone(rule, lr, wd, center, axes, nu_scope="matrix"):
   """The optimizer a rule names, built on its own: what the stack must give its leaves."""
   if rule == "adamw":
     return optax.adamw(lr, b1=0.9, b2=0.95, eps=1e-8, weight_decay=wd)
   one_sided = {"rownorm": symoptax.rownorm_m, "right_polar": symoptax.right_polargrad_m,
                "left_polar": symoptax.left_polargrad_m, "hybrid": symoptax.hybrid_polargrad_m,
                "polargrad": symoptax.polargrad}
+  if rule == "rownorm":
+    return symoptax.rownorm_m(lr, weight_decay=wd, center=center, axes=axes)
   if rule in one_sided:
-    return one_sided[rule](lr, weight_decay=wd, center=center, axes=axes)
+    return one_sided[rule](lr, weight_decay=wd, center=center, axes=axes, nu_scope=nu_scope)
   return getattr(symoptax, rule)(lr, weight_decay=wd, axes=axes)
 
 
@@ -208,14 +211,16 @@ def test_every_leaf_steps_as_its_rule_would_alone(preset, overrides, lr):
            for _ in range(2)]
   tx = symoptax.symmetry_stack(lr, preset=preset, params=params, overrides=overrides)
   table = symoptax.stacks.resolve_rules(lr, preset, overrides)
+  opts = symoptax.stacks.stack_options(preset)
   leaf = lambda x: x is None or isinstance(x, symoptax.MatrixAxes)
   flat = lambda tree: dict(jax.tree_util.tree_flatten_with_path(tree, is_leaf=leaf)[0])
-  roles, axes = flat(symoptax.label_roles(params)), flat(symoptax.matrix_axes(params))
+  roles = flat(symoptax.label_roles(params))
+  axes = flat(symoptax.matrix_axes(params, attention=opts["attention"]))
   leaves, name = flat(params), jax.tree_util.keystr
   by_role = {role: [p for p in roles if roles[p] == role] for role in set(roles.values())}
   alone = {role: _rule_alone(table[role].rule, table[role].learning_rate,
                              table[role].weight_decay, table[role].center,
-                             {name(p): axes[p] for p in paths})
+                             {name(p): axes[p] for p in paths}, opts["nu_scope"])
            for role, paths in by_role.items()}
 
   @jax.jit  # compiled, as the stack (one program for both, to keep the test quick)
