@@ -60,7 +60,7 @@ def my_optimizer(params, lr: float = 0.02, momentum: float = 0.95):
       optax.trace(decay=momentum),                     # M_t = beta M_{t-1} + G_t
       symoptax.scale_by_row_norm(axes=axes),           # R(M): unit rows (neurons)
       symoptax.scale_by_polar(side="right", axes=axes),  # polar factor via the small Gram
-      symoptax.scale_by_shape("muon", axes=axes),      # Muon's sqrt(max(1, rows/cols))
+      symoptax.scale_by_shape("muon", axes=axes),      # Muon's sqrt(max(1, fan_out/fan_in))
       optax.scale_by_learning_rate(lr))
   head = optax.chain(
       optax.trace(decay=momentum),

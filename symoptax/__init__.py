@@ -19,7 +19,7 @@ from symoptax.aliases import (
 )
 from symoptax.axes import MatrixAxes, resolve_axes
 from symoptax.roles import ROLES, label_roles, matrix_axes
-from symoptax.stacks import PRESETS, RULES, describe, symmetry_stack
+from symoptax.stacks import PRESET_OPTIONS, PRESETS, RULES, describe, symmetry_stack
 from symoptax.transforms import (center_rows, qk_clip, scale_by_col_norm,
                                  scale_by_debiased_momentum, scale_by_high_pass_polar, scale_by_leverage_polar,
                                  scale_by_namo, scale_by_namo_d, scale_by_polar,
@@ -31,6 +31,7 @@ __version__ = "0.1.0"
 __all__ = [
     "MatrixAxes",
     "PRESETS",
+    "PRESET_OPTIONS",
     "ROLES",
     "RULES",
     "describe",

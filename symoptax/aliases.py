@@ -389,10 +389,11 @@ def muon(
   Momentum: ``momentum="jordan"`` (default) is the trace above (Jordan's Muon and the paper's
   reference, no bias correction); ``momentum="optax"`` is ``optax.contrib.muon``'s
   bias-corrected EMA (:func:`scale_by_debiased_momentum`). Both feed the same direction at
-  step 1; from step 2 on the weight of the newest gradient differs (``1/(1+beta)`` of the
-  trace's against ``(1-beta)/(1-beta^t)`` of the EMA's), and the updates differ by about
-  7-16% (relative) on the same gradients. Unlike ``optax.contrib.muon`` this applies to the leaves it is given (0/1-D
-  leaves pass through); use :func:`symoptax.symmetry_stack` to route other leaves to AdamW.
+  step 1; from step 2 on they weigh past gradients differently, and the updates differ,
+  mostly by 4-13% (relative) per step on random gradients.
+
+  Unlike ``optax.contrib.muon`` this applies to the leaves it is given (0/1-D leaves pass
+  through); use :func:`symoptax.symmetry_stack` to route other leaves to AdamW.
 
   Args:
     learning_rate: float or optax schedule.
@@ -665,7 +666,9 @@ def rmnp(
   This is exactly :func:`rownorm_m` without centring: the same update, proposed for the
   hidden (attention and MLP) matrices that Muon handles, at ``O(mn)`` cost instead of the
   polar step's ``O(mn min(m, n))``. Its Frobenius norm, ``sqrt(rows)``, equals Muon's
-  ``sqrt(max(1, rows/cols)) ||polar(M)||_F``, so it takes Muon's learning rate. Symmetry:
+  ``sqrt(max(1, fan_out/fan_in)) ||polar(M)||_F`` where the rows are the output side and
+  ``rows >= cols`` (gate/up projections), so it takes Muon's learning rate; on a down
+  projection ``[ff, d]`` (rows = its ff inputs) it is ``sqrt(ff/d)`` times Muon's. Symmetry:
   LPRO; on hidden (bi-orthogonal) matrices it gives up left rotations, which is what
   "Muon's orthogonalisation and row normalisation agree when the Gram is row-diagonally
   dominant" trades away.

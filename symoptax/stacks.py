@@ -115,6 +115,7 @@ class RoleRule:
   weight_decay: float
   center: bool
   lr_ratio: float | None = 1.0
+  options: tuple[tuple[str, Any], ...] = ()  # extra keywords of the rule's optimizer
 
 
 def _scaled(lr, ratio):
@@ -138,10 +139,19 @@ def resolve_rules(learning_rate, preset: str = "paper",
       raise ValueError(f"overrides: unknown role {role!r}; valid roles are "
                        f"{', '.join(ROLES)}.")
     spec = {"rule": spec} if isinstance(spec, str) else dict(spec)
-    unknown = set(spec) - {"rule", "learning_rate", "weight_decay"}
+    unknown = set(spec) - {"rule", "learning_rate", "weight_decay", "options"}
     if unknown:
       raise ValueError(f"overrides[{role!r}]: unknown keys {sorted(unknown)}; use 'rule', "
-                       "'learning_rate' and/or 'weight_decay'.")
+                       "'learning_rate', 'weight_decay' and/or 'options'.")
+    if not isinstance(spec.get("options", {}), Mapping):
+      raise ValueError(f"overrides[{role!r}]['options'] must be a dict of the rule's keyword "
+                       f"arguments, got {spec['options']!r}.")
+    reserved = set(spec.get("options", {})) & {"learning_rate", "weight_decay", "axes",
+                                                "center", "shardings", "mesh", "mask"}
+    if reserved:
+      raise ValueError(f"overrides[{role!r}]['options'] sets {sorted(reserved)}, which the "
+                       "stack sets itself (learning_rate and weight_decay are override keys "
+                       "of their own; axes come from the roles).")
     if "rule" in spec:
       if spec["rule"] not in RULES:
         raise ValueError(f"overrides[{role!r}]: unknown rule {spec['rule']!r}; valid rules "
@@ -161,7 +171,8 @@ def resolve_rules(learning_rate, preset: str = "paper",
     center = role in _SOFTMAX_ROLES and rule in ("rownorm", "right_polar", "left_polar",
                                                  "hybrid", "polargrad")
     out[role] = RoleRule(role, rule, lr, wd, center=center,
-                         lr_ratio=None if "learning_rate" in spec else ratio)
+                         lr_ratio=None if "learning_rate" in spec else ratio,
+                         options=tuple(sorted(dict(spec.get("options", {})).items())))
   return out
 
 
@@ -183,6 +194,7 @@ class _Branch:
   leaf_rates: Mapping[str, float] | None
   centred: tuple[str, ...]
   decayed: tuple[str, ...]
+  options: tuple[tuple[str, Any], ...] = ()
 
 
 def _is_number(x) -> bool:
@@ -200,7 +212,8 @@ def _branches(table: Mapping[str, RoleRule], present: set[str]) -> list[_Branch]
   array), gets a branch of its own (``"<role>:custom"``).
   """
   keyed: dict[str, list[RoleRule]] = {}
-  custom = lambda r: r.lr_ratio is None or not _is_number(r.weight_decay)
+  custom = lambda r: (r.lr_ratio is None or not _is_number(r.weight_decay)
+                      or (r.rule == "adamw" and bool(r.options)))
   adamw_wds = {float(table[r].weight_decay) for r in present
                if table[r].rule == "adamw" and not custom(table[r])}
   split_adamw = len(adamw_wds - {0.0}) > 1
@@ -214,6 +227,8 @@ def _branches(table: Mapping[str, RoleRule], present: set[str]) -> list[_Branch]
       key = f"adamw|wd={float(r.weight_decay)!r}" if split_adamw and r.weight_decay else "adamw"
     else:
       key = f"{r.rule}|wd={float(r.weight_decay)!r}"
+    if r.options:  # roles with the same options share a branch
+      key += "|" + ",".join(f"{k}={v!r}" for k, v in r.options)
     keyed.setdefault(key, []).append(r)
   if split_adamw and "adamw" in keyed:  # zero-decay AdamW roles join a decayed branch
     first = next(k for k in keyed if k.startswith("adamw|"))
@@ -227,7 +242,8 @@ def _branches(table: Mapping[str, RoleRule], present: set[str]) -> list[_Branch]
     out.append(_Branch(key, rs[0].rule, tuple(r.role for r in rs), lr, wd, leaf_rates,
                        centred=tuple(r.role for r in rs if r.center),
                        decayed=tuple(r.role for r in rs if not _is_number(r.weight_decay)
-                                     or r.weight_decay)))
+                                     or r.weight_decay),
+                       options=rs[0].options))
   return out
 
 
@@ -262,11 +278,12 @@ def _build(b: _Branch, roles_like, axes, sh: Mapping[str, Any], learning_rate,
   if b.rule == "adamw":
     mask = (None if set(b.decayed) in (set(), set(b.roles))
             else _role_mask(b.decayed, roles_like))
-    tx = optax.adamw(b.learning_rate, weight_decay=b.weight_decay, mask=mask, **ADAMW)
+    tx = optax.adamw(b.learning_rate, weight_decay=b.weight_decay, mask=mask,
+                     **{**ADAMW, **dict(b.options)})
   elif b.rule in ("muon", "normuon", "muoneq", "spectral_clip", "namo", "namo_d", "aurora",
                   "pion", "rmnp"):
     tx = _unpinned(getattr(aliases, b.rule))(b.learning_rate, weight_decay=b.weight_decay,
-                                              axes=axes, **sh)
+                                              axes=axes, **dict(b.options), **sh)
   else:
     center: Any = (bool(b.centred) if set(b.centred) in (set(), set(b.roles))
                    else _role_mask(b.centred, roles_like))
@@ -275,7 +292,7 @@ def _build(b: _Branch, roles_like, axes, sh: Mapping[str, Any], learning_rate,
              "polargrad": aliases.polargrad}[b.rule]
     nu = {"nu_scope": nu_scope} if b.rule in _NU_RULES else {}
     tx = _unpinned(alias)(b.learning_rate, weight_decay=b.weight_decay, center=center,
-                          axes=axes, **nu, **sh)
+                          axes=axes, **{**nu, **dict(b.options)}, **sh)
   if b.leaf_rates is None:
     return tx
   return optax.chain(tx, _leaf_learning_rates(learning_rate, b.leaf_rates, roles_like))
@@ -309,8 +326,9 @@ def symmetry_stack(
   Presets (role -> rule):
 
   * ``"paper"``: embedding -> right polar (nu-scaled); lm_head -> hybrid, centred; router ->
-    left polar, centred; attention, dense MLP and unknown matrices -> Muon (Polar Express);
-    experts -> row-norm; vectors -> AdamW (b1 0.9, b2 0.95, eps 1e-8, wd 0.01).
+    left polar, centred; attention -> head-wise Muon; dense MLP and unknown matrices -> Muon
+    (Polar Express); experts -> row-norm; vectors -> AdamW (b1 0.9, b2 0.95, eps 1e-8,
+    wd 0.01); one nu per stacked-experts leaf (``nu_scope="leaf"``), as the reference.
   * ``"rownorm"``: row-norm on embedding, head, router and experts (centred on head and
     router); Muon elsewhere; AdamW on vectors.
   * ``"hybrid"``: the hybrid rule on embedding, head, router and experts; Muon elsewhere.
@@ -332,7 +350,10 @@ def symmetry_stack(
     roles: optional pytree of role strings (from :func:`label_roles`, edited as you like);
       used instead of labelling.
     overrides: ``{role: rule}`` or ``{role: {"rule": ..., "learning_rate": ...,
-      "weight_decay": ...}}`` (learning rates absolute, float or schedule).
+      "weight_decay": ..., "options": {...}}}`` (learning rates absolute, float or
+      schedule; ``options``: further keywords of the rule's optimizer, e.g.
+      ``{"method": "muon_ns", "momentum": "optax"}`` for ``muon``, ``{"b2": 0.99}`` for
+      ``adamw``; roles with the same rule and options share a branch).
     scan_axis: the layer axis of scanned layer stacks (see :func:`label_roles`).
     rules: extra ``(regex, role)`` patterns for :func:`label_roles`.
     attention: ``"heads"`` (one polar factor per attention head, as the reference does) or

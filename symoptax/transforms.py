@@ -37,12 +37,6 @@ def _stateless(fn_of_batch, axes: AxesLike, *, shardings: Any = None, mesh: Any 
   unsharded leaves are processed in their own layout (:func:`symoptax.axes.map_leaf_matrices`).
   """
 
-  def init_fn(params):
-    resolve_axes(axes, params)  # fail at init on bad axes, naming the leaf
-    if shardings is not None:
-      sharding_lib.resolve_shardings(shardings, mesh, params)
-    return optax.EmptyState()
-
   def update_fn(updates, state, params=None):
     tree = params if params is not None else updates
     axes_tree = resolve_axes(axes, tree)
@@ -55,7 +49,19 @@ def _stateless(fn_of_batch, axes: AxesLike, *, shardings: Any = None, mesh: Any 
       return map_leaf_matrices(fn_of_batch, updates, axes_tree), state
     return map_matrices(lambda x: fn_of_batch(x, LOCAL), updates, axes_tree), state
 
-  return optax.GradientTransformation(init_fn, update_fn)
+  return optax.GradientTransformation(_checked_init(axes, shardings, mesh), update_fn)
+
+
+def _checked_init(axes: AxesLike, shardings: Any, mesh: Any):
+  """A stateless transform's ``init``: fails at init on bad axes or shardings, naming the
+  leaf."""
+
+  def init_fn(params):
+    resolve_axes(axes, params)
+    if shardings is not None:
+      sharding_lib.resolve_shardings(shardings, mesh, params)
+    return optax.EmptyState()
+  return init_fn
 
 
 def row_norm(x: jax.Array, eps: ArrayLike = 1e-8, shards: MatrixShards = LOCAL) -> jax.Array:
@@ -172,12 +178,6 @@ def scale_by_shape(rule: str = "muon", *, rms: ArrayLike = 0.2, axes: AxesLike =
     raise ValueError(f"Unknown shape rule {rule!r}; valid choices are "
                      f"{', '.join(map(repr, SHAPE_RULES))}.")
 
-  def init_fn(params):
-    resolve_axes(axes, params)  # fail at init on bad axes, naming the leaf
-    if shardings is not None:
-      sharding_lib.resolve_shardings(shardings, mesh, params)
-    return optax.EmptyState()
-
   def update_fn(updates, state, params=None):
     tree = params if params is not None else updates
     leaves, treedef, lays = flatten_with_layouts(updates, resolve_axes(axes, tree))
@@ -186,7 +186,7 @@ def scale_by_shape(rule: str = "muon", *, rms: ArrayLike = 0.2, axes: AxesLike =
            for u, lay in zip(leaves, lays)]
     return treedef.unflatten(out), state
 
-  return optax.GradientTransformation(init_fn, update_fn)
+  return optax.GradientTransformation(_checked_init(axes, shardings, mesh), update_fn)
 
 
 class DebiasedMomentumState(NamedTuple):

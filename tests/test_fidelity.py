@@ -244,19 +244,13 @@ def test_rownorm_m(shape, wd, centred):
 
 @pytest.mark.parametrize("alpha", [0.0, 1.0])
 @pytest.mark.parametrize("centred", [False, True])
-def test_right_polargrad_m(alpha, centred):
-  tx = symoptax.right_polargrad_m(LR, nuclear_power=alpha, center=centred, method="eigh",
-                                  axes=AXES)
-  check(tx, ref_one_sided("right", alpha, centred), TALL)
-
-
-@pytest.mark.parametrize("alpha", [0.0, 1.0])
-@pytest.mark.parametrize("centred", [False, True])
-def test_left_polargrad_m(alpha, centred):
-  # A router-like wide matrix; centred, its rows X X^T Gram is singular (the mean row is 0).
-  tx = symoptax.left_polargrad_m(LR, nuclear_power=alpha, center=centred, method="eigh",
-                                 axes=AXES)
-  check(tx, ref_one_sided("left", alpha, centred), WIDE)
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_one_sided_polargrad_m(side, alpha, centred):
+  # Right polar on a tall matrix; left polar on a router-like wide one (centred, its rows'
+  # X X^T Gram is singular: the mean row is 0).
+  alias = {"right": symoptax.right_polargrad_m, "left": symoptax.left_polargrad_m}[side]
+  tx = alias(LR, nuclear_power=alpha, center=centred, method="eigh", axes=AXES)
+  check(tx, ref_one_sided(side, alpha, centred), TALL if side == "right" else WIDE)
 
 
 @pytest.mark.parametrize("side,shape", [("right", TALL), ("left", WIDE)], ids=["right", "left"])

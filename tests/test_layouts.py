@@ -199,16 +199,20 @@ def test_symoptax_muon_equals_optax_contrib_muon_on_every_hidden_leaf():
   ours = symoptax.muon(0.02, method="muon_ns", momentum="optax", axes=axes)
   theirs = optax.contrib.muon(0.02, muon_weight_dimension_numbers=dims, adam_learning_rate=0.0)
   got, want = jax.jit(lambda p, g: (run(ours, p, g), run(theirs, p, g)))(hf, grads)
-  flat_hidden = dict(jax.tree_util.tree_flatten_with_path(hidden)[0])
-  flat_want = dict(jax.tree_util.tree_flatten_with_path(want)[0])
-  flat_hf = dict(jax.tree_util.tree_flatten_with_path(hf)[0])
+  assert assert_steps_close(got, want, hf, hidden) == 7 * L
+
+
+def assert_steps_close(got, want, start, mask, rtol=2e-4):
+  """``got - start`` equals ``want - start`` on the leaves ``mask`` selects; their count."""
+  flat = lambda t: dict(jax.tree_util.tree_flatten_with_path(t)[0])
+  flat_want, flat_start, flat_mask = flat(want), flat(start), flat(mask)
   checked = 0
-  for path, a in jax.tree_util.tree_flatten_with_path(got)[0]:
-    if flat_hidden[path]:
-      np.testing.assert_allclose(a - flat_hf[path], flat_want[path] - flat_hf[path],
-                                 rtol=2e-4, atol=1e-6, err_msg=jax.tree_util.keystr(path))
+  for path, a in flat(got).items():
+    if flat_mask[path]:
+      np.testing.assert_allclose(a - flat_start[path], flat_want[path] - flat_start[path],
+                                 rtol=rtol, atol=1e-6, err_msg=jax.tree_util.keystr(path))
       checked += 1
-  assert checked == 7 * L
+  return checked
 
 
 def test_down_projection_gets_no_shape_factor_and_the_old_rows_convention_would():
@@ -332,3 +336,25 @@ def test_describe_shows_heads_or_whole_and_the_shape_factor():
   assert "  1.0  " in line("mlp/down_proj")
   whole = str(symoptax.describe(hf_tree(0), preset="muon"))
   assert f"whole [{H * HD}, {D}]" in whole
+
+
+def test_muon_preset_with_optax_options_equals_optax_contrib_muon():
+  """The "muon" preset itself, its Muon given optax's oracle and momentum through
+  ``overrides[role]["options"]``, equals optax.contrib.muon on every hidden leaf."""
+  hf = hf_tree(0, qk_norm=False)
+  grads = [hf_tree(s, qk_norm=False) for s in (1, 2, 3)]
+  hidden_roles = ("attn_q", "attn_k", "attn_v", "attn_o", "mlp_in", "mlp_out")
+  options = {"method": "muon_ns", "momentum": "optax"}
+  stack = symoptax.symmetry_stack(
+      0.02, preset="muon", params=hf, overrides={r: {"options": options} for r in hidden_roles})
+  assert len(stack.init(hf).inner_states) == 2  # the hidden roles share one branch
+  roles = symoptax.label_roles(hf)
+  axes = symoptax.matrix_axes(hf, attention="whole")
+  dims = jax.tree.map(lambda ax, r: ax.to_muon_dimension_numbers() if r in hidden_roles
+                      else None, axes, roles, is_leaf=lambda x: x is None or isinstance(x, A))
+  theirs = optax.contrib.muon(0.02, muon_weight_dimension_numbers=dims, adam_learning_rate=0.0)
+  got, want = jax.jit(lambda p, g: (run(stack, p, g), run(theirs, p, g)))(hf, grads)
+  hidden = jax.tree.map(lambda r: r in hidden_roles, roles)
+  assert assert_steps_close(got, want, hf, hidden) == 7 * L
+  with pytest.raises(ValueError, match=r"overrides\['mlp_in'\]\['options'\] sets \['axes'\]"):
+    symoptax.symmetry_stack(0.02, overrides={"mlp_in": {"options": {"axes": None}}})
