@@ -205,7 +205,7 @@ def _tree_leaves_with_path(params):
       params, is_leaf=lambda x: x is None or isinstance(x, MaskedNode))[0]
 
 
-def _has_head(params, scan_axis, rules, moe_parents) -> bool:
+def _has_head(params, rules, moe_parents) -> bool:
   """Whether the tree has an LM-head leaf of its own (masked branches' leaves included)."""
   for path, leaf in _tree_leaves_with_path(params):
     if any(p.search(path_str(path)) for p, r in rules if r == "lm_head"):
@@ -287,7 +287,7 @@ def label_roles(params: Any, *, scan_axis: int | None = None,
                      f"{', '.join(map(repr, TIED_EMBEDDING))}.")
   compiled = _check_rules(rules)
   moe = _moe_parents(params)
-  tied = tied_embedding == "lm_head" and not _has_head(params, scan_axis, compiled, moe)
+  tied = tied_embedding == "lm_head" and not _has_head(params, compiled, moe)
   roles = jax.tree_util.tree_map_with_path(
       lambda path, leaf: _role_of(path, leaf, scan_axis, compiled, moe, tied), params)
   if head_dim is not None:
