@@ -160,19 +160,19 @@ FULL_POLAR = ("muon", "polargrad")
 GRAM_POLAR = ("right_polar", "left_polar", "hybrid")
 
 
-def polar_seconds(params, rule_of, rates):
+def polar_seconds(params, rule_of, rates, preset):
   """Time of the polar steps' matmuls at the measured rates: Polar Express (5 steps) on the
   full side for Muon and PolarGrad (every matmul in the "low" precision), on the small Gram
   for the one-sided and hybrid rules (the Gram's formation "low", its 5 steps of 4 small
-  products and the multiply back fp32); ``rule_of(path, role)``."""
+  products and the multiply back fp32); ``rule_of(path, role)``; the matrices as ``preset``
+  reads them (head-wise or whole attention)."""
   total = 0.0
-  for row in symoptax.describe(params).rows:
+  for row in symoptax.describe(params, preset=preset).rows:
     rule = rule_of(row["path"], row["role"])
-    if row["rows"] == "-" or rule not in FULL_POLAR + GRAM_POLAR:
+    if row["batched"] is None or rule not in FULL_POLAR + GRAM_POLAR:
       continue
-    shape = row["shape"]
-    m, n = sorted((shape[row["rows"]], shape[row["cols"]]))  # m the short side
-    batch = math.prod(shape) // (m * n)
+    batch, m, n = row["batched"]
+    m, n = sorted((m, n))  # m the short side
     if rule in FULL_POLAR:  # per step: the Gram, its square, the product with X
       total += batch * 5 * (4 * m * m * n + 2 * m ** 3) / rates["low"]
     else:
@@ -185,6 +185,7 @@ def roofline_ms(name, params, rates):
   """Estimated lower bound: the polar steps' matmuls at the measured rates plus the
   elementwise traffic (AdamW: read params, grads, two moments, write three; one-buffer rules:
   read three, write two) at the measured read bandwidth."""
+  preset = "muon"  # optax.contrib.muon reads attention whole, as the "muon" preset
   if name == "optax.adamw":
     rules = lambda path, role: "adamw"
   elif name == "optax.contrib.muon+adam":
@@ -192,10 +193,11 @@ def roofline_ms(name, params, rates):
   else:
     table = symoptax.stacks.resolve_rules(1.0, **CONFIGS[name])
     rules = lambda path, role: table[role].rule
+    preset = CONFIGS[name].get("preset", "paper")
   words = 0
   for row in symoptax.describe(params).rows:
     words += math.prod(row["shape"]) * (7 if rules(row["path"], row["role"]) == "adamw" else 5)
-  return (polar_seconds(params, rules, rates) + 4 * words / rates["read"]) * 1e3
+  return (polar_seconds(params, rules, rates, preset) + 4 * words / rates["read"]) * 1e3
 
 
 def main():

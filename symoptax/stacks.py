@@ -524,7 +524,8 @@ def describe(params: Any, *, preset: str = "paper", learning_rate: Any = 1.0,
   64]"`` for head-wise attention, ``"whole [64, 64]"`` for a whole attention kernel,
   ``"B x [rows, cols]"`` for layer and expert stacks), Muon's shape factor
   ``sqrt(max(1, fan_out / fan_in))`` for the rules that apply it (``-`` otherwise), learning
-  rate and weight decay. With the default ``learning_rate=1.0`` the lr column shows each
+  rate and weight decay (each row's dict also holds ``batched``: the ``(B, rows, cols)`` its
+  rule sees, ``None`` for vectors). With the default ``learning_rate=1.0`` the lr column shows each
   rule's multiple of the learning rate you will pass to :func:`symmetry_stack`. Schedules
   show as ``schedule``.
 
@@ -557,5 +558,6 @@ def describe(params: Any, *, preset: str = "paper", learning_rate: Any = 1.0,
                      rule=rule, rows="-" if ax is None else ax.rows,
                      cols="-" if ax is None else ax.cols,
                      matrices="-" if lay is None else _matrices(lay, role, opts["attention"]),
-                     **{"shape factor": factor}, lr=lr, wd=r.weight_decay))
+                     **{"shape factor": factor}, lr=lr, wd=r.weight_decay,
+                     batched=None if lay is None else lay.batched_shape))
   return Description(rows)
