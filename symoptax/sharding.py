@@ -289,6 +289,21 @@ def _leaf_axes(lay, dims) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, 
   return names(lay.perm[:nb]), names(lay.perm[nb:nb + nr]), names(lay.perm[nb + nr:])
 
 
+def _check_whole_heads(lay, dims, mesh, path) -> None:
+  """An axis read head by head (:attr:`symoptax.MatrixAxes.split`) may only be split over
+  devices between heads: each device's block must hold whole heads."""
+  view_dims = lay.view_dims(dims)
+  for a, inner in lay.splits:
+    devices = math.prod(mesh.shape[n] for n in view_dims[a])
+    if lay.view_shape[a] % devices:
+      raise ValueError(
+          f"{jax.tree_util.keystr(tuple(path))}: read as {lay.view_shape[a]} heads of {inner} "
+          f"(head-wise attention), but the axis is split over {devices} devices "
+          f"({', '.join(view_dims[a])}), which would cut heads apart. Shard it over a mesh "
+          "axis whose size divides the number of heads, or read attention whole "
+          "(attention='whole').")
+
+
 def _shards(mesh, rows, cols, shape) -> MatrixShards:
   return MatrixShards(rows, cols, shape, math.prod(mesh.shape[n] for n in rows + cols))
 
@@ -309,9 +324,12 @@ def map_matrices_sharded(fn: Callable[[jax.Array, MatrixShards], jax.Array], upd
          if u is not None and ax is not None]
   if not idx:
     return updates
+  paths = [p for p, _ in jax.tree_util.tree_flatten_with_path(
+      updates, is_leaf=lambda x: x is None)[0]]
   groups_of = {}
   for i in idx:
     lay = layout(jnp.shape(leaves[i]), axes_leaves[i])
+    _check_whole_heads(lay, sh_leaves[i].dims, mesh, paths[i])
     groups_of[i] = _Group((math.prod(lay.rows_shape), math.prod(lay.cols_shape)),
                           jnp.promote_types(leaves[i].dtype, jnp.float32),
                           *_leaf_axes(lay, sh_leaves[i].dims))
@@ -424,6 +442,8 @@ def map_matrices_with_stats(fn: Callable[..., Any], updates: Any, axes_tree: Any
     else:
       lay = layout(jnp.shape(u), ax)
       dims = sh_leaves[i].dims
+      _check_whole_heads(lay, dims, mesh, jax.tree_util.tree_flatten_with_path(
+          updates, is_leaf=lambda x: x is None)[0][i][0])
       _, rows, cols = _leaf_axes(lay, dims)
       shards = _shards(mesh, rows, cols, (math.prod(lay.rows_shape), math.prod(lay.cols_shape)))
       spec = sh_leaves[i].spec

@@ -398,3 +398,30 @@ def test_unsharded_state_statistics_keep_their_layout():
   assert state.nu["w"].shape == (3, 4, 8)
   state = symoptax.scale_by_namo_d(axes=axes).init(params)
   assert state.nu["w"].shape == (3, 6)
+
+
+def test_headwise_attention_sharded_between_heads_matches_one_device_and_cutting_heads_raises():
+  """A 2-D query kernel [d, H hd] read head by head (H = 4, hd = 8): its heads axis split
+  over 2 or 4 devices keeps whole heads on each and equals the single-device step (the
+  kernel's d axis split too, then not); split over 8 it would cut heads apart, which raises
+  naming the leaf."""
+  params = {"attn": {"q_proj": {"kernel": normal((16, 32), 0)}}}
+  axes = symoptax.matrix_axes(params, head_dim=8)
+  grads = [{"attn": {"q_proj": {"kernel": normal((16, 32), 1 + i)}}} for i in range(2)]
+  ref, _ = run_steps(symoptax.muon(0.1, axes=axes), params, grads, jit=False)
+  for spec in (P("fsdp", "tensor"), P(None, "fsdp")):  # 2 heads a device, then 1
+    mesh = make_mesh((4, 2), ("fsdp", "tensor"))
+    shardings = {"attn": {"q_proj": {"kernel": NamedSharding(mesh, spec)}}}
+    with sharding_lib.use_mesh(mesh):
+      tx = symoptax.muon(0.1, axes=axes, shardings=shardings)
+      outs, _ = run_steps(tx, jax.device_put(params, shardings), grads)
+    for u, u_ref in zip(outs, ref):
+      err = relative_error(u["attn"]["q_proj"]["kernel"], u_ref["attn"]["q_proj"]["kernel"])
+      assert err < 1e-5, (spec, err)
+  mesh = make_mesh((8,), ("tensor",))
+  shardings = {"attn": {"q_proj": {"kernel": NamedSharding(mesh, P(None, "tensor"))}}}
+  tx = symoptax.muon(0.1, axes=axes, shardings=shardings)
+  with pytest.raises(ValueError, match=r"\['attn'\]\['q_proj'\]\['kernel'\]: read as 4 heads "
+                                       r"of 8 .*split over 8 devices"):
+    with sharding_lib.use_mesh(mesh):
+      run_steps(tx, jax.device_put(params, shardings), grads)
