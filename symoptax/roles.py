@@ -189,17 +189,15 @@ def _role_of(path, leaf, scan_axis, rules, moe_parents, tied_head=False) -> str:
 
 def _moe_parents(params) -> frozenset:
   """Paths (lower case) of every container that holds an ``experts`` key, masked or not."""
-  from optax.transforms import MaskedNode
-  paths = jax.tree_util.tree_flatten_with_path(
-      params, is_leaf=lambda x: x is None or isinstance(x, MaskedNode))[0]
   out = set()
-  for path, _ in paths:
+  for path, _ in _tree_leaves_with_path(params):
     low = [k.lower() for k in path_keys(path)]
     out.update(tuple(low[:i]) for i, k in enumerate(low) if k == "experts")
   return frozenset(out)
 
 
 def _tree_leaves_with_path(params):
+  """``(path, leaf)`` pairs, ``None`` and optax's masked leaves included."""
   from optax.transforms import MaskedNode
   return jax.tree_util.tree_flatten_with_path(
       params, is_leaf=lambda x: x is None or isinstance(x, MaskedNode))[0]

@@ -417,6 +417,8 @@ def map_matrices_with_stats(fn: Callable[..., Any], updates: Any, axes_tree: Any
   stat_leaves = [treedef.flatten_up_to(t) for t in stats]
   sh_leaves = (treedef.flatten_up_to(shardings_tree) if mesh is not None
                else [None] * len(leaves))
+  paths = ([p for p, _ in jax.tree_util.tree_flatten_with_path(
+      updates, is_leaf=lambda x: x is None)[0]] if mesh is not None else None)
   out, new_stats = list(leaves), [list(t) for t in stat_leaves]
   for i, (u, ax) in enumerate(zip(leaves, axes_leaves)):
     if u is None or ax is None:
@@ -442,8 +444,7 @@ def map_matrices_with_stats(fn: Callable[..., Any], updates: Any, axes_tree: Any
     else:
       lay = layout(jnp.shape(u), ax)
       dims = sh_leaves[i].dims
-      _check_whole_heads(lay, dims, mesh, jax.tree_util.tree_flatten_with_path(
-          updates, is_leaf=lambda x: x is None)[0][i][0])
+      _check_whole_heads(lay, dims, mesh, paths[i])
       _, rows, cols = _leaf_axes(lay, dims)
       shards = _shards(mesh, rows, cols, (math.prod(lay.rows_shape), math.prod(lay.cols_shape)))
       spec = sh_leaves[i].spec

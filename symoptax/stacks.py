@@ -20,7 +20,7 @@ from symoptax import aliases
 from symoptax import sharding as sharding_lib
 from symoptax.axes import layout
 from symoptax.roles import ROLES, label_roles, matrix_axes, path_str
-from symoptax.transforms import shape_factor
+from symoptax.transforms import NU_SCOPES, shape_factor
 
 RULES = ("adamw", "muon", "rownorm", "right_polar", "left_polar", "hybrid", "polargrad",
          "normuon", "muoneq", "spectral_clip", "namo", "namo_d", "aurora", "pion", "rmnp")
@@ -427,19 +427,20 @@ def symmetry_stack(
     if bad:
       raise ValueError(f"roles: {bad[0][0]} has unknown role {bad[0][1]!r}; valid roles are "
                        f"{', '.join(ROLES)}.")
-  if params is not None:
-    # Label and lay out once, now, so naming and layout errors surface before training.
-    matrix_axes(params, roles=roles if roles is not None else label(params), **layout_kw)
-
-  def stack(tree) -> optax.GradientTransformationExtraArgs:
+  def layouts(tree):
     # Labels and axes come from the whole tree (head sizes are read off q_norm/k_norm
     # leaves, which another branch owns); each branch sees them masked like its own tree.
     role_tree = roles if roles is not None else label(tree)
+    return role_tree, _axes_by_rule(tree, role_tree, **layout_kw)
+
+  # With params, label and lay out once, now: naming and layout errors surface before
+  # training, and the steps reuse them. Without, every init/update does (once per trace).
+  fixed = layouts(params) if params is not None else None
+
+  def stack(tree) -> optax.GradientTransformationExtraArgs:
+    role_tree, axes_of_rule = fixed if fixed is not None else layouts(tree)
     roles_like = lambda t: _like(role_tree, t)
-    axes_of = {pairs: matrix_axes(tree, roles=role_tree, gate_up_pairs=pairs, **layout_kw)
-               for pairs in ((True, False) if gate_up is not None else (True,))}
-    axes = lambda rule: (lambda t: _like(axes_of[rule in _PAIRED_RULES or gate_up is None],
-                                         t))
+    axes = lambda rule: (lambda t: _like(axes_of_rule(rule), t))
     # Branches only for the roles present: an absent role's branch would still carry a
     # whole masked copy of the tree in the state (and cost its flattening every step).
     branches = _branches(table, set(jax.tree_util.tree_leaves(role_tree)))
@@ -449,12 +450,22 @@ def symmetry_stack(
     return optax.multi_transform(transforms,
                                  jax.tree_util.tree_map(branch_of.__getitem__, role_tree))
 
-  # Built from the tree at init and at every update (under jit: once per trace).
   def update_fn(updates, state, params=None, **extra_args):
     return stack(updates).update(updates, state, params, **extra_args)
 
   tx = optax.GradientTransformationExtraArgs(lambda p: stack(p).init(p), update_fn)
   return tx if shardings is None else sharding_lib.keep_shardings(tx, shardings, mesh=mesh)
+
+
+def _axes_by_rule(tree, role_tree, *, gate_up=None, **layout_kw):
+  """``rule -> axes tree`` of ``tree``: fused gate/up leaves are read as neuron pairs for the
+  row-based rules (``_PAIRED_RULES``) and as separate gate and up matrices for the others;
+  without ``gate_up`` every rule gets the same tree."""
+  paired = matrix_axes(tree, roles=role_tree, gate_up=gate_up, **layout_kw)
+  if gate_up is None:
+    return lambda rule: paired
+  apart = matrix_axes(tree, roles=role_tree, gate_up=gate_up, gate_up_pairs=False, **layout_kw)
+  return lambda rule: paired if rule in _PAIRED_RULES else apart
 
 
 def stack_options(preset: str, *, attention: str | None = None,
@@ -467,8 +478,9 @@ def stack_options(preset: str, *, attention: str | None = None,
   if attention is not None:
     out["attention"] = attention
   if nu_scope is not None:
-    if nu_scope not in ("matrix", "leaf"):
-      raise ValueError(f"Unknown nu_scope {nu_scope!r}; valid choices are 'matrix', 'leaf'.")
+    if nu_scope not in NU_SCOPES:
+      raise ValueError(f"Unknown nu_scope {nu_scope!r}; valid choices are "
+                       f"{', '.join(map(repr, NU_SCOPES))}.")
     out["nu_scope"] = nu_scope
   return out
 
@@ -541,14 +553,15 @@ def describe(params: Any, *, preset: str = "paper", learning_rate: Any = 1.0,
   if roles is None:
     roles = label_roles(params, scan_axis=scan_axis, rules=rules,
                         tied_embedding=tied_embedding)
-  kw = dict(roles=roles, scan_axis=scan_axis, attention=opts["attention"], head_dim=head_dim,
-            gate_up=gate_up)
-  axes = {pairs: matrix_axes(params, gate_up_pairs=pairs, **kw) for pairs in (True, False)}
+  axes_of_rule = _axes_by_rule(params, roles, scan_axis=scan_axis,
+                               attention=opts["attention"], head_dim=head_dim, gate_up=gate_up)
   rows = []
   flat, treedef = jax.tree_util.tree_flatten_with_path(params)
+  axes = {rule: treedef.flatten_up_to(axes_of_rule(rule))
+          for rule in {table[role].rule for role in treedef.flatten_up_to(roles)}}
   for i, ((path, leaf), role) in enumerate(zip(flat, treedef.flatten_up_to(roles))):
     r = table[role]
-    ax = treedef.flatten_up_to(axes[r.rule in _PAIRED_RULES])[i]
+    ax = axes[r.rule][i]
     lay = None if ax is None else layout(jax.numpy.shape(leaf), ax, path_str(path))
     rule = r.rule + (" (centred)" if r.center else "")
     lr = "schedule" if callable(r.learning_rate) else float(f"{r.learning_rate:.4g}")

@@ -205,7 +205,8 @@ def scale_by_debiased_momentum(beta: ArrayLike = 0.95, nesterov: bool = True
   .. math::
     \mu_t = \beta \mu_{t-1} + (1-\beta) G_t,\qquad
     \hat M_t = \beta \frac{\mu_t}{1-\beta^{t+1}} + (1-\beta) \frac{G_t}{1-\beta^t}
-    \;(\text{Nesterov}),\quad \hat M_t = \frac{\mu_t}{1-\beta^t}\;(\text{otherwise}).
+    \;(\text{Nesterov}),\quad \hat M_t = \frac{\mu_t}{1-\beta^t}\;(\text{otherwise:
+    ``optax.ema(beta, debias=True)``}).
 
   Args:
     beta: EMA coefficient.
@@ -215,6 +216,9 @@ def scale_by_debiased_momentum(beta: ArrayLike = 0.95, nesterov: bool = True
     An ``optax.GradientTransformation`` whose state holds the EMA (like the params).
   """
 
+  if not nesterov:
+    return optax.ema(beta, debias=True)
+
   def init_fn(params):
     return DebiasedMomentumState(jnp.zeros([], jnp.int32),
                                  optax.tree_utils.tree_zeros_like(params))
@@ -223,13 +227,10 @@ def scale_by_debiased_momentum(beta: ArrayLike = 0.95, nesterov: bool = True
     del params
     mu = optax.tree_utils.tree_update_moment(updates, state.mu, beta, 1)
     count = optax.safe_increment(state.count)
-    if nesterov:
-      out = jax.tree.map(
-          lambda m, g: beta * m + (1 - beta) * g,
-          optax.tree_utils.tree_bias_correction(mu, beta, optax.safe_increment(count)),
-          optax.tree_utils.tree_bias_correction(updates, beta, count))
-    else:
-      out = optax.tree_utils.tree_bias_correction(mu, beta, count)
+    out = jax.tree.map(
+        lambda m, g: beta * m + (1 - beta) * g,
+        optax.tree_utils.tree_bias_correction(mu, beta, optax.safe_increment(count)),
+        optax.tree_utils.tree_bias_correction(updates, beta, count))
     return out, DebiasedMomentumState(count, mu)
 
   return optax.GradientTransformation(init_fn, update_fn)
