@@ -1,25 +1,38 @@
-"""Quality benchmark: validation loss of the symmetry-stack presets on the same model, data,
-initialisation and token budget.
+"""Quality benchmark: final validation loss of symmetry stacks against a fairly tuned Muon +
+AdamW, at two widths, on the same model, data, initialisation and token budget.
 
-For each preset, a small learning-rate sweep (multiples of ``--lr``, the Muon-equivalent rate;
-each rule uses its ``LR_RATIO`` multiple of it; extended past an edge of the sweep when the
-best rate sits there) on seed 0 picks the best rate by final validation loss; that rate is
-then run on every seed. Runs go through ``examples/pretrain.py``
-(Qwen3-style model, BPE on the built-in corpus unless ``--data``), so the model, data order and
-initialisation are identical across presets for a given seed.
+Protocol (per size, per entry; an entry is a preset, optionally with a Muon variant on the
+hidden matrices and an update scale: ``hybrid:rms``, ``muon+aurora``):
 
-Prints a table (final validation loss, mean and spread over seeds, chosen rate, time per step),
-writes ``<out>/quality.json`` and two PNGs: validation loss vs step and vs wall-clock.
+1. **Base rate**: ``--lr`` times ``--base-multipliers`` on seed 0 (extended one step past an
+   edge while the best sits there, ``--extend`` times at most).
+2. **Role-group rates**, one group after another at the best base rate: the group's rate
+   (vocabulary matrices: embedding and LM head; router; vectors -- the groups the model has)
+   times ``--group-multipliers`` of its default ratio, extended past an edge the same way.
+   Entries in ``--base-only`` skip this: the default stack with its default ratios.
+3. **Seeds**: the chosen setting on every seed; final validation loss mean and (population)
+   standard deviation.
 
-  python benchmarks/quality.py                        # CPU scale (about 35 min on 2 cores)
-  python benchmarks/quality.py --size small --steps 2000 --seeds 0 1 2   # GPU/TPU scale
-  python benchmarks/quality.py --presets muon --variants aurora namo_d   # Muon variants
-  SYMOPTAX_SMOKE=1 python benchmarks/quality.py       # seconds
+Every knob of every entry gets the same budget (the same multipliers and extensions). Runs
+go through ``examples/pretrain.py`` (Qwen3-style model, BPE on the built-in corpus unless
+``--data``): the model, data order and initialisation are identical across entries for a
+given seed. Sweep runs may be shorter than the final ones (``--sweep-steps``).
+
+Writes ``<out>/quality.json`` (every run, its argv and curve; per size the chosen settings,
+means and spreads, and the validation loss at equal wall-clock) and, per size, PNGs of
+validation loss against steps and against seconds.
+
+  python benchmarks/quality.py                      # the CPU protocol (README "Results")
+  python benchmarks/quality.py --sizes small --steps 2000 --sweep-steps 1000   # GPU/TPU
+  python benchmarks/quality.py --sizes tiny --entries muon hybrid:rms --seeds 0  # a probe
+  python benchmarks/quality.py --sizes tiny --entries muon --variants aurora namo_d
+  SYMOPTAX_SMOKE=1 python benchmarks/quality.py     # seconds
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -35,8 +48,12 @@ import numpy as np
 
 import symoptax
 from examples import pretrain
+from symoptax import stacks
 
-PRESETS = ("adamw", "muon", "rownorm", "hybrid", "paper")
+# Role groups whose rate is tuned apart from the base rate.
+GROUPS = {"vocab": ("embedding", "lm_head"), "router": ("router",), "vector": ("vector",)}
+DENSE_ROLES = ("embedding", "lm_head", "vector")  # the Qwen3-style model has no router
+ENTRIES = ("adamw", "muon", "rownorm", "hybrid", "paper")
 # Matrix rules a user can put on the hidden matrices for comparison (--variants): every
 # symmetry_stack rule except AdamW, Muon itself and the nu-scaled one-sided polar rules.
 VARIANTS = tuple(r for r in symoptax.RULES
@@ -47,153 +64,268 @@ def _smoke() -> bool:
   return os.environ.get("SYMOPTAX_SMOKE", "") not in ("", "0")
 
 
-def run_one(args, name: str, lr: float, seed: int, out: Path) -> dict:
-  preset, _, variant = name.partition("+")  # "muon+aurora": the muon preset, aurora on hidden
-  argv = ["--rule", f"hidden={variant}"] if variant else []
-  argv += ["--size", args.size, "--preset", preset, "--lr", f"{lr:g}", "--seed", str(seed),
-          "--steps", str(args.steps), "--out", str(out), "--data", args.data,
-          "--eval-every", str(args.eval_every), "--ckpt-every", str(args.steps),
-          "--no-progress"]
-  if args.seq:
-    argv += ["--seq", str(args.seq)]
-  if args.batch:
-    argv += ["--batch", str(args.batch)]
-  if out.exists():  # a fresh run each time, not a resume of an earlier benchmark's
-    shutil.rmtree(out)
-  try:
-    rows = pretrain.run(pretrain.parse_args(argv), log=lambda *_: None)
-  except SystemExit as e:  # a diverging rate (non-finite loss) is a result, not a crash
-    print(f"  {name:8s} lr {lr:<8g} seed {seed}: {e}", flush=True)
-    return {"preset": name, "lr": lr, "seed": seed, "final_val_loss": float("nan"),
-            "final_train_loss": float("nan"), "val_curve": [], "seconds": float("nan"),
-            "s_per_step": float("nan"), "error": str(e)}
-  val = [(r["step"], r["elapsed_s"], r["val_loss"]) for r in rows if "val_loss" in r]
-  final = val[-1][2] if val else float("nan")
-  steps = len(rows)
-  return {"preset": name, "lr": lr, "seed": seed, "final_val_loss": final,
-          "final_train_loss": rows[-1]["loss"], "val_curve": val,
-          "seconds": rows[-1]["elapsed_s"],
-          # steady-state time per step: the median step (compilation and evaluation excluded)
-          "s_per_step": float(np.median(np.diff([r["elapsed_s"] for r in rows])))
-          if steps > 1 else float("nan")}
+@dataclasses.dataclass(frozen=True)
+class Setting:
+  """One point of a sweep: an entry (preset, hidden-matrix variant, scale), a base rate and
+  role-group multipliers."""
+  preset: str
+  variant: str | None
+  scale: str | None
+  base: float
+  mults: tuple[tuple[str, float], ...] = ()
+
+  @classmethod
+  def of(cls, entry: str, base: float) -> "Setting":
+    rest, _, scale = entry.partition(":")
+    preset, _, variant = rest.partition("+")
+    return cls(preset, variant or None, scale or None, base)
+
+  @property
+  def entry(self) -> str:
+    return (self.preset + (f"+{self.variant}" if self.variant else "")
+            + (f":{self.scale}" if self.scale else ""))
+
+  def with_(self, **kw) -> "Setting":
+    return dataclasses.replace(self, **kw)
+
+  def mult(self, group: str) -> float:
+    return dict(self.mults).get(group, 1.0)
+
+  def with_mult(self, group: str, m: float) -> "Setting":
+    mults = {**dict(self.mults), group: m}
+    return self.with_(mults=tuple(sorted((g, v) for g, v in mults.items() if v != 1.0)))
+
+  def role_lrs(self) -> dict[str, float]:
+    """Absolute peak rates of the roles whose group multiplier is not 1."""
+    scale = stacks.stack_options(self.preset, scale=self.scale)["scale"]
+    table = stacks.resolve_rules(self.base, self.preset, scale=scale)
+    return {role: table[role].learning_rate * m for group, m in self.mults
+            for role in GROUPS[group] if role in DENSE_ROLES}
+
+  def argv(self) -> list[str]:
+    out = ["--preset", self.preset, "--lr", f"{self.base:g}"]
+    if self.variant:
+      out += ["--rule", f"hidden={self.variant}"]
+    if self.scale:
+      out += ["--scale", self.scale]
+    for role, lr in self.role_lrs().items():
+      out += ["--role-lr", f"{role}={lr:.6g}"]
+    return out
+
+  def label(self) -> str:
+    groups = ", ".join(f"{g} x{m:.3g}" for g, m in self.mults)
+    return f"lr {self.base:g}" + (f" ({groups})" if groups else "")
 
 
-def table(summary: dict) -> str:
-  lines = [f"{'preset':12s} {'best lr':>8s} {'val loss (mean ± std over seeds)':>34s} "
-           f"{'seeds':>5s} {'s/step':>7s}  lr sweep (seed 0: lr -> val loss)",
-           "-" * 110]
-  best = np.nanmin([s["mean"] for s in summary.values()])
-  for preset, s in summary.items():
-    mark = " *" if s["mean"] == best else ""
-    sweep = ", ".join(f"{lr:g}->{v:.3f}" for lr, v in s["sweep"])
-    lines.append(f"{preset:12s} {s['lr']:8g} {s['mean']:26.4f} ± {s['std']:.4f}{mark:2s} "
-                 f"{s['n']:5d} {s['s_per_step']:7.3f}  {sweep}")
+class Runner:
+  def __init__(self, args, out: Path):
+    self.args, self.out, self.runs = args, out, []
+    self._cache: dict[tuple, dict] = {}
+
+  def __call__(self, size: str, s: Setting, seed: int, steps: int) -> dict:
+    key = (size, s, seed, steps)
+    if key in self._cache:
+      return self._cache[key]
+    tag = f"{size}-{s.entry.replace(':', '-')}-{len(self.runs)}-s{seed}"
+    out = self.out / "runs" / tag
+    argv = s.argv() + ["--size", size, "--seed", str(seed), "--steps", str(steps),
+                       "--out", str(out), "--data", self.args.data,
+                       "--eval-every", str(max(1, steps // self.args.evals)),
+                       "--ckpt-every", str(steps), "--no-progress"]
+    if self.args.seq:
+      argv += ["--seq", str(self.args.seq)]
+    if self.args.batch:
+      argv += ["--batch", str(self.args.batch)]
+    if out.exists():
+      shutil.rmtree(out)
+    t0 = time.perf_counter()
+    try:
+      rows = pretrain.run(pretrain.parse_args(argv), log=lambda *_: None)
+      error = None
+    except SystemExit as e:  # a diverging rate (non-finite loss) is a result, not a crash
+      rows, error = [], str(e)
+    val = [(r["step"], r["elapsed_s"], r["val_loss"]) for r in rows if "val_loss" in r]
+    final = val[-1][2] if val and val[-1][0] == steps else float("nan")
+    r = {"size": size, "entry": s.entry, "setting": dataclasses.asdict(s), "seed": seed,
+         "steps": steps, "argv": argv, "final_val_loss": final, "val_curve": val,
+         "seconds": time.perf_counter() - t0, "error": error,
+         "s_per_step": float(np.median(np.diff([r["elapsed_s"] for r in rows])))
+         if len(rows) > 1 else float("nan")}
+    print(f"  {size:7s} {s.entry:18s} {s.label():40s} seed {seed} {steps:5d} steps: "
+          f"val {final:.4f}  ({r['seconds']:.0f}s)" + (f"  [{error}]" if error else ""),
+          flush=True)
+    self.runs.append(r)
+    self._cache[key] = r
+    return r
+
+
+def _loss(r) -> float:
+  v = r["final_val_loss"]
+  return v if np.isfinite(v) else np.inf
+
+
+def sweep_knob(run, start: Setting, values, make, mults, extend: int):
+  """Best setting over ``make(start, m)`` for multipliers ``mults`` (ratio-spaced), extended
+  one step past an edge while the best sits there; returns (best setting, [(m, loss)])."""
+  tried: dict[float, float] = {}
+  queue = sorted(mults)
+  ratio = queue[1] / queue[0] if len(queue) > 1 else 2.0
+  extra = 0
+  while queue:
+    m = queue.pop(0)
+    tried[m] = values(make(start, m))
+    if not queue:
+      best = min(tried, key=tried.get)
+      if extra < extend and np.isfinite(tried[best]):
+        if best == max(tried):
+          queue, extra = [best * ratio], extra + 1
+        elif best == min(tried):
+          queue, extra = [best / ratio], extra + 1
+  best = min(tried, key=tried.get)
+  return make(start, best), sorted(tried.items())
+
+
+def tune(run, args, size: str, entry: str) -> dict:
+  s = Setting.of(entry, args.lr)
+  sweep_loss = lambda st: _loss(run(size, st, args.seeds[0], args.sweep_steps))
+  log = {}
+  s, log["base"] = sweep_knob(run, s, sweep_loss, lambda st, m: st.with_(base=args.lr * m),
+                              args.base_multipliers, args.extend)
+  if entry not in args.base_only:
+    for group in args.groups:
+      if not any(role in DENSE_ROLES for role in GROUPS[group]):
+        continue
+      s, log[group] = sweep_knob(run, s, sweep_loss, lambda st, m, g=group: st.with_mult(g, m),
+                                 [1.0] + list(args.group_multipliers), args.extend)
+  finals = [run(size, s, seed, args.steps) for seed in args.seeds]
+  losses = np.array([r["final_val_loss"] for r in finals])
+  return {"entry": entry, "setting": dataclasses.asdict(s), "label": s.label(),
+          "mean": float(np.mean(losses)), "std": float(np.std(losses)),
+          "finals": losses.tolist(), "sweep": log,
+          "s_per_step": float(np.nanmedian([r["s_per_step"] for r in finals])),
+          "curves": [r["val_curve"] for r in finals]}
+
+
+def at_time(curve, t: float) -> float:
+  """Validation loss at wall-clock ``t`` (linear interpolation on the logged points)."""
+  ts, vs = [p[1] for p in curve], [p[2] for p in curve]
+  return float(np.interp(t, ts, vs)) if ts and t >= ts[0] else float("nan")
+
+
+def equal_time(summary: dict) -> float:
+  """The wall-clock every entry reached: the shortest run's final elapsed time."""
+  ends = [c[-1][1] for s in summary.values() for c in s["curves"] if c]
+  return min(ends) if ends else float("nan")
+
+
+def table(summary: dict, t_eq: float) -> str:
+  lines = [f"{'entry':18s} {'chosen setting':38s} {'val loss (mean ± sd)':>22s} "
+           f"{'@' + format(t_eq, '.0f') + 's':>8s} {'s/step':>7s}", "-" * 98]
+  best = min(s["mean"] for s in summary.values())
+  for entry, s in summary.items():
+    eq = np.nanmean([at_time(c, t_eq) for c in s["curves"]]) if s["curves"] else np.nan
+    mark = " *" if s["mean"] == best else "  "
+    lines.append(f"{entry:18s} {s['label']:38s} {s['mean']:13.4f} ± {s['std']:.4f}{mark}"
+                 f" {eq:8.4f} {s['s_per_step']:7.3f}")
   return "\n".join(lines)
 
 
-def plot(results: list[dict], summary: dict, out: Path):
+def plot(summary: dict, out: Path, size: str):
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
   for xaxis, idx, label in (("steps", 0, "step"), ("wallclock", 1, "seconds")):
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    for preset, s in summary.items():
-      runs = [r for r in results if r["preset"] == preset and r["lr"] == s["lr"]
-              and r["val_curve"]]
-      if not runs:  # every rate diverged
+    for entry, s in summary.items():
+      curves = [c for c in s["curves"] if c]
+      if not curves:
         continue
-      curves = np.array([[p[2] for p in r["val_curve"]] for r in runs])
-      xs = np.mean([[p[idx] for p in r["val_curve"]] for r in runs], axis=0)
-      mean = curves.mean(0)
-      line, = ax.plot(xs, mean, "o-", ms=3, label=f"{preset} (lr {s['lr']:g})")
-      if len(runs) > 1:
-        ax.fill_between(xs, curves.min(0), curves.max(0), color=line.get_color(), alpha=0.15)
-    ax.set(xlabel=label, ylabel="validation loss", title="Validation loss, best lr per preset")
-    lo = np.nanmin([s["mean"] for s in summary.values()])
+      ys = np.array([[p[2] for p in c] for c in curves])
+      xs = np.mean([[p[idx] for p in c] for c in curves], axis=0)
+      line, = ax.plot(xs, ys.mean(0), "o-", ms=3, label=f"{entry} ({s['label']})")
+      if len(curves) > 1:
+        ax.fill_between(xs, ys.min(0), ys.max(0), color=line.get_color(), alpha=0.15)
+    ax.set(xlabel=label, ylabel="validation loss", title=f"{size}: tuned entries, all seeds")
+    lo = min(s["mean"] for s in summary.values())
     if np.isfinite(lo):
-      ax.set_ylim(lo - 0.2, lo + 1.5)
+      ax.set_ylim(lo - 0.1, lo + 1.0)
     ax.grid(alpha=0.3)
-    ax.legend()
+    if ax.get_legend_handles_labels()[0]:
+      ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out / f"val_loss_vs_{xaxis}.png", dpi=120)
+    fig.savefig(out / f"{size}_val_loss_vs_{xaxis}.png", dpi=120)
     plt.close(fig)
 
 
-def main(argv=None):
+def parse(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                               formatter_class=argparse.RawDescriptionHelpFormatter,
                               epilog=__doc__.split("\n\n", 1)[1])
-  p.add_argument("--presets", nargs="+", default=list(PRESETS), choices=PRESETS)
+  p.add_argument("--sizes", nargs="+", default=["tiny", "tiny2x"],
+                 choices=[s for s in pretrain.SIZES if s != "smoke"])
+  p.add_argument("--entries", nargs="+", default=list(ENTRIES),
+                 help="presets, each optionally with a scale (PRESET:SCALE), at the first size")
   p.add_argument("--variants", nargs="+", default=[], choices=VARIANTS,
-                 help="also run the 'muon' preset with this rule on every hidden matrix")
-  p.add_argument("--size", default="tiny", choices=["tiny", "small", "medium"])
-  p.add_argument("--steps", type=int, default=300)
+                 help="also the 'muon' preset with this rule on every hidden matrix")
+  p.add_argument("--wide-entries", nargs="+", default=["muon", "paper"],
+                 help="the entries at the other sizes (default: the baseline and the default)")
+  p.add_argument("--base-only", nargs="*", default=[],
+                 help="entries whose group rates stay at their default ratios")
+  p.add_argument("--groups", nargs="*", default=list(GROUPS), choices=list(GROUPS))
+  p.add_argument("--steps", type=int, default=300, help="steps of the final (seed) runs")
+  p.add_argument("--sweep-steps", type=int, default=None, help="steps of sweep runs")
   p.add_argument("--seq", type=int, default=64)
   p.add_argument("--batch", type=int, default=None)
-  p.add_argument("--lr", type=float, default=0.02, help="base (Muon-equivalent) rate")
-  p.add_argument("--lr-multipliers", type=float, nargs="+", default=[0.5, 1.0, 2.0])
-  p.add_argument("--extend", type=int, default=2,
-                 help="extra sweep points allowed past an edge when the best rate is there")
+  p.add_argument("--lr", type=float, default=0.02, help="centre of the base-rate sweep")
+  p.add_argument("--base-multipliers", type=float, nargs="+", default=[0.5, 1.0, 2.0])
+  p.add_argument("--group-multipliers", type=float, nargs="+", default=[1 / 3, 3.0],
+                 help="multipliers of a group's default rate tried besides 1")
+  p.add_argument("--extend", type=int, default=1,
+                 help="extra points allowed past an edge of each knob's sweep")
   p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-  p.add_argument("--eval-every", type=int, default=25)
+  p.add_argument("--evals", type=int, default=12, help="validation points per run")
   p.add_argument("--data", default="builtin")
   p.add_argument("--out", default="runs/quality")
   args = p.parse_args(argv)
-  if _smoke():
-    args.steps, args.lr_multipliers, args.seeds, args.eval_every = 10, [1.0], [0], 5
-    args.seq = None
+  args.entries += [f"muon+{v}" for v in args.variants]
+  for entry in args.entries + args.wide_entries:
+    s = Setting.of(entry, 1.0)
+    if (s.preset not in symoptax.PRESETS or (s.scale and s.scale not in symoptax.SCALES)
+        or (s.variant and s.variant not in VARIANTS)):
+      p.error(f"entry {entry!r}: expected PRESET[+VARIANT][:SCALE] with PRESET one of "
+              f"{', '.join(symoptax.PRESETS)}, VARIANT one of {', '.join(VARIANTS)} and "
+              f"SCALE one of {', '.join(symoptax.SCALES)}")
+  if _smoke():  # one size, a few steps, one point per knob
+    args.sizes, args.wide_entries, args.steps, args.evals = args.sizes[:1], [], 6, 2
+    args.base_multipliers, args.group_multipliers, args.extend = [1.0], [3.0], 0
+    args.seeds, args.seq = args.seeds[:2], None
+  args.sweep_steps = args.sweep_steps or args.steps
+  return args
+
+
+def main(argv=None):
+  args = parse(argv)
   out = Path(args.out)
   out.mkdir(parents=True, exist_ok=True)
   device = f"{jax.device_count()} x {jax.devices()[0].device_kind}"
-  print(f"quality benchmark: {args.size}, {args.steps} steps, presets {args.presets}, "
-        f"variants {args.variants}, "
-        f"lr x {args.lr_multipliers}, seeds {args.seeds}; {device}")
-
-  results, summary = [], {}
+  print(f"quality benchmark on {device}: sizes {args.sizes}, entries {args.entries} "
+        f"(other sizes: {args.wide_entries}), {args.steps} steps ({args.sweep_steps} while "
+        f"sweeping), seeds {args.seeds}", flush=True)
   t0 = time.perf_counter()
-  for preset in list(args.presets) + [f"muon+{v}" for v in args.variants]:
-    sweep, by_mult = [], {}
-    mults = sorted(args.lr_multipliers)
-    ratio = mults[1] / mults[0] if len(mults) > 1 else 2.0
-    while mults:
-      m = mults.pop(0)
-      r = run_one(args, preset, args.lr * m, args.seeds[0], out / "runs" / f"{preset}-lr{m:g}-s0")
-      results.append(r)
-      sweep.append((r["lr"], r["final_val_loss"]))
-      by_mult[m] = r["final_val_loss"] if np.isfinite(r["final_val_loss"]) else np.inf
-      print(f"  {preset:8s} lr {r['lr']:<8g} seed {args.seeds[0]}: val {r['final_val_loss']:.4f}"
-            f"  ({r['seconds']:.0f}s)", flush=True)
-      if not mults and 1 < len(by_mult) < len(args.lr_multipliers) + args.extend:
-        # The best rate sits at an edge of the sweep: extend it one step past that edge.
-        best = min(by_mult, key=by_mult.get)
-        if best == max(by_mult):
-          mults.append(best * ratio)
-        elif best == min(by_mult):
-          mults.append(best / ratio)
-    sweep.sort()
-    finite = [(v, lr) for lr, v in sweep if np.isfinite(v)]
-    best_lr = min(finite)[1] if finite else sweep[0][0]
-    m_best = best_lr / args.lr
-    for seed in args.seeds[1:]:
-      r = run_one(args, preset, best_lr, seed, out / "runs" / f"{preset}-lr{m_best:g}-s{seed}")
-      results.append(r)
-      print(f"  {preset:8s} lr {best_lr:<8g} seed {seed}: val {r['final_val_loss']:.4f}"
-            f"  ({r['seconds']:.0f}s)", flush=True)
-    finals = [r["final_val_loss"] for r in results
-              if r["preset"] == preset and r["lr"] == best_lr]
-    summary[preset] = {"lr": best_lr, "mean": float(np.mean(finals)),
-                       "std": float(np.std(finals)), "n": len(finals), "sweep": sweep,
-                       "s_per_step": float(np.nanmean([r["s_per_step"] for r in results
-                                                       if r["preset"] == preset]))}
-  print()
-  print(table(summary))
+  run = Runner(args, out)
   report = {"args": vars(args), "device": device, "platform": platform.platform(),
             "processor": platform.processor(), "jax": jax.__version__,
-            "date": time.strftime("%Y-%m-%d"), "total_seconds": time.perf_counter() - t0,
-            "summary": summary, "runs": results}
+            "symoptax": symoptax.__version__, "date": time.strftime("%Y-%m-%d"), "sizes": {}}
+  for i, size in enumerate(args.sizes):
+    summary = {e: tune(run, args, size, e) for e in (args.entries if i == 0
+                                                     else args.wide_entries)}
+    t_eq = equal_time(summary)
+    report["sizes"][size] = {"summary": summary, "equal_time_s": t_eq}
+    print(f"\n{size}:\n{table(summary, t_eq)}\n", flush=True)
+    plot(summary, out, size)
+  report["runs"], report["total_seconds"] = run.runs, time.perf_counter() - t0
   (out / "quality.json").write_text(json.dumps(report, indent=1))
-  plot(results, summary, out)
-  print(f"wrote {out}/quality.json, val_loss_vs_steps.png, val_loss_vs_wallclock.png")
+  print(f"wrote {out}/quality.json and the plots ({report['total_seconds'] / 60:.1f} min)")
   return report
 
 

@@ -21,6 +21,7 @@ from the latest checkpoint there, bitwise-identically on CPU.
 
 Sizes (``--size``; parameters with the default 8192 vocabulary):
   tiny    d 128, 4 layers, 4 heads (2 kv), ff 384, seq 128, batch 16      2.9M
+  tiny2x  d 256, 8 layers, 8 heads (4 kv), ff 768, seq 128, batch 16      TBD
   small   d 512, 8 layers, 8 heads (4 kv), ff 1536, seq 512, batch 32     33.6M
   medium  d 1024, 16 layers, 16 heads (8 kv), ff 3072, seq 1024, batch 64  218M
 """
@@ -54,6 +55,7 @@ from symoptax.stacks import HIDDEN_ROLES
 SIZES = {  # name: (model config without vocab, seq, batch)
     "smoke": (dict(d=32, layers=2, heads=2, kv_heads=1, head_dim=16, ff=64), 32, 4),
     "tiny": (dict(d=128, layers=4, heads=4, kv_heads=2, head_dim=32, ff=384), 128, 16),
+    "tiny2x": (dict(d=256, layers=8, heads=8, kv_heads=4, head_dim=32, ff=768), 128, 16),
     "small": (dict(d=512, layers=8, heads=8, kv_heads=4, head_dim=64, ff=1536), 512, 32),
     "medium": (dict(d=1024, layers=16, heads=16, kv_heads=8, head_dim=64, ff=3072), 1024, 64),
 }
@@ -73,6 +75,9 @@ def make_parser() -> argparse.ArgumentParser:
   p.add_argument("--preset", choices=list(symoptax.PRESETS), default="paper")
   p.add_argument("--lr", type=float, default=0.02,
                  help="peak Muon learning rate; other rules use their LR_RATIO multiple")
+  p.add_argument("--scale", choices=list(symoptax.SCALES), default=None,
+                 help="update-size convention of the matrix rules (default: the preset's; "
+                      "README 'Update scales')")
   p.add_argument("--role-lr", action="append", default=[], metavar="ROLE=LR",
                  help="absolute peak learning rate for one role (repeatable), e.g. "
                       "lm_head=3e-4; follows the same schedule")
@@ -165,7 +170,7 @@ def overrides(args, as_schedule: bool = True) -> dict:
 
 def make_optimizer(args, params) -> optax.GradientTransformation:
   return symoptax.symmetry_stack(schedule(args, args.lr), preset=args.preset, params=params,
-                                 overrides=overrides(args))
+                                 scale=args.scale, overrides=overrides(args))
 
 
 def build(args, vocab: int):
@@ -234,8 +239,8 @@ class Checkpoints:
     self.manager.close()
 
 
-RESUME_KEYS = ("size", "preset", "lr", "role_lrs", "role_rules", "schedule", "warmup", "steps",
-               "batch", "seq", "seed", "data", "vocab", "max_bytes")
+RESUME_KEYS = ("size", "preset", "scale", "lr", "role_lrs", "role_rules", "schedule", "warmup",
+               "steps", "batch", "seq", "seed", "data", "vocab", "max_bytes")
 
 
 def check_same_run(args, config_path: Path):
@@ -332,7 +337,7 @@ def run(args, log=print) -> list[dict]:
       f"{n_dev} x {jax.devices()[0].device_kind}; batch {args.batch} x {args.seq} tokens")
   if start == 0:
     log(str(symoptax.describe(params, preset=args.preset, learning_rate=args.lr,
-                              overrides=overrides(args, as_schedule=False))))
+                              scale=args.scale, overrides=overrides(args, as_schedule=False))))
 
   end = min(args.steps, args.stop_at) if args.stop_at else args.steps
   bar = None

@@ -20,11 +20,12 @@ from symoptax.aliases import (
 from symoptax.axes import MatrixAxes, resolve_axes
 from symoptax.roles import ROLES, label_roles, matrix_axes
 from symoptax.stacks import PRESET_OPTIONS, PRESETS, RULES, describe, symmetry_stack
-from symoptax.transforms import (center_rows, qk_clip, scale_by_col_norm,
-                                 scale_by_debiased_momentum, scale_by_high_pass_polar, scale_by_leverage_polar,
-                                 scale_by_namo, scale_by_namo_d, scale_by_polar,
-                                 scale_by_row_norm, scale_by_row_second_moment, scale_by_shape,
-                                 scale_by_spectral_clip)
+from symoptax.transforms import (SCALES, center_rows, qk_clip, scale_by_col_norm,
+                                 scale_by_debiased_momentum, scale_by_high_pass_polar,
+                                 scale_by_leverage_polar, scale_by_namo, scale_by_namo_d,
+                                 scale_by_polar, scale_by_rms, scale_by_row_norm,
+                                 scale_by_row_second_moment, scale_by_shape,
+                                 scale_by_spectral_clip, scale_by_spectral_norm)
 
 __version__ = "0.1.0"
 
@@ -34,6 +35,7 @@ __all__ = [
     "PRESET_OPTIONS",
     "ROLES",
     "RULES",
+    "SCALES",
     "describe",
     "label_roles",
     "matrix_axes",
@@ -63,9 +65,11 @@ __all__ = [
     "scale_by_namo",
     "scale_by_namo_d",
     "scale_by_polar",
+    "scale_by_rms",
     "scale_by_row_norm",
     "scale_by_row_second_moment",
     "scale_by_shape",
     "scale_by_spectral_clip",
+    "scale_by_spectral_norm",
     "spectral_clip",
 ]

@@ -18,11 +18,12 @@ from jax.typing import ArrayLike
 
 from symoptax.axes import AxesLike, matrix_mask
 from symoptax.sharding import keep_shardings
-from symoptax.transforms import (center_rows, scale_by_col_norm, scale_by_debiased_momentum,
-                                 scale_by_high_pass_polar, scale_by_leverage_polar, scale_by_namo, scale_by_namo_d,
-                                 scale_by_polar, scale_by_row_norm,
+from symoptax.transforms import (SCALES, center_rows, scale_by_col_norm,
+                                 scale_by_debiased_momentum, scale_by_high_pass_polar,
+                                 scale_by_leverage_polar, scale_by_namo, scale_by_namo_d,
+                                 scale_by_polar, scale_by_rms, scale_by_row_norm,
                                  scale_by_row_second_moment, scale_by_shape,
-                                 scale_by_spectral_clip)
+                                 scale_by_spectral_clip, scale_by_spectral_norm)
 
 HYBRID_ORDERS = ("row_then_polar", "polar_then_row")
 ScalarOrSchedule = optax.ScalarOrSchedule
@@ -65,6 +66,31 @@ def _tail(learning_rate, weight_decay, axes):
   return wd, optax.scale_by_learning_rate(learning_rate)
 
 
+def _check_scale(scale, allowed, name):
+  if scale not in allowed:
+    raise ValueError(f"{name}: unknown scale {scale!r}; valid choices are "
+                     f"{', '.join(map(repr, allowed))} (see README 'Update scales').")
+
+
+def _nu_args(scale, nuclear_power):
+  """``(nuclear_power, relative)`` of the polar step of a nu-scaled rule under ``scale``."""
+  if scale in ("rms", "spectral"):  # the rescaling replaces nu
+    return 0.0, False
+  return nuclear_power, scale == "nuclear_rel"
+
+
+def _rescale(scale, rms, axes, sh, orthogonal: bool):
+  r"""The transforms that give an update the size ``scale`` names: ``"rms"`` exact per-entry
+  RMS; ``"spectral"`` muP's :math:`\sqrt{\mathrm{fan\_out}/\mathrm{fan\_in}}` spectral norm
+  (estimated and divided out first unless the update is ``orthogonal``); else nothing."""
+  if scale == "rms":
+    return (scale_by_rms(rms, axes=axes, **sh),)
+  if scale == "spectral":
+    unit = () if orthogonal else (scale_by_spectral_norm(axes=axes, **sh),)
+    return unit + (scale_by_shape("spectral", axes=axes, **sh),)
+  return ()
+
+
 @_keeps_shardings
 def rownorm_m(
     learning_rate: ScalarOrSchedule,
@@ -72,6 +98,8 @@ def rownorm_m(
     beta: ArrayLike = 0.95,
     weight_decay: ArrayLike = 0.0,
     center: Any = False,
+    scale: str | None = None,
+    rms: ArrayLike = 0.2,
     axes: AxesLike = None,
     shardings: Any = None,
     mesh: Any = None,
@@ -92,6 +120,11 @@ def rownorm_m(
     center: remove the mean row (softmax shift invariance: LM heads, routers); ``True``,
       ``False`` or an optax mask (pytree or callable ``params -> pytree`` of bools) of the
       leaves to centre.
+    scale: ``None`` (default: unit rows, per-entry RMS :math:`1/\sqrt{\mathrm{cols}}`),
+      ``"rms"`` (per-entry RMS ``rms``) or ``"spectral"`` (the update divided by its
+      estimated spectral norm, times :math:`\sqrt{\mathrm{fan\_out}/\mathrm{fan\_in}}`:
+      muP); see README "Update scales".
+    rms: the target RMS of ``scale="rms"``.
     axes: which axes form rows and cols (see :func:`symoptax.axes.resolve_axes`).
     shardings: the parameters' shardings (pytree of ``NamedSharding``, or ``PartitionSpec``
       with ``mesh``): the matrix steps run under ``jax.shard_map`` with explicit collectives
@@ -112,20 +145,26 @@ def rownorm_m(
     >>> u, state = opt.update({"embed": jnp.ones((16, 4))}, state, params)
     >>> params = optax.apply_updates(params, u)
   """
+  _check_scale(scale, (None, "rms", "spectral"), "rownorm_m")
   sh = _sh(shardings, mesh)
   c = _centring(center, axes, sh)
   return _chain(optax.ema(beta, debias=False), c, scale_by_row_norm(axes=axes, **sh), c,
+                *_rescale(scale, rms, axes, sh, orthogonal=False),
                 *_tail(learning_rate, weight_decay, axes))
 
 
 def _one_sided(side: str, learning_rate, beta, weight_decay, nuclear_power, center, method,
-               axes, compute_dtype, sh, nu_scope="matrix"):
+               axes, compute_dtype, sh, nu_scope="matrix", scale="nuclear", rms=0.2,
+               name=""):
+  _check_scale(scale, SCALES, name)
+  power, relative = _nu_args(scale, nuclear_power)
   c = _centring(center, axes, sh)
   return _chain(
       optax.ema(beta, debias=False), c,
-      scale_by_polar(method, side=side, nuclear_power=nuclear_power, axes=axes, **sh,
-                     compute_dtype=compute_dtype, nu_scope=nu_scope),
-      c, *_tail(learning_rate, weight_decay, axes))
+      scale_by_polar(method, side=side, nuclear_power=power, axes=axes, **sh,
+                     compute_dtype=compute_dtype, nu_scope=nu_scope, relative=relative),
+      c, *_rescale(scale, rms, axes, sh, orthogonal=True),
+      *_tail(learning_rate, weight_decay, axes))
 
 
 @_keeps_shardings
@@ -140,6 +179,8 @@ def right_polargrad_m(
     axes: AxesLike = None,
     compute_dtype: Any = "auto",
     nu_scope: str = "matrix",
+    scale: str = "nuclear",
+    rms: ArrayLike = 0.2,
     shardings: Any = None,
     mesh: Any = None,
 ) -> optax.GradientTransformation:
@@ -168,6 +209,12 @@ def right_polargrad_m(
     nu_scope: ``"matrix"`` (one :math:`\nu` per matrix) or ``"leaf"`` (one over a stacked
       leaf's matrices, as the reference does for ``[E, m, n]`` experts): see
       :func:`symoptax.scale_by_polar`.
+    scale: the update's size convention (README "Update scales"): ``"nuclear"``
+      (default: :math:`\nu^{\alpha} U`, the reference formula), ``"nuclear_rel"``
+      (:math:`(\nu/\|X\|_F)^{\alpha} U`: scale-free, the paper's runs), ``"rms"``
+      (per-entry RMS ``rms``: AdamW's rate carries over) or ``"spectral"``
+      (:math:`\|\Delta W\|_{op} = \sqrt{\mathrm{fan\_out}/\mathrm{fan\_in}}`: muP).
+    rms: the target RMS of ``scale="rms"``.
     shardings: the parameters' shardings (pytree of ``NamedSharding``, or ``PartitionSpec``
       with ``mesh``): the matrix steps run under ``jax.shard_map`` with explicit collectives
       and the state stays in these shardings (see :mod:`symoptax.sharding`).
@@ -182,7 +229,7 @@ def right_polargrad_m(
   """
   sh = _sh(shardings, mesh)
   return _one_sided("right", learning_rate, beta, weight_decay, nuclear_power, center,
-                    method, axes, compute_dtype, sh, nu_scope)
+                    method, axes, compute_dtype, sh, nu_scope, scale, rms, "right_polargrad_m")
 
 
 @_keeps_shardings
@@ -197,6 +244,8 @@ def left_polargrad_m(
     axes: AxesLike = None,
     compute_dtype: Any = "auto",
     nu_scope: str = "matrix",
+    scale: str = "nuclear",
+    rms: ArrayLike = 0.2,
     shardings: Any = None,
     mesh: Any = None,
 ) -> optax.GradientTransformation:
@@ -223,7 +272,7 @@ def left_polargrad_m(
   """
   sh = _sh(shardings, mesh)
   return _one_sided("left", learning_rate, beta, weight_decay, nuclear_power, center,
-                    method, axes, compute_dtype, sh, nu_scope)
+                    method, axes, compute_dtype, sh, nu_scope, scale, rms, "left_polargrad_m")
 
 
 @_keeps_shardings
@@ -240,6 +289,8 @@ def hybrid_polargrad_m(
     axes: AxesLike = None,
     compute_dtype: Any = "auto",
     nu_scope: str = "matrix",
+    scale: str = "nuclear",
+    rms: ArrayLike = 0.2,
     shardings: Any = None,
     mesh: Any = None,
 ) -> optax.GradientTransformation:
@@ -274,6 +325,12 @@ def hybrid_polargrad_m(
     nu_scope: ``"matrix"`` (one :math:`\nu` per matrix) or ``"leaf"`` (one over a stacked
       leaf's matrices, as the reference does for ``[E, m, n]`` experts): see
       :func:`symoptax.scale_by_polar`.
+    scale: the update's size convention (README "Update scales"): ``"nuclear"``
+      (default: :math:`\nu^{\alpha} U`, the reference formula), ``"nuclear_rel"``
+      (:math:`(\nu/\|X\|_F)^{\alpha} U`: scale-free, the paper's runs), ``"rms"``
+      (per-entry RMS ``rms``: AdamW's rate carries over) or ``"spectral"``
+      (:math:`\|\Delta W\|_{op} = \sqrt{\mathrm{fan\_out}/\mathrm{fan\_in}}`: muP).
+    rms: the target RMS of ``scale="rms"``.
     shardings: the parameters' shardings (pytree of ``NamedSharding``, or ``PartitionSpec``
       with ``mesh``): the matrix steps run under ``jax.shard_map`` with explicit collectives
       and the state stays in these shardings (see :mod:`symoptax.sharding`).
@@ -289,16 +346,20 @@ def hybrid_polargrad_m(
   if order not in HYBRID_ORDERS:
     raise ValueError(f"Unknown order {order!r}; valid choices are "
                      f"{', '.join(map(repr, HYBRID_ORDERS))}.")
+  _check_scale(scale, SCALES, "hybrid_polargrad_m")
   c = _centring(center, axes, sh)
   row = scale_by_row_norm(axes=axes, **sh)
   if order == "row_then_polar":
-    polar = scale_by_polar(method, side=side, nuclear_power=nuclear_power, axes=axes, **sh,
-                           compute_dtype=compute_dtype, nu_scope=nu_scope)
+    power, relative = _nu_args(scale, nuclear_power)
+    polar = scale_by_polar(method, side=side, nuclear_power=power, axes=axes, **sh,
+                           compute_dtype=compute_dtype, nu_scope=nu_scope, relative=relative)
     body = (c, row, c, polar, c)
   else:
     polar = scale_by_polar(method, side=side, axes=axes, **sh, compute_dtype=compute_dtype)
     body = (c, polar, row, c)
-  return _chain(optax.ema(beta, debias=False), *body, *_tail(learning_rate, weight_decay, axes))
+  rescale = _rescale(scale, rms, axes, sh, orthogonal=order == "row_then_polar")
+  return _chain(optax.ema(beta, debias=False), *body, *rescale,
+                *_tail(learning_rate, weight_decay, axes))
 
 
 @_keeps_shardings
@@ -313,6 +374,8 @@ def polargrad(
     axes: AxesLike = None,
     compute_dtype: Any = "auto",
     nu_scope: str = "matrix",
+    scale: str = "nuclear",
+    rms: ArrayLike = 0.2,
     shardings: Any = None,
     mesh: Any = None,
 ) -> optax.GradientTransformation:
@@ -339,6 +402,12 @@ def polargrad(
     nu_scope: ``"matrix"`` (one :math:`\nu` per matrix) or ``"leaf"`` (one over a stacked
       leaf's matrices, as the reference does for ``[E, m, n]`` experts): see
       :func:`symoptax.scale_by_polar`.
+    scale: the update's size convention (README "Update scales"): ``"nuclear"``
+      (default: :math:`\nu^{\alpha} U`, the reference formula), ``"nuclear_rel"``
+      (:math:`(\nu/\|X\|_F)^{\alpha} U`: scale-free, the paper's runs), ``"rms"``
+      (per-entry RMS ``rms``: AdamW's rate carries over) or ``"spectral"``
+      (:math:`\|\Delta W\|_{op} = \sqrt{\mathrm{fan\_out}/\mathrm{fan\_in}}`: muP).
+    rms: the target RMS of ``scale="rms"``.
     shardings: the parameters' shardings (pytree of ``NamedSharding``, or ``PartitionSpec``
       with ``mesh``): the matrix steps run under ``jax.shard_map`` with explicit collectives
       and the state stays in these shardings (see :mod:`symoptax.sharding`).
@@ -352,7 +421,7 @@ def polargrad(
   """
   sh = _sh(shardings, mesh)
   return _one_sided("full", learning_rate, beta, weight_decay, nuclear_power, center,
-                    method, axes, compute_dtype, sh, nu_scope)
+                    method, axes, compute_dtype, sh, nu_scope, scale, rms, "polargrad")
 
 
 MOMENTA = ("jordan", "optax")

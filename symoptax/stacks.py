@@ -20,7 +20,7 @@ from symoptax import aliases
 from symoptax import sharding as sharding_lib
 from symoptax.axes import layout
 from symoptax.roles import ROLES, label_roles, matrix_axes, path_str
-from symoptax.transforms import NU_SCOPES, shape_factor
+from symoptax.transforms import NU_SCOPES, SCALES, shape_factor
 
 RULES = ("adamw", "muon", "rownorm", "right_polar", "left_polar", "hybrid", "polargrad",
          "normuon", "muoneq", "spectral_clip", "namo", "namo_d", "aurora", "pion", "rmnp")
@@ -53,12 +53,13 @@ PRESETS: dict[str, dict[str, str]] = {
 # attention head by head, one nu over a stacked-experts tensor. The others follow
 # optax.contrib.muon with MaxText's dimension numbers: whole attention matrices, one nu per
 # matrix.
-PRESET_OPTIONS: dict[str, dict[str, str]] = {
-    "paper": dict(attention="heads", nu_scope="leaf"),
-    "rownorm": dict(attention="whole", nu_scope="matrix"),
-    "hybrid": dict(attention="whole", nu_scope="matrix"),
-    "muon": dict(attention="whole", nu_scope="matrix"),
-    "adamw": dict(attention="whole", nu_scope="matrix"),
+# ``scale``: the update-size convention of the matrix rules (None: each rule's own formula).
+PRESET_OPTIONS: dict[str, dict[str, Any]] = {
+    "paper": dict(attention="heads", nu_scope="leaf", scale=None),
+    "rownorm": dict(attention="whole", nu_scope="matrix", scale=None),
+    "hybrid": dict(attention="whole", nu_scope="matrix", scale=None),
+    "muon": dict(attention="whole", nu_scope="matrix", scale=None),
+    "adamw": dict(attention="whole", nu_scope="matrix", scale=None),
 }
 # Rules that read a fused gate/up leaf's neuron pair as one row (their symmetry permutes
 # neurons); the others (Muon and its bi-orthogonal kin) orthogonalise gate and up apart, as
@@ -67,6 +68,9 @@ _PAIRED_RULES = ("rownorm", "right_polar", "left_polar", "hybrid", "rmnp", "norm
 # Rules whose update carries Muon's shape factor (scale_by_shape, shape_rule="muon").
 _SHAPED_RULES = ("muon", "normuon", "muoneq", "aurora", "pion")
 _NU_RULES = ("right_polar", "left_polar", "hybrid", "polargrad")
+# The rules a stack's ``scale`` reaches: nu-scaled ones take every convention, row-norm takes
+# "rms" and "spectral", Muon and its polar-factor variants take those two as ``shape_rule``.
+_ROW_RULES = ("rownorm",)
 
 # Learning rate of each rule relative to ``learning_rate`` (the Muon rate). AdamW 0.25 and
 # the router 0.625 are the reference builder's lr_other / lr_matrix (2e-4 / 8e-4) and
@@ -93,8 +97,41 @@ LR_RATIO: dict[tuple[str, str], float] = {
 ADAMW = dict(b1=0.9, b2=0.95, eps=1e-8)
 
 
-def _lr_ratio(rule: str, role: str) -> float:
+# Learning-rate ratios under a stack-wide ``scale`` (the rules it reaches step at
+# ``learning_rate`` times these; the others keep LR_RATIO). Under "rms" and "spectral" every
+# matrix rule's update has one size convention, so they share one rate.
+SCALE_LR_RATIO: dict[str, dict[tuple[str, str], float]] = {
+    "nuclear": {},
+    "nuclear_rel": {("right_polar", "*"): 1.0, ("left_polar", "*"): 1.0, ("hybrid", "*"): 1.0,
+                    ("polargrad", "*"): 1.0},
+    "rms": {("adamw", "*"): 1.0, **{(r, "*"): 1.0 for r in _NU_RULES + ("rownorm",)}},
+    "spectral": {**{(r, "*"): 1.0 for r in _NU_RULES + ("rownorm",)}},
+}
+
+
+def _reached(rule: str, scale: str | None) -> bool:
+  """Whether a stack-wide ``scale`` changes ``rule``'s update size."""
+  if scale is None:
+    return False
+  if scale in ("nuclear", "nuclear_rel"):
+    return rule in _NU_RULES
+  return rule in _NU_RULES + _ROW_RULES + _SHAPED_RULES
+
+
+def _lr_ratio(rule: str, role: str, scale: str | None = None) -> float:
+  table = SCALE_LR_RATIO.get(scale, {}) if scale is not None else {}
+  if (rule, role) in table or (rule, "*") in table:
+    return table.get((rule, role), table.get((rule, "*")))
   return LR_RATIO.get((rule, role), LR_RATIO.get((rule, "*"), 1.0))
+
+
+def _scale_options(rule: str, scale: str | None) -> dict[str, Any]:
+  """The keywords that give ``rule`` the stack's ``scale``."""
+  if not _reached(rule, scale):
+    return {}
+  if rule in _SHAPED_RULES:
+    return {"shape_rule": scale}
+  return {"scale": scale}
 
 
 def _default_wd(rule: str, role: str) -> float:
@@ -127,8 +164,10 @@ def _scaled(lr, ratio):
 
 
 def resolve_rules(learning_rate, preset: str = "paper",
-                  overrides: Mapping[str, Any] | None = None) -> dict[str, RoleRule]:
-  """The rule, learning rate and weight decay of every role for a preset and overrides."""
+                  overrides: Mapping[str, Any] | None = None,
+                  scale: str | None = None) -> dict[str, RoleRule]:
+  """The rule, learning rate and weight decay of every role for a preset, overrides and a
+  stack-wide update ``scale`` (which sets the rules' learning-rate ratios)."""
   if preset not in PRESETS:
     raise ValueError(f"Unknown preset {preset!r}; valid choices are "
                      f"{', '.join(map(repr, PRESETS))}.")
@@ -165,7 +204,7 @@ def resolve_rules(learning_rate, preset: str = "paper",
   for role in ROLES:
     rule = table[role]
     spec = custom.get(role, {})
-    ratio = _lr_ratio(rule, role)
+    ratio = _lr_ratio(rule, role, scale)
     lr = spec.get("learning_rate", _scaled(learning_rate, ratio))
     wd = spec.get("weight_decay", _default_wd(rule, role))
     center = role in _SOFTMAX_ROLES and rule in ("rownorm", "right_polar", "left_polar",
@@ -274,7 +313,8 @@ def _leaf_learning_rates(learning_rate, ratios: Mapping[str, float], roles_like
 
 
 def _build(b: _Branch, roles_like, axes, sh: Mapping[str, Any], learning_rate,
-           nu_scope: str = "matrix") -> optax.GradientTransformation:
+           nu_scope: str = "matrix", scale: str | None = None
+           ) -> optax.GradientTransformation:
   if b.rule == "adamw":
     mask = (None if set(b.decayed) in (set(), set(b.roles))
             else _role_mask(b.decayed, roles_like))
@@ -282,8 +322,9 @@ def _build(b: _Branch, roles_like, axes, sh: Mapping[str, Any], learning_rate,
                      **{**ADAMW, **dict(b.options)})
   elif b.rule in ("muon", "normuon", "muoneq", "spectral_clip", "namo", "namo_d", "aurora",
                   "pion", "rmnp"):
+    opts = {**_scale_options(b.rule, scale), **dict(b.options)}
     tx = _unpinned(getattr(aliases, b.rule))(b.learning_rate, weight_decay=b.weight_decay,
-                                              axes=axes, **dict(b.options), **sh)
+                                              axes=axes, **opts, **sh)
   else:
     center: Any = (bool(b.centred) if set(b.centred) in (set(), set(b.roles))
                    else _role_mask(b.centred, roles_like))
@@ -292,7 +333,8 @@ def _build(b: _Branch, roles_like, axes, sh: Mapping[str, Any], learning_rate,
              "polargrad": aliases.polargrad}[b.rule]
     nu = {"nu_scope": nu_scope} if b.rule in _NU_RULES else {}
     tx = _unpinned(alias)(b.learning_rate, weight_decay=b.weight_decay, center=center,
-                          axes=axes, **{**nu, **dict(b.options)}, **sh)
+                          axes=axes, **{**nu, **_scale_options(b.rule, scale),
+                                        **dict(b.options)}, **sh)
   if b.leaf_rates is None:
     return tx
   return optax.chain(tx, _leaf_learning_rates(learning_rate, b.leaf_rates, roles_like))
@@ -316,12 +358,13 @@ def symmetry_stack(
     attention: str | None = None,
     head_dim: int | None = None,
     nu_scope: str | None = None,
+    scale: str | None = None,
     gate_up: str | None = None,
     tied_embedding: str = "embedding",
     shardings: Any = None,
     mesh: Any = None,
 ) -> optax.GradientTransformation:
-  """One optimizer for a whole model: every leaf gets the rule of its role.
+  r"""One optimizer for a whole model: every leaf gets the rule of its role.
 
   Presets (role -> rule):
 
@@ -368,6 +411,17 @@ def symmetry_stack(
       PolarGrad): one nu per matrix, or one per stacked leaf as the reference takes for
       ``[E, m, n]`` experts (:func:`symoptax.scale_by_polar`); ``None``: the preset's
       ("leaf" for "paper", "matrix" for the others).
+    scale: the update-size convention of the matrix rules (README "Update scales"):
+      ``"nuclear"`` or ``"nuclear_rel"`` (the nu-scaled rules' :math:`\nu^\alpha U` or
+      :math:`(\nu/\|X\|_F)^\alpha U`; other rules keep theirs), ``"rms"`` (every
+      matrix rule's update has per-entry RMS 0.2, Moonlight's convention: row-norm and the
+      nu-scaled rules rescale exactly, Muon and its polar-factor variants take
+      ``shape_rule="rms"``) or ``"spectral"`` (muP's
+      :math:`\|\Delta W\|_{op} = \sqrt{\mathrm{fan\_out}/\mathrm{fan\_in}}`).
+      ``None``: the preset's (``PRESET_OPTIONS``); each rule's own formula when that is
+      ``None`` too. The rules it reaches take the learning-rate ratios of
+      ``SCALE_LR_RATIO[scale]`` (under "rms" and "spectral": one rate for every matrix
+      rule); an override's ``options`` win over it.
     gate_up: the layout of fused SwiGLU gate/up leaves (``None``, ``"interleaved"``,
       ``"concatenated"``; see :func:`matrix_axes`): row-based rules then treat neuron j's
       gate and up weights as one row, Muon-style rules orthogonalise gate and up apart.
@@ -414,8 +468,8 @@ def symmetry_stack(
   if shardings is not None and params is not None:
     sharding_lib.resolve_shardings(shardings, mesh, params)  # errors name the leaf, now
   sh = {} if shardings is None else dict(shardings=shardings, mesh=mesh)
-  table = resolve_rules(learning_rate, preset, overrides)
-  opts = stack_options(preset, attention=attention, nu_scope=nu_scope)
+  opts = stack_options(preset, attention=attention, nu_scope=nu_scope, scale=scale)
+  table = resolve_rules(learning_rate, preset, overrides, opts["scale"])
   layout_kw = dict(scan_axis=scan_axis, attention=opts["attention"], head_dim=head_dim,
                    gate_up=gate_up)
   rules = list(rules) if rules is not None else None
@@ -445,7 +499,7 @@ def symmetry_stack(
     # whole masked copy of the tree in the state (and cost its flattening every step).
     branches = _branches(table, set(jax.tree_util.tree_leaves(role_tree)))
     transforms = {b.name: _build(b, roles_like, axes(b.rule), sh, learning_rate,
-                                 opts["nu_scope"]) for b in branches}
+                                 opts["nu_scope"], opts["scale"]) for b in branches}
     branch_of = {role: b.name for b in branches for role in b.roles}
     return optax.multi_transform(transforms,
                                  jax.tree_util.tree_map(branch_of.__getitem__, role_tree))
@@ -469,7 +523,7 @@ def _axes_by_rule(tree, role_tree, *, gate_up=None, **layout_kw):
 
 
 def stack_options(preset: str, *, attention: str | None = None,
-                  nu_scope: str | None = None) -> dict[str, str]:
+                  nu_scope: str | None = None, scale: str | None = None) -> dict[str, Any]:
   """The layout options a stack uses: the given ones, else the preset's."""
   if preset not in PRESET_OPTIONS:
     raise ValueError(f"Unknown preset {preset!r}; valid choices are "
@@ -482,6 +536,11 @@ def stack_options(preset: str, *, attention: str | None = None,
       raise ValueError(f"Unknown nu_scope {nu_scope!r}; valid choices are "
                        f"{', '.join(map(repr, NU_SCOPES))}.")
     out["nu_scope"] = nu_scope
+  if scale is not None:
+    if scale not in SCALES:
+      raise ValueError(f"Unknown scale {scale!r}; valid choices are "
+                       f"{', '.join(map(repr, SCALES))}.")
+    out["scale"] = scale
   return out
 
 
@@ -528,14 +587,16 @@ def describe(params: Any, *, preset: str = "paper", learning_rate: Any = 1.0,
              scan_axis: int | None = None,
              rules: Iterable[tuple[str, str]] | None = None, attention: str | None = None,
              head_dim: int | None = None, gate_up: str | None = None,
-             tied_embedding: str = "embedding") -> Description:
+             tied_embedding: str = "embedding", scale: str | None = None) -> Description:
   """A table of what each leaf gets from :func:`symmetry_stack` with the same arguments.
 
   Columns: path, shape, role, rule, the rows/cols axes (of the leaf's view when it is read
   head by head, :attr:`MatrixAxes.split`), the matrices the rule sees (``"4 heads x [16,
   64]"`` for head-wise attention, ``"whole [64, 64]"`` for a whole attention kernel,
   ``"B x [rows, cols]"`` for layer and expert stacks), Muon's shape factor
-  ``sqrt(max(1, fan_out / fan_in))`` for the rules that apply it (``-`` otherwise), learning
+  ``sqrt(max(1, fan_out / fan_in))`` for the rules that apply it (the ``shape_rule``'s
+  factor under a ``scale``; the convention's name for the other rules it rescales, ``-``
+  otherwise), learning
   rate and weight decay (each row's dict also holds ``batched``: the ``(B, rows, cols)`` its
   rule sees, ``None`` for vectors). With the default ``learning_rate=1.0`` the lr column shows each
   rule's multiple of the learning rate you will pass to :func:`symmetry_stack`. Schedules
@@ -548,8 +609,8 @@ def describe(params: Any, *, preset: str = "paper", learning_rate: Any = 1.0,
     --------------  -------  -------  ----------------  ----  ----  --------  ------------  -----  ---
     lm_head/kernel  (8, 32)  lm_head  hybrid (centred)  1     0     [32, 8]   -             0.015  0.0
   """
-  table = resolve_rules(learning_rate, preset, overrides)
-  opts = stack_options(preset, attention=attention)
+  opts = stack_options(preset, attention=attention, scale=scale)
+  table = resolve_rules(learning_rate, preset, overrides, opts["scale"])
   if roles is None:
     roles = label_roles(params, scan_axis=scan_axis, rules=rules,
                         tied_embedding=tied_embedding)
@@ -565,8 +626,13 @@ def describe(params: Any, *, preset: str = "paper", learning_rate: Any = 1.0,
     lay = None if ax is None else layout(jax.numpy.shape(leaf), ax, path_str(path))
     rule = r.rule + (" (centred)" if r.center else "")
     lr = "schedule" if callable(r.learning_rate) else float(f"{r.learning_rate:.4g}")
-    factor = ("-" if lay is None or r.rule not in _SHAPED_RULES
-              else float(f"{shape_factor(lay):.3g}"))
+    conv = {**_scale_options(r.rule, opts["scale"]), **dict(r.options)}
+    if lay is None or (r.rule not in _SHAPED_RULES and "scale" not in conv):
+      factor = "-"
+    elif r.rule in _SHAPED_RULES:
+      factor = float(f"{shape_factor(lay, conv.get('shape_rule', 'muon')):.3g}")
+    else:  # a row-norm or nu-scaled rule rescaled by the stack's convention
+      factor = conv["scale"]
     rows.append(dict(path=path_str(path), shape=tuple(jax.numpy.shape(leaf)), role=role,
                      rule=rule, rows="-" if ax is None else ax.rows,
                      cols="-" if ax is None else ax.cols,

@@ -22,7 +22,10 @@ from symoptax.axes import (AxesLike, flatten_with_layouts, map_leaf_matrices, ma
                            resolve_axes)
 from symoptax.sharding import LOCAL, MatrixShards
 
-SHAPE_RULES = ("muon", "rms", "none")
+SHAPE_RULES = ("muon", "rms", "spectral", "none")
+# Update-scale conventions of the matrix rules (the ``scale=`` keyword of the named
+# optimizers and of symmetry_stack; see README "Update scales").
+SCALES = ("nuclear", "nuclear_rel", "rms", "spectral")
 
 
 def _stateless(fn_of_batch, axes: AxesLike, *, shardings: Any = None, mesh: Any = None,
@@ -136,6 +139,8 @@ def shape_factor(lay, rule: str = "muon", rms: ArrayLike = 0.2) -> Any:
     return max(1.0, lay.fan_ratio) ** 0.5
   if rule == "rms":
     return rms * max(rows, cols) ** 0.5
+  if rule == "spectral":
+    return lay.fan_ratio ** 0.5
   return 1.0
 
 
@@ -149,6 +154,9 @@ def scale_by_shape(rule: str = "muon", *, rms: ArrayLike = 0.2, axes: AxesLike =
     it gets 1.
   * ``"rms"``: :math:`\mathrm{rms} \cdot \sqrt{\max(\mathrm{rows}, \mathrm{cols})}`
     (Moonlight: matches AdamW's update RMS for an orthogonal update).
+  * ``"spectral"``: :math:`\sqrt{\mathrm{fan\_out}/\mathrm{fan\_in}}` (the spectral
+    condition of muP, Yang, Simon & Bernstein, arXiv:2310.17813: an update of unit spectral
+    norm gets :math:`\|\Delta W\|_{op} = \sqrt{\mathrm{fan\_out}/\mathrm{fan\_in}}`).
   * ``"none"``: 1.
 
   The factor is a constant per leaf (of each matrix's shape in the leaf's view, so a
@@ -156,7 +164,7 @@ def scale_by_shape(rule: str = "muon", *, rms: ArrayLike = 0.2, axes: AxesLike =
   sharded or not.
 
   Args:
-    rule: one of ``"muon"``, ``"rms"``, ``"none"``.
+    rule: one of ``"muon"``, ``"rms"``, ``"spectral"``, ``"none"``.
     rms: target RMS for ``rule="rms"``.
     axes: which axes form rows and cols, and the output side.
     shardings: accepted for symmetry with the other primitives and checked at init; a
@@ -187,6 +195,115 @@ def scale_by_shape(rule: str = "muon", *, rms: ArrayLike = 0.2, axes: AxesLike =
     return treedef.unflatten(out), state
 
   return optax.GradientTransformation(_checked_init(axes, shardings, mesh), update_fn)
+
+
+def _safe_scale(x: jax.Array, shards: MatrixShards) -> tuple[jax.Array, jax.Array]:
+  """``(x / a, a)`` with ``a`` the largest entry magnitude of each matrix (1 for a zero
+  matrix), so that sums of squares neither overflow nor underflow at any gradient scale."""
+  f32 = jnp.promote_types(x.dtype, jnp.float32)
+  a = shards.max(jnp.abs(x.astype(f32)), (-2, -1))
+  a = jnp.where(a > 0, a, 1.0)
+  return x.astype(f32) / a, a
+
+
+def scale_by_rms(rms: ArrayLike = 0.2, *, axes: AxesLike = None, shardings: Any = None,
+                 mesh: Any = None) -> optax.GradientTransformation:
+  r"""Rescales every matrix update to a per-entry RMS of ``rms``.
+
+  .. math::
+    \text{update} = \mathrm{rms}\,\frac{\sqrt{mn}}{\|X\|_F}\, X
+    \qquad (X \in \mathbb{R}^{m \times n};\ \text{a zero matrix stays zero})
+
+  The exact form of Moonlight's convention (Liu et al., arXiv:2502.16982): any rule followed
+  by it steps like AdamW in size, so AdamW's learning rate carries over. For a full-rank
+  polar factor it equals ``scale_by_shape("rms")``; unlike that formula it also holds for
+  low-rank and row-normalised updates. Invariant to orthogonal maps and permutations on
+  either side (it rescales by a norm), so it keeps every rule's symmetry; scale-free.
+
+  Args:
+    rms: the target RMS of each matrix's entries.
+    axes: which axes form rows and cols.
+    shardings: the parameters' shardings (sums of squares are psummed over split axes).
+    mesh: the mesh for ``PartitionSpec`` shardings.
+
+  Returns:
+    An ``optax.GradientTransformation``.
+
+  Examples:
+    >>> import jax.numpy as jnp, symoptax
+    >>> tx = symoptax.scale_by_rms(0.2)
+    >>> u, _ = tx.update({"w": jnp.arange(12.0).reshape(3, 4)}, tx.init(None))
+    >>> round(float(jnp.sqrt(jnp.mean(u["w"] ** 2))), 6)
+    0.2
+  """
+
+  def fn(x, sh):
+    y, _ = _safe_scale(x, sh)
+    m, n = sh.matrix_shape(x)
+    norm = jnp.sqrt(sh.sum(y * y, (-2, -1)))
+    scale = jnp.where(norm > 0, rms * (m * n) ** 0.5 / jnp.where(norm > 0, norm, 1.0), 0.0)
+    return (y * scale).astype(x.dtype)
+
+  return _stateless(fn, axes, shardings=shardings, mesh=mesh, reductions_only=True)
+
+
+def spectral_norm(x: jax.Array, squarings: int = 10) -> jax.Array:
+  r"""An estimate of :math:`\|X\|_{op}` for each matrix of ``x`` (``[..., m, n]``).
+
+  With :math:`A = X^\top X` (or :math:`XX^\top`, the smaller), ``squarings`` normalised
+  squarings give :math:`B \propto A^{2^k}`, and the estimate is the Rayleigh-type mean
+  :math:`\sqrt{\mathrm{tr}(BA) / \mathrm{tr}(B)} = \sqrt{\sum_i \lambda_i^{p+1} / \sum_i
+  \lambda_i^{p}}` with :math:`p = 2^k`: eigenvalues of A weighted by :math:`\lambda_i^p`, so
+  it never exceeds the true norm and reaches it once :math:`(\lambda_2/\lambda_1)^p` is
+  negligible (k = 10: p = 1024; singular values within 0.5% of the top one still count). It
+  uses only ``A`` (no start vector), so it is exactly invariant to orthogonal maps on either
+  side. Cost: one Gram and ``squarings`` products of the smaller side.
+  """
+  f32 = jnp.promote_types(x.dtype, jnp.float32)
+  x = x.astype(f32)
+  if x.shape[-2] < x.shape[-1]:
+    x = jnp.swapaxes(x, -1, -2)
+  a = jnp.abs(x).max(axis=(-2, -1), keepdims=True)
+  a = jnp.where(a > 0, a, 1.0)
+  y = x / a
+  gram = jnp.swapaxes(y, -1, -2) @ y
+  fro = lambda m: jnp.sqrt(jnp.sum(m * m, axis=(-2, -1), keepdims=True))
+  b = gram / jnp.maximum(fro(gram), 1e-30)
+  for _ in range(squarings):
+    b = b @ b
+    b = b / jnp.maximum(fro(b), 1e-30)
+  tr = lambda m: jnp.trace(m, axis1=-2, axis2=-1)
+  top = tr(b @ gram) / jnp.maximum(tr(b), 1e-30)
+  return jnp.sqrt(jnp.maximum(top, 0.0)) * a[..., 0, 0]
+
+
+def scale_by_spectral_norm(*, squarings: int = 10, axes: AxesLike = None,
+                           shardings: Any = None, mesh: Any = None
+                           ) -> optax.GradientTransformation:
+  r"""Rescales every matrix update to unit spectral norm: :math:`X / \|X\|_{op}`.
+
+  :math:`\|X\|_{op}` is :func:`spectral_norm`'s estimate (a zero matrix stays zero). Chain
+  ``scale_by_shape("spectral")`` after it for muP's spectral condition
+  :math:`\|\Delta W\|_{op} = \sqrt{\mathrm{fan\_out}/\mathrm{fan\_in}}` on updates that are
+  not orthogonal (row-normalised ones). Invariant to orthogonal maps on either side, so it
+  keeps every rule's symmetry; scale-free. Sharded leaves go through whole matrices (as the
+  full-side polar step).
+
+  Args:
+    squarings: see :func:`spectral_norm`.
+    axes: which axes form rows and cols.
+    shardings: the parameters' shardings.
+    mesh: the mesh for ``PartitionSpec`` shardings.
+
+  Returns:
+    An ``optax.GradientTransformation``.
+  """
+
+  def unit(w):
+    s = spectral_norm(w, squarings)[..., None, None]
+    return jnp.where(s > 0, w / jnp.where(s > 0, s, 1.0), 0.0).astype(w.dtype)
+
+  return _stateless(lambda x, sh: sh.whole(unit, x), axes, shardings=shardings, mesh=mesh)
 
 
 class DebiasedMomentumState(NamedTuple):
@@ -249,16 +366,23 @@ def _validate_polar(method: str, side: str, steps: int | None) -> None:
 
 def polar_scaled(x: jax.Array, *, method: str, steps: int | None, side: str,
                  nuclear_power: ArrayLike, compute_dtype: Any = "auto",
-                 damping: float | None = None, shards: MatrixShards = LOCAL) -> jax.Array:
-  r"""``nu^alpha polar(x)`` with :math:`\nu = \langle x, \mathrm{polar}(x)\rangle = \|x\|_*`."""
+                 damping: float | None = None, relative: bool = False,
+                 shards: MatrixShards = LOCAL) -> jax.Array:
+  r"""``nu^alpha polar(x)`` with :math:`\nu = \langle x, \mathrm{polar}(x)\rangle = \|x\|_*`
+  (``relative``: :math:`\nu = \|x\|_* / \|x\|_F`)."""
   if side == "auto":
     side = polar_lib._auto_side(method, shards.matrix_shape(x))
   u = polar_lib.sharded_polar(x, method=method, steps=steps, side=side,
                               compute_dtype=compute_dtype, damping=damping, shards=shards)
   if isinstance(nuclear_power, (int, float)) and nuclear_power == 0:
     return u
-  nu = jnp.maximum(shards.sum(x * u, (-2, -1)), 0.0)
-  return u * jnp.power(nu, nuclear_power)
+  if relative:  # in units of the largest entry: no overflow at any gradient scale
+    y, _ = _safe_scale(x, shards)
+    nu = (jnp.maximum(shards.sum(y * u, (-2, -1)), 0.0)
+          / jnp.maximum(jnp.sqrt(shards.sum(y * y, (-2, -1))), 1e-30))
+  else:
+    nu = jnp.maximum(shards.sum(x * u, (-2, -1)), 0.0)
+  return u * jnp.power(nu, nuclear_power).astype(u.dtype)
 
 
 def scale_by_polar(
@@ -271,6 +395,7 @@ def scale_by_polar(
     compute_dtype: Any = "auto",
     damping: float | None = None,
     nu_scope: str = "matrix",
+    relative: bool = False,
     shardings: Any = None,
     mesh: Any = None,
 ) -> optax.GradientTransformation:
@@ -302,6 +427,10 @@ def scale_by_polar(
       across :attr:`symoptax.MatrixAxes.layers` (scanned layers stay separate): the paper's
       reference on a stacked-experts tensor ``[E, m, n]``, whose one scalar couples the
       experts. ``"leaf"`` steps about ``E`` times larger than ``"matrix"`` there.
+    relative: use :math:`\nu / \|G\|_F` instead of :math:`\nu` (the paper's runs; the
+      ``"nuclear_rel"`` scale of the named optimizers): scale-free, between 1 and
+      :math:`\sqrt{\mathrm{rank}\,G}` (its square root of the stable-rank-like ratio
+      :math:`\|G\|_*^2/\|G\|_F^2`), so the step no longer grows with the gradient's size.
     shardings: the parameters' shardings (pytree of ``NamedSharding``, or ``PartitionSpec``
       with ``mesh``): the step then runs under ``jax.shard_map`` with explicit collectives
       (see :mod:`symoptax.sharding`). ``None``: plain arrays.
@@ -330,7 +459,8 @@ def scale_by_polar(
   inner = _stateless(
       lambda x, sh: sharded_polar_scaled(x, sh, method=method, steps=steps, side=side,
                                          nuclear_power=0.0 if per_leaf else nuclear_power,
-                                         compute_dtype=compute_dtype, damping=damping),
+                                         compute_dtype=compute_dtype, damping=damping,
+                                         relative=relative),
       axes, shardings=shardings, mesh=mesh)
   if not per_leaf:
     return inner
@@ -339,7 +469,7 @@ def scale_by_polar(
     polar, state = inner.update(updates, state, params)
     tree = params if params is not None else updates
     leaves, treedef, lays = flatten_with_layouts(updates, resolve_axes(axes, tree))
-    out = [u if lay is None else _nu_scaled(x, u, lay, nuclear_power)
+    out = [u if lay is None else _nu_scaled(x, u, lay, nuclear_power, relative)
            for x, u, lay in zip(leaves, treedef.flatten_up_to(polar), lays)]
     return treedef.unflatten(out), state
 
@@ -349,12 +479,19 @@ def scale_by_polar(
 NU_SCOPES = ("matrix", "leaf")
 
 
-def _nu_scaled(x: jax.Array, u: jax.Array, lay, power: ArrayLike) -> jax.Array:
-  """``nu^power u`` with one ``nu = <x, u>`` per leaf (per layer of a scanned stack)."""
+def _nu_scaled(x: jax.Array, u: jax.Array, lay, power: ArrayLike,
+               relative: bool = False) -> jax.Array:
+  """``nu^power u`` with one ``nu = <x, u>`` per leaf (per layer of a scanned stack);
+  ``relative``: ``<x, u> / ||x||_F`` over the same matrices."""
   f32 = jnp.promote_types(u.dtype, jnp.float32)
   xv, uv = x.astype(f32).reshape(lay.view_shape), u.astype(f32).reshape(lay.view_shape)
   red = tuple(a for a in range(len(lay.view_shape)) if a not in lay.layers)
+  if relative:
+    a = jnp.max(jnp.abs(xv), axis=red, keepdims=True)
+    xv = xv / jnp.where(a > 0, a, 1.0)
   nu = jnp.maximum(jnp.sum(xv * uv, axis=red, keepdims=True), 0.0)
+  if relative:
+    nu = nu / jnp.maximum(jnp.sqrt(jnp.sum(xv * xv, axis=red, keepdims=True)), 1e-30)
   return (uv * jnp.power(nu, power)).reshape(lay.shape).astype(u.dtype)
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import symoptax
 from examples import data as data_lib
 from examples import pretrain
 
@@ -203,17 +204,33 @@ def test_resume_with_other_settings_is_refused(tmp_path):
     pretrain.main(["--out", out, "--no-progress", "--resume", "--preset", "muon"])
 
 
-def test_quality_benchmark_compares_a_variant_against_a_preset(tmp_path):
+def test_quality_benchmark_tunes_each_entry_and_compares_a_variant(tmp_path):
   sys.path.insert(0, str(ROOT / "benchmarks"))
   import quality
-  report = quality.main(["--presets", "muon", "--variants", "aurora", "--out", str(tmp_path)])
-  assert set(report["summary"]) == {"muon", "muon+aurora"}
-  config = json.loads((tmp_path / "runs" / "muon+aurora-lr1-s0" / "config.json").read_text())
-  assert set(config["role_rules"].values()) == {"aurora"}
-  assert all(np.isfinite(s["mean"]) for s in report["summary"].values())
-  assert (tmp_path / "val_loss_vs_wallclock.png").exists()
+  report = quality.main(["--entries", "muon", "hybrid:rms", "--variants", "aurora",
+                         "--groups", "vocab", "--out", str(tmp_path)])
+  summary = report["sizes"]["tiny"]["summary"]
+  assert set(summary) == {"muon", "hybrid:rms", "muon+aurora"}
+  runs = {(r["entry"], tuple(map(tuple, r["setting"]["mults"])), r["seed"]): r
+          for r in report["runs"]}
+  # Base rate, then the vocabulary group at x3 (x1 is the base run, not run twice), then the
+  # chosen setting on the second seed: three runs per entry.
+  assert len(report["runs"]) == 9 and len(runs) == 9
+  vocab = runs[("muon", (("vocab", 3.0),), 0)]["argv"]
+  base = 0.02 * symoptax.stacks.LR_RATIO[("adamw", "*")]
+  assert f"embedding={3 * base:.6g}" in vocab and f"lm_head={3 * base:.6g}" in vocab
+  config = lambda r: json.loads(
+      (Path(r["argv"][r["argv"].index("--out") + 1]) / "config.json").read_text())
+  assert set(config(runs[("muon+aurora", (), 0)])["role_rules"].values()) == {"aurora"}
+  assert config(runs[("hybrid:rms", (), 0)])["scale"] == "rms"
+  for s in summary.values():
+    assert np.isfinite(s["mean"]) and len(s["finals"]) == 2
+    chosen = [r for r in report["runs"] if r["entry"] == s["entry"]
+              and r["setting"] == s["setting"] and r["steps"] == 6]
+    assert sorted(r["final_val_loss"] for r in chosen) == sorted(s["finals"])
+  assert (tmp_path / "tiny_val_loss_vs_wallclock.png").exists()
   saved = json.loads((tmp_path / "quality.json").read_text())
-  assert saved["summary"].keys() == report["summary"].keys()
+  assert saved["sizes"]["tiny"]["summary"].keys() == summary.keys()
 
 
 def test_a_fresh_run_into_a_used_out_starts_over(tmp_path):
@@ -235,6 +252,14 @@ def test_too_small_validation_split_is_a_one_line_error(tmp_path):
 def test_quality_benchmark_survives_a_diverging_rate(tmp_path):
   sys.path.insert(0, str(ROOT / "benchmarks"))
   import quality
-  report = quality.main(["--presets", "muon", "--lr", "1e30", "--out", str(tmp_path)])
-  assert np.isnan(report["summary"]["muon"]["mean"])
-  assert "error" in report["runs"][0] and (tmp_path / "quality.json").exists()
+  report = quality.main(["--entries", "muon", "--groups", "--lr", "1e30", "--out",
+                         str(tmp_path)])
+  assert np.isnan(report["sizes"]["tiny"]["summary"]["muon"]["mean"])
+  assert report["runs"][0]["error"] and (tmp_path / "quality.json").exists()
+
+
+def test_quality_benchmark_rejects_an_unknown_entry():
+  sys.path.insert(0, str(ROOT / "benchmarks"))
+  import quality
+  with pytest.raises(SystemExit):
+    quality.parse(["--entries", "hybrid:bogus"])

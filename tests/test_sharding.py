@@ -87,6 +87,11 @@ ALIASES = {
     "aurora": lambda **kw: symoptax.aurora(0.1, **kw),
     "pion": lambda **kw: symoptax.pion(0.1, **kw),
     "rmnp": lambda **kw: symoptax.rmnp(0.1, **kw),
+    # Update-scale conventions (README "Update scales").
+    "rownorm_rms": lambda **kw: symoptax.rownorm_m(0.1, center=True, scale="rms", **kw),
+    "rownorm_spectral": lambda **kw: symoptax.rownorm_m(0.1, scale="spectral", **kw),
+    "right_polar_rel": lambda **kw: symoptax.right_polargrad_m(0.1, scale="nuclear_rel", **kw),
+    "hybrid_rms": lambda **kw: symoptax.hybrid_polargrad_m(0.1, center=True, scale="rms", **kw),
     "muon_eigh_auto": lambda **kw: optax.chain(symoptax.scale_by_polar("eigh", **kw)),
     "col_norm": lambda **kw: symoptax.scale_by_col_norm(**kw),
 }
@@ -104,7 +109,7 @@ def oriented(axes, params, tall):
   return {k: fix(axes[k], params[k]) for k in axes}
 
 
-ORIENTATION = {"right_polar": True, "left_polar": False}
+ORIENTATION = {"right_polar": True, "left_polar": False, "right_polar_rel": True}
 
 
 def relative_error(a, b):
