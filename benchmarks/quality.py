@@ -1,8 +1,9 @@
 """Quality benchmark: final validation loss of symmetry stacks against a fairly tuned Muon +
 AdamW, at two widths, on the same model, data, initialisation and token budget.
 
-Protocol (per size, per entry; an entry is a preset, optionally with a Muon variant on the
-hidden matrices and an update scale: ``hybrid:rms``, ``muon+aurora``):
+Protocol (per size, per entry; an entry is a preset, optionally with a rule for the hidden
+matrices or for one role, and an update scale: ``hybrid:rms``, ``muon+aurora``,
+``muon+router=left_polar``):
 
 1. **Base rate**: ``--lr`` times ``--base-multipliers`` on seed 0 (extended one step past an
    edge while the best sits there, ``--extend`` times at most).
@@ -26,6 +27,8 @@ validation loss against steps and against seconds.
   python benchmarks/quality.py --sizes small --steps 2000 --sweep-steps 1000   # GPU/TPU
   python benchmarks/quality.py --sizes tiny --entries muon hybrid:rms --seeds 0  # a probe
   python benchmarks/quality.py --sizes tiny --entries muon --variants aurora namo_d
+  python benchmarks/quality.py --model olmoe --sizes tiny --entries muon \
+      muon+router=left_polar muon+router=rownorm --groups router   # routers (MoE)
   SYMOPTAX_SMOKE=1 python benchmarks/quality.py     # seconds
 """
 
@@ -52,7 +55,9 @@ from symoptax import stacks
 
 # Role groups whose rate is tuned apart from the base rate.
 GROUPS = {"vocab": ("embedding", "lm_head"), "router": ("router",), "vector": ("vector",)}
-DENSE_ROLES = ("embedding", "lm_head", "vector")  # the Qwen3-style model has no router
+# The tuned roles each model has (the Qwen3-style model has no router).
+MODEL_ROLES = {"qwen3": ("embedding", "lm_head", "vector"),
+               "olmoe": ("embedding", "lm_head", "vector", "router")}
 ENTRIES = ("adamw", "muon", "rownorm", "hybrid", "paper")
 # Matrix rules a user can put on the hidden matrices for comparison (--variants): every
 # symmetry_stack rule except AdamW, Muon itself and the nu-scaled one-sided polar rules.
@@ -95,20 +100,28 @@ class Setting:
     mults = {**dict(self.mults), group: m}
     return self.with_(mults=tuple(sorted((g, v) for g, v in mults.items() if v != 1.0)))
 
-  def role_lrs(self) -> dict[str, float]:
+  def rules(self) -> dict[str, str]:
+    """``--rule`` overrides: ``{"hidden": variant}`` or ``{role: rule}``."""
+    if not self.variant:
+      return {}
+    role, _, rule = self.variant.rpartition("=")
+    return {role or "hidden": rule}
+
+  def role_lrs(self, model: str) -> dict[str, float]:
     """Absolute peak rates of the roles whose group multiplier is not 1."""
     scale = stacks.stack_options(self.preset, scale=self.scale)["scale"]
-    table = stacks.resolve_rules(self.base, self.preset, scale=scale)
+    overrides = {r: v for r, v in self.rules().items() if r != "hidden"}
+    table = stacks.resolve_rules(self.base, self.preset, overrides, scale=scale)
     return {role: table[role].learning_rate * m for group, m in self.mults
-            for role in GROUPS[group] if role in DENSE_ROLES}
+            for role in GROUPS[group] if role in MODEL_ROLES[model]}
 
-  def argv(self) -> list[str]:
-    out = ["--preset", self.preset, "--lr", f"{self.base:g}"]
-    if self.variant:
-      out += ["--rule", f"hidden={self.variant}"]
+  def argv(self, model: str = "qwen3") -> list[str]:
+    out = ["--preset", self.preset, "--lr", f"{self.base:g}", "--model", model]
+    for role, rule in self.rules().items():
+      out += ["--rule", f"{role}={rule}"]
     if self.scale:
       out += ["--scale", self.scale]
-    for role, lr in self.role_lrs().items():
+    for role, lr in self.role_lrs(model).items():
       out += ["--role-lr", f"{role}={lr:.6g}"]
     return out
 
@@ -128,7 +141,7 @@ class Runner:
       return self._cache[key]
     tag = f"{size}-{s.entry.replace(':', '-')}-{len(self.runs)}-s{seed}"
     out = self.out / "runs" / tag
-    argv = s.argv() + ["--size", size, "--seed", str(seed), "--steps", str(steps),
+    argv = s.argv(self.args.model) + ["--size", size, "--seed", str(seed), "--steps", str(steps),
                        "--out", str(out), "--data", self.args.data,
                        "--eval-every", str(max(1, steps // self.args.evals)),
                        "--ckpt-every", str(steps), "--no-progress"]
@@ -148,15 +161,28 @@ class Runner:
     final = val[-1][2] if val and val[-1][0] == steps else float("nan")
     r = {"size": size, "entry": s.entry, "setting": dataclasses.asdict(s), "seed": seed,
          "steps": steps, "argv": argv, "final_val_loss": final, "val_curve": val,
+         "spikes": spikes([row["loss"] for row in rows]),
          "seconds": time.perf_counter() - t0, "error": error,
          "s_per_step": float(np.median(np.diff([r["elapsed_s"] for r in rows])))
          if len(rows) > 1 else float("nan")}
-    print(f"  {size:7s} {s.entry:18s} {s.label():40s} seed {seed} {steps:5d} steps: "
+    print(f"  {size:7s} {s.entry:24s} {s.label():40s} seed {seed} {steps:5d} steps: "
           f"val {final:.4f}  ({r['seconds']:.0f}s)" + (f"  [{error}]" if error else ""),
           flush=True)
     self.runs.append(r)
     self._cache[key] = r
     return r
+
+
+def spikes(losses, window: int = 20, k: float = 6.0, floor: float = 0.05) -> int:
+  """Loss spikes: steps whose training loss exceeds the median of the previous ``window``
+  steps by more than ``k`` median absolute deviations of them (and by ``floor`` nats)."""
+  x, n = np.asarray(losses, float), 0
+  for t in range(window, len(x)):
+    prev = x[t - window:t]
+    med = np.median(prev)
+    if x[t] - med > max(k * np.median(np.abs(prev - med)), floor):
+      n += 1
+  return n
 
 
 def _loss(r) -> float:
@@ -193,7 +219,7 @@ def tune(run, args, size: str, entry: str) -> dict:
                               args.base_multipliers, args.extend)
   if entry not in args.base_only:
     for group in args.groups:
-      if not any(role in DENSE_ROLES for role in GROUPS[group]):
+      if not any(role in MODEL_ROLES[args.model] for role in GROUPS[group]):
         continue
       s, log[group] = sweep_knob(run, s, sweep_loss, lambda st, m, g=group: st.with_mult(g, m),
                                  [1.0] + list(args.group_multipliers), args.extend)
@@ -202,6 +228,7 @@ def tune(run, args, size: str, entry: str) -> dict:
   return {"entry": entry, "setting": dataclasses.asdict(s), "label": s.label(),
           "mean": float(np.mean(losses)), "std": float(np.std(losses)),
           "finals": losses.tolist(), "sweep": log,
+          "spikes": float(np.mean([r["spikes"] for r in finals])),
           "s_per_step": float(np.nanmedian([r["s_per_step"] for r in finals])),
           "curves": [r["val_curve"] for r in finals]}
 
@@ -219,14 +246,14 @@ def equal_time(summary: dict) -> float:
 
 
 def table(summary: dict, t_eq: float) -> str:
-  lines = [f"{'entry':18s} {'chosen setting':38s} {'val loss (mean ± sd)':>22s} "
-           f"{'@' + format(t_eq, '.0f') + 's':>8s} {'s/step':>7s}", "-" * 98]
+  lines = [f"{'entry':24s} {'chosen setting':38s} {'val loss (mean ± sd)':>22s} "
+           f"{'@' + format(t_eq, '.0f') + 's':>8s} {'s/step':>7s} {'spikes':>6s}", "-" * 111]
   best = min(s["mean"] for s in summary.values())
   for entry, s in summary.items():
     eq = np.nanmean([at_time(c, t_eq) for c in s["curves"]]) if s["curves"] else np.nan
     mark = " *" if s["mean"] == best else "  "
-    lines.append(f"{entry:18s} {s['label']:38s} {s['mean']:13.4f} ± {s['std']:.4f}{mark}"
-                 f" {eq:8.4f} {s['s_per_step']:7.3f}")
+    lines.append(f"{entry:24s} {s['label']:38s} {s['mean']:13.4f} ± {s['std']:.4f}{mark}"
+                 f" {eq:8.4f} {s['s_per_step']:7.3f} {s['spikes']:6.1f}")
   return "\n".join(lines)
 
 
@@ -261,6 +288,8 @@ def parse(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                               formatter_class=argparse.RawDescriptionHelpFormatter,
                               epilog=__doc__.split("\n\n", 1)[1])
+  p.add_argument("--model", default="qwen3", choices=list(MODEL_ROLES),
+                 help="the Qwen3-style dense model or the OLMoE-style MoE (with a router)")
   p.add_argument("--sizes", nargs="+", default=["tiny", "tiny2x"],
                  choices=[s for s in pretrain.SIZES if s != "smoke"])
   p.add_argument("--entries", nargs="+", default=list(ENTRIES),
@@ -290,11 +319,15 @@ def parse(argv=None):
   args.entries += [f"muon+{v}" for v in args.variants]
   for entry in args.entries + args.wide_entries:
     s = Setting.of(entry, 1.0)
+    bad_rule = any(rule not in (VARIANTS if role == "hidden" else symoptax.RULES)
+                   or role not in ("hidden",) + symoptax.ROLES
+                   for role, rule in s.rules().items())
     if (s.preset not in symoptax.PRESETS or (s.scale and s.scale not in symoptax.SCALES)
-        or (s.variant and s.variant not in VARIANTS)):
-      p.error(f"entry {entry!r}: expected PRESET[+VARIANT][:SCALE] with PRESET one of "
-              f"{', '.join(symoptax.PRESETS)}, VARIANT one of {', '.join(VARIANTS)} and "
-              f"SCALE one of {', '.join(symoptax.SCALES)}")
+        or bad_rule):
+      p.error(f"entry {entry!r}: expected PRESET[+VARIANT|+ROLE=RULE][:SCALE] with PRESET "
+              f"one of {', '.join(symoptax.PRESETS)}, VARIANT (a rule for every hidden "
+              f"matrix) one of {', '.join(VARIANTS)}, RULE one of "
+              f"{', '.join(symoptax.RULES)} and SCALE one of {', '.join(symoptax.SCALES)}")
   if _smoke():  # one size, a few steps, one point per knob
     args.sizes, args.wide_entries, args.steps, args.evals = args.sizes[:1], [], 6, 2
     args.base_multipliers, args.group_multipliers, args.extend = [1.0], [3.0], 0
@@ -308,8 +341,8 @@ def main(argv=None):
   out = Path(args.out)
   out.mkdir(parents=True, exist_ok=True)
   device = f"{jax.device_count()} x {jax.devices()[0].device_kind}"
-  print(f"quality benchmark on {device}: sizes {args.sizes}, entries {args.entries} "
-        f"(other sizes: {args.wide_entries}), {args.steps} steps ({args.sweep_steps} while "
+  print(f"quality benchmark on {device}: {args.model}, sizes {args.sizes}, entries "
+        f"{args.entries} (other sizes: {args.wide_entries}), {args.steps} steps ({args.sweep_steps} while "
         f"sweeping), seeds {args.seeds}", flush=True)
   t0 = time.perf_counter()
   run = Runner(args, out)

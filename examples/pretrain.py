@@ -6,8 +6,10 @@ sources, BPE-tokenised with an 8192-token vocabulary trained on them and cached)
 picks the device (GPU/TPU when present); batches are split over all devices (data parallel).
 
 Everything a run writes goes to ``--out`` (default ``runs/pretrain/<size>-<preset>``):
-``metrics.jsonl`` (one JSON object per logged step: step, loss, lr, grad_norm, tokens_per_s,
-elapsed_s, and val_loss when evaluated), ``loss.png``, ``config.json`` and Orbax checkpoints
+``metrics.jsonl`` (one JSON object per logged step: step, loss, lr, grad_norm, max_logit,
+tokens_per_s, elapsed_s, val_loss when evaluated and, every ``--diag-every`` steps, the
+per-role update statistics of :mod:`symoptax.diagnostics` as ``diag/<role>/<stat>``),
+``loss.png``, ``diagnostics.png``, ``config.json`` and Orbax checkpoints
 (params, optimizer state, step, data position) in ``checkpoints/``. ``--resume`` continues
 from the latest checkpoint there, bitwise-identically on CPU.
 
@@ -19,7 +21,11 @@ from the latest checkpoint there, bitwise-identically on CPU.
   python examples/pretrain.py --preset muon --rule hidden=aurora   # a Muon variant
   SYMOPTAX_SMOKE=1 python examples/pretrain.py                      # seconds: tests, CI
 
-Sizes (``--size``; parameters with the default 8192 vocabulary):
+``--model olmoe`` trains an OLMoE-style mixture of experts instead (softmax top-2 router over 8
+stacked SwiGLU experts of a third of the size's ff each, computed densely; no load-balancing
+loss), whose router gets the preset's router rule.
+
+Sizes (``--size``; parameters of the Qwen3-style model with the default 8192 vocabulary):
   tiny    d 128, 4 layers, 4 heads (2 kv), ff 384, seq 128, batch 16      2.9M
   tiny2x  d 256, 8 layers, 8 heads (4 kv), ff 768, seq 128, batch 16      TBD
   small   d 512, 8 layers, 8 heads (4 kv), ff 1536, seq 512, batch 32     33.6M
@@ -41,6 +47,7 @@ if __package__ in (None, ""):  # `python examples/pretrain.py`: make `examples` 
   sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
@@ -48,7 +55,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 import symoptax
 from examples import data as data_lib
-from examples.models import qwen3
+from examples.models import moe, qwen3
 from examples.models.common import next_token_loss
 from symoptax.stacks import HIDDEN_ROLES
 
@@ -59,6 +66,8 @@ SIZES = {  # name: (model config without vocab, seq, batch)
     "small": (dict(d=512, layers=8, heads=8, kv_heads=4, head_dim=64, ff=1536), 512, 32),
     "medium": (dict(d=1024, layers=16, heads=16, kv_heads=8, head_dim=64, ff=3072), 1024, 64),
 }
+MODELS = {"qwen3": "Qwen3-style", "olmoe": "OLMoE-style MoE"}
+MOE = dict(experts=8, top_k=2)  # --model olmoe: ff per expert = the size's ff // 3
 SMOKE = dict(size="smoke", vocab=512, steps=30, max_bytes=300_000, eval_every=10,
              eval_batches=2, ckpt_every=10, warmup=3)
 
@@ -72,6 +81,8 @@ def make_parser() -> argparse.ArgumentParser:
                               formatter_class=argparse.RawDescriptionHelpFormatter,
                               epilog=__doc__.split("\n\n", 1)[1], allow_abbrev=False)
   p.add_argument("--size", choices=[s for s in SIZES if s != "smoke"], default="tiny")
+  p.add_argument("--model", choices=MODELS, default="qwen3",
+                 help="Qwen3-style dense model or OLMoE-style mixture of experts")
   p.add_argument("--preset", choices=list(symoptax.PRESETS), default="paper")
   p.add_argument("--lr", type=float, default=0.02,
                  help="peak Muon learning rate; other rules use their LR_RATIO multiple")
@@ -100,6 +111,11 @@ def make_parser() -> argparse.ArgumentParser:
   p.add_argument("--eval-every", type=int, default=50)
   p.add_argument("--eval-batches", type=int, default=8)
   p.add_argument("--log-every", type=int, default=1)
+  p.add_argument("--diag-every", type=int, default=None,
+                 help="steps between per-role update statistics (default: --eval-every)")
+  p.add_argument("--uncentred", action="store_true",
+                 help="no row centring on the LM head and router (an ablation of the "
+                      "softmax-shift symmetry; only for rules that centre)")
   p.add_argument("--ckpt-every", type=int, default=200)
   p.add_argument("--resume", action="store_true",
                  help="continue from the latest checkpoint in --out")
@@ -144,7 +160,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    f"{', '.join(symoptax.ROLES)} and RULE one of {', '.join(symoptax.RULES)}")
     rules.update({t: rule for t in targets})
   args.role_rules = rules
-  args.out = args.out or str(Path("runs") / "pretrain" / f"{args.size}-{args.preset}")
+  args.diag_every = args.diag_every or args.eval_every
+  model = "" if args.model == "qwen3" else f"{args.model}-"
+  args.out = args.out or str(Path("runs") / "pretrain" / f"{model}{args.size}-{args.preset}")
   return args
 
 
@@ -161,10 +179,16 @@ def schedule(args, peak: float) -> optax.Schedule:
 
 
 def overrides(args, as_schedule: bool = True) -> dict:
-  """symmetry_stack overrides from --rule and --role-lr (rates as schedules or peaks)."""
+  """symmetry_stack overrides from --rule, --role-lr and --uncentred (rates as schedules or
+  peaks)."""
   out = {role: {"rule": rule} for role, rule in args.role_rules.items()}
   for role, lr in args.role_lrs.items():
     out.setdefault(role, {})["learning_rate"] = schedule(args, lr) if as_schedule else lr
+  if args.uncentred:
+    table = symoptax.stacks.resolve_rules(args.lr, args.preset, out)
+    for role in ("lm_head", "router"):
+      if table[role].center:
+        out.setdefault(role, {})["options"] = {"center": False}
   return out
 
 
@@ -177,8 +201,12 @@ def build(args, vocab: int):
   """Model pieces (graphdef, params, rest), optimizer and its initial state, all replicated
   over a 1-D ``data`` mesh of every device."""
   model_kw, _, _ = SIZES[args.size]
-  cfg = qwen3.Config(vocab=vocab, **model_kw)
-  model = qwen3.Qwen3(cfg, rngs=nnx.Rngs(args.seed))
+  if args.model == "olmoe":
+    cfg = moe.Config(vocab=vocab, **{**model_kw, "ff": model_kw["ff"] // 3}, **MOE)
+    model = moe.Olmoe(cfg, rngs=nnx.Rngs(args.seed))
+  else:
+    cfg = qwen3.Config(vocab=vocab, **model_kw)
+    model = qwen3.Qwen3(cfg, rngs=nnx.Rngs(args.seed))
   graphdef, params, rest = nnx.split(model, nnx.Param, ...)
   mesh = Mesh(np.array(jax.devices()), ("data",))
   replicated = NamedSharding(mesh, P())
@@ -192,12 +220,22 @@ def make_steps(graphdef, rest, tx):
   def loss_fn(params, tokens):
     return next_token_loss(nnx.merge(graphdef, params, rest), tokens)
 
+  def loss_and_max_logit(params, tokens):
+    logits = nnx.merge(graphdef, params, rest)(tokens[:, :-1]).astype(jnp.float32)
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, tokens[:, 1:]).mean()
+    return loss, jnp.max(logits)
+
   @jax.jit
-  def train_step(params, opt_state, tokens):
-    loss, grads = jax.value_and_grad(loss_fn)(params, tokens)
+  def train_step(params, opt_state, tokens, diagnose):
+    """One step; ``diagnose`` (a traced bool) adds symoptax.diagnostics' statistics."""
+    (loss, max_logit), grads = jax.value_and_grad(loss_and_max_logit, has_aux=True)(
+        params, tokens)
     updates, opt_state = tx.update(grads, opt_state, params)
     gnorm = optax.tree_utils.tree_norm(grads)
-    return optax.apply_updates(params, updates), opt_state, loss, gnorm
+    stats = lambda: symoptax.diagnostics.update_stats(updates, params)
+    zeros = lambda: jax.tree.map(jnp.zeros_like, jax.eval_shape(stats))
+    diag = jax.lax.cond(diagnose, stats, zeros)
+    return (optax.apply_updates(params, updates), opt_state, loss, gnorm, max_logit, diag)
 
   @jax.jit
   def eval_loss(params, batches):
@@ -239,8 +277,9 @@ class Checkpoints:
     self.manager.close()
 
 
-RESUME_KEYS = ("size", "preset", "scale", "lr", "role_lrs", "role_rules", "schedule", "warmup",
-               "steps", "batch", "seq", "seed", "data", "vocab", "max_bytes")
+RESUME_KEYS = ("size", "model", "preset", "scale", "uncentred", "lr", "role_lrs",
+               "role_rules", "schedule", "warmup", "steps", "batch", "seq", "seed", "data",
+               "vocab", "max_bytes")
 
 
 def check_same_run(args, config_path: Path):
@@ -284,6 +323,43 @@ def plot(rows: list[dict], path: Path, title: str):
   ax.legend()
   fig.tight_layout()
   fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def plot_diagnostics(rows: list[dict], path: Path, title: str):
+  """Per-role ||dW|| / ||W|| and update spectral norms, the LM head's mean-row norm (its
+  position along the softmax shift) and the largest logit, over the run."""
+  diag = [r for r in rows if any(k.startswith("diag/") for k in r)]
+  if not diag:
+    return
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  fig, axes = plt.subplots(2, 2, figsize=(11, 7))
+  steps = [r["step"] for r in diag]
+  roles = sorted({k.split("/")[1] for r in diag for k in r if k.startswith("diag/")})
+  for ax, stat, label in ((axes[0, 0], "update_rel", "||dW||_F / ||W||_F"),
+                          (axes[0, 1], "update_op", "||dW||_op (estimate)")):
+    for role in roles:
+      ys = [r.get(f"diag/{role}/{stat}", np.nan) for r in diag]
+      if np.isfinite(ys).any():
+        ax.plot(steps, ys, label=role)
+    ax.set(yscale="log", xlabel="step", title=label)
+    ax.legend(fontsize=7)
+  for role in ("lm_head", "router"):
+    ys = [r.get(f"diag/{role}/mean_row", np.nan) for r in diag]
+    if np.isfinite(ys).any():
+      axes[1, 0].plot(steps, ys, label=role)
+  axes[1, 0].set(xlabel="step", title="mean-row norm (softmax-shift direction)")
+  if axes[1, 0].get_legend_handles_labels()[0]:
+    axes[1, 0].legend(fontsize=7)
+  axes[1, 1].plot([r["step"] for r in rows], [r["max_logit"] for r in rows])
+  axes[1, 1].set(xlabel="step", title="largest logit of the training batch")
+  for ax in axes.flat:
+    ax.grid(alpha=0.3)
+  fig.suptitle(title)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
   plt.close(fig)
 
 
@@ -333,8 +409,9 @@ def run(args, log=print) -> list[dict]:
   (out / "config.json").write_text(json.dumps(
       {**{k: v for k, v in vars(args).items()}, "model": dataclasses.asdict(cfg),
        "params": int(n_params), "devices": [str(d) for d in jax.devices()]}, indent=1))
-  log(f"model: Qwen3-style {args.size}, {n_params / 1e6:.2f}M params; preset {args.preset}; "
-      f"{n_dev} x {jax.devices()[0].device_kind}; batch {args.batch} x {args.seq} tokens")
+  log(f"model: {MODELS[args.model]} {args.size}, {n_params / 1e6:.2f}M params; preset "
+      f"{args.preset}; {n_dev} x {jax.devices()[0].device_kind}; batch {args.batch} x "
+      f"{args.seq} tokens")
   if start == 0:
     log(str(symoptax.describe(params, preset=args.preset, learning_rate=args.lr,
                               scale=args.scale, overrides=overrides(args, as_schedule=False))))
@@ -355,16 +432,21 @@ def run(args, log=print) -> list[dict]:
       tokens = jax.device_put(data.batch(data_pos, args.batch, args.seq, args.seed),
                               batch_sharding)
       data_pos += 1
-      params, opt_state, loss, gnorm = train_step(params, opt_state, tokens)
-      if step % args.log_every == 0 or step == end or step % args.eval_every == 0:
+      diagnose = step % args.diag_every == 0 or step == args.steps
+      params, opt_state, loss, gnorm, max_logit, diag = train_step(
+          params, opt_state, tokens, diagnose)
+      if (step % args.log_every == 0 or step == end or step % args.eval_every == 0
+          or diagnose):
         now = time.perf_counter()
         row = {"step": step, "loss": float(loss), "lr": float(lr_of(step - 1)),
-               "grad_norm": float(gnorm),
+               "grad_norm": float(gnorm), "max_logit": float(max_logit),
                "tokens_per_s": (step - step_last) * tokens_per_step / max(now - t_last, 1e-9),
                "elapsed_s": now - t0}
         t_last, step_last = now, step
         if step % args.eval_every == 0 or step == args.steps:
           row["val_loss"] = float(eval_loss(params, val))
+        if diagnose:
+          row.update({f"diag/{k}": float(v) for k, v in diag.items()})
         if not np.isfinite(row["loss"]):
           raise SystemExit(f"pretrain.py: error: loss is {row['loss']} at step {step}; "
                            "lower --lr")
@@ -382,7 +464,9 @@ def run(args, log=print) -> list[dict]:
     bar.close()
   ckpt.close()
   if rows:
-    plot(rows, out / "loss.png", f"Qwen3-style {args.size}, preset {args.preset}")
+    title = f"{MODELS[args.model]} {args.size}, preset {args.preset}"
+    plot(rows, out / "loss.png", title)
+    plot_diagnostics(rows, out / "diagnostics.png", title)
   vals = [r["val_loss"] for r in rows if "val_loss" in r]
   if rows:
     log(f"step {rows[-1]['step']}: loss {rows[0]['loss']:.3f} -> {rows[-1]['loss']:.3f}"

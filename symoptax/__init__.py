@@ -1,6 +1,6 @@
 """symoptax: symmetry-compatible optimizers for LLM pretraining, as optax transforms."""
 
-from symoptax import polar, sharding
+from symoptax import diagnostics, polar, sharding
 from symoptax.aliases import (
     aurora,
     hybrid_polargrad_m,
@@ -42,6 +42,7 @@ __all__ = [
     "symmetry_stack",
     "aurora",
     "center_rows",
+    "diagnostics",
     "hybrid_polargrad_m",
     "left_polargrad_m",
     "muon",

@@ -68,6 +68,8 @@ _PAIRED_RULES = ("rownorm", "right_polar", "left_polar", "hybrid", "rmnp", "norm
 # Rules whose update carries Muon's shape factor (scale_by_shape, shape_rule="muon").
 _SHAPED_RULES = ("muon", "normuon", "muoneq", "aurora", "pion")
 _NU_RULES = ("right_polar", "left_polar", "hybrid", "polargrad")
+# Rules that can centre rows (LM heads and routers get it by default).
+_CENTRED_RULES = ("rownorm",) + _NU_RULES
 # The rules a stack's ``scale`` reaches: nu-scaled ones take every convention, row-norm takes
 # "rms" and "spectral", Muon and its polar-factor variants take those two as ``shape_rule``.
 _ROW_RULES = ("rownorm",)
@@ -186,7 +188,7 @@ def resolve_rules(learning_rate, preset: str = "paper",
       raise ValueError(f"overrides[{role!r}]['options'] must be a dict of the rule's keyword "
                        f"arguments, got {spec['options']!r}.")
     reserved = set(spec.get("options", {})) & {"learning_rate", "weight_decay", "axes",
-                                                "center", "shardings", "mesh", "mask"}
+                                                "shardings", "mesh", "mask"}
     if reserved:
       raise ValueError(f"overrides[{role!r}]['options'] sets {sorted(reserved)}, which the "
                        "stack sets itself (learning_rate and weight_decay are override keys "
@@ -207,11 +209,16 @@ def resolve_rules(learning_rate, preset: str = "paper",
     ratio = _lr_ratio(rule, role, scale)
     lr = spec.get("learning_rate", _scaled(learning_rate, ratio))
     wd = spec.get("weight_decay", _default_wd(rule, role))
-    center = role in _SOFTMAX_ROLES and rule in ("rownorm", "right_polar", "left_polar",
-                                                 "hybrid", "polargrad")
+    options = dict(spec.get("options", {}))
+    center = role in _SOFTMAX_ROLES and rule in _CENTRED_RULES
+    if "center" in options:  # an ablation: centring on (or off) for this role
+      if rule not in _CENTRED_RULES:
+        raise ValueError(f"overrides[{role!r}]['options']['center']: rule {rule!r} has no "
+                         f"centring; the rules with one are {', '.join(_CENTRED_RULES)}.")
+      center = bool(options.pop("center"))
     out[role] = RoleRule(role, rule, lr, wd, center=center,
                          lr_ratio=None if "learning_rate" in spec else ratio,
-                         options=tuple(sorted(dict(spec.get("options", {})).items())))
+                         options=tuple(sorted(options.items())))
   return out
 
 
@@ -396,7 +403,8 @@ def symmetry_stack(
       "weight_decay": ..., "options": {...}}}`` (learning rates absolute, float or
       schedule; ``options``: further keywords of the rule's optimizer, e.g.
       ``{"method": "muon_ns", "momentum": "optax"}`` for ``muon``, ``{"b2": 0.99}`` for
-      ``adamw``; roles with the same rule and options share a branch).
+      ``adamw``, ``{"center": False}`` to switch a head's or router's centring off (an
+      ablation); roles with the same rule and options share a branch).
     scan_axis: the layer axis of scanned layer stacks (see :func:`label_roles`).
     rules: extra ``(regex, role)`` patterns for :func:`label_roles`.
     attention: ``"heads"`` (one polar factor per attention head, as the reference does) or

@@ -73,6 +73,24 @@ def test_pretrain_smoke_writes_metrics_checkpoint_and_plot(full_run):
   assert config["preset"] == "paper" and config["params"] > 0
 
 
+def test_pretrain_logs_diagnostics_and_the_centred_head_does_not_drift(full_run, tmp_path):
+  out, rows = full_run
+  diag = [r for r in rows if "diag/lm_head/mean_row_step" in r]
+  every = json.loads((out / "config.json").read_text())["diag_every"]
+  assert [r["step"] for r in diag] == [s for s in range(1, len(rows) + 1)
+                                       if s % every == 0 or s == len(rows)]
+  assert all(np.isfinite(r["max_logit"]) for r in rows)
+  assert (out / "diagnostics.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+  for r in diag:  # "paper": a centred hybrid head, uncentred AdamW vectors
+    assert r["diag/lm_head/mean_row_step"] < 1e-6 * r["diag/lm_head/update_op"], r
+    assert r["diag/mlp_in/update_rel"] > 0 and r["diag/vector/update_rms"] > 0
+  # The same run without centring: the head's steps move it along the softmax shift.
+  uncentred = pretrain.main(["--out", str(tmp_path / "u"), "--no-progress", "--uncentred"])
+  drift = [r["diag/lm_head/mean_row_step"] / r["diag/lm_head/update_op"] for r in uncentred
+           if "diag/lm_head/mean_row_step" in r]
+  assert min(drift) > 1e-4, drift
+
+
 def test_resume_is_bitwise_identical(full_run, tmp_path):
   full_out, full_rows = full_run
   out = str(tmp_path / "resumed")
@@ -261,5 +279,30 @@ def test_quality_benchmark_survives_a_diverging_rate(tmp_path):
 def test_quality_benchmark_rejects_an_unknown_entry():
   sys.path.insert(0, str(ROOT / "benchmarks"))
   import quality
-  with pytest.raises(SystemExit):
-    quality.parse(["--entries", "hybrid:bogus"])
+  for entry in ("hybrid:bogus", "muon+router=bogus", "muon+left_polar", "nope"):
+    with pytest.raises(SystemExit):
+      quality.parse(["--entries", entry])
+
+
+def test_quality_benchmark_on_the_moe_tunes_the_router_rule(tmp_path):
+  sys.path.insert(0, str(ROOT / "benchmarks"))
+  import quality
+  report = quality.main(["--model", "olmoe", "--entries", "muon+router=left_polar",
+                         "--groups", "router", "--seeds", "0", "--out", str(tmp_path)])
+  argv = [r["argv"] for r in report["runs"]]
+  assert all("router=left_polar" in a and a[a.index("--model") + 1] == "olmoe" for a in argv)
+  # The router's rate x3 is its rule's default ratio (left polar on a router) x3.
+  ratio = symoptax.stacks.LR_RATIO[("left_polar", "router")]
+  assert any(f"router={3 * 0.02 * ratio:.6g}" in a for a in argv)
+  assert report["sizes"]["tiny"]["summary"]["muon+router=left_polar"]["spikes"] >= 0
+
+
+def test_loss_spikes_are_counted_against_the_recent_median():
+  sys.path.insert(0, str(ROOT / "benchmarks"))
+  import quality
+  rng = np.random.default_rng(0)
+  losses = list(5.0 - np.linspace(0, 1, 200) + 0.01 * rng.standard_normal(200))
+  assert quality.spikes(losses) == 0
+  losses[120] += 0.5
+  losses[150] += 0.3
+  assert quality.spikes(losses) == 2
