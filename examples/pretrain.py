@@ -27,7 +27,7 @@ loss), whose router gets the preset's router rule.
 
 Sizes (``--size``; parameters of the Qwen3-style model with the default 8192 vocabulary):
   tiny    d 128, 4 layers, 4 heads (2 kv), ff 384, seq 128, batch 16      2.9M
-  tiny2x  d 256, 8 layers, 8 heads (4 kv), ff 768, seq 128, batch 16      TBD
+  tiny2x  d 256, 8 layers, 8 heads (4 kv), ff 768, seq 128, batch 16      10.5M
   small   d 512, 8 layers, 8 heads (4 kv), ff 1536, seq 512, batch 32     33.6M
   medium  d 1024, 16 layers, 16 heads (8 kv), ff 3072, seq 1024, batch 64  218M
 """

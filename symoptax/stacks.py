@@ -106,8 +106,8 @@ SCALE_LR_RATIO: dict[str, dict[tuple[str, str], float]] = {
     "nuclear": {},
     "nuclear_rel": {("right_polar", "*"): 1.0, ("left_polar", "*"): 1.0, ("hybrid", "*"): 1.0,
                     ("polargrad", "*"): 1.0},
-    "rms": {("adamw", "*"): 1.0, **{(r, "*"): 1.0 for r in _NU_RULES + ("rownorm",)}},
-    "spectral": {**{(r, "*"): 1.0 for r in _NU_RULES + ("rownorm",)}},
+    "rms": {("adamw", "*"): 1.0, **{(r, "*"): 1.0 for r in _NU_RULES + _ROW_RULES}},
+    "spectral": {(r, "*"): 1.0 for r in _NU_RULES + _ROW_RULES},
 }
 
 
