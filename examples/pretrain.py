@@ -407,7 +407,7 @@ def run(args, log=print) -> list[dict]:
     rows = []
   metrics_path.write_text("".join(json.dumps(r) + "\n" for r in rows))
   (out / "config.json").write_text(json.dumps(
-      {**{k: v for k, v in vars(args).items()}, "model": dataclasses.asdict(cfg),
+      {**{k: v for k, v in vars(args).items()}, "model_config": dataclasses.asdict(cfg),
        "params": int(n_params), "devices": [str(d) for d in jax.devices()]}, indent=1))
   log(f"model: {MODELS[args.model]} {args.size}, {n_params / 1e6:.2f}M params; preset "
       f"{args.preset}; {n_dev} x {jax.devices()[0].device_kind}; batch {args.batch} x "
