@@ -68,11 +68,11 @@ _PAIRED_RULES = ("rownorm", "right_polar", "left_polar", "hybrid", "rmnp", "norm
 # Rules whose update carries Muon's shape factor (scale_by_shape, shape_rule="muon").
 _SHAPED_RULES = ("muon", "normuon", "muoneq", "aurora", "pion")
 _NU_RULES = ("right_polar", "left_polar", "hybrid", "polargrad")
-# Rules that can centre rows (LM heads and routers get it by default).
-_CENTRED_RULES = ("rownorm",) + _NU_RULES
 # The rules a stack's ``scale`` reaches: nu-scaled ones take every convention, row-norm takes
 # "rms" and "spectral", Muon and its polar-factor variants take those two as ``shape_rule``.
 _ROW_RULES = ("rownorm",)
+# Rules that can centre rows (LM heads and routers get it by default).
+_CENTRED_RULES = _ROW_RULES + _NU_RULES
 
 # Learning rate of each rule relative to ``learning_rate`` (the Muon rate). AdamW 0.25 and
 # the router 0.625 are the reference builder's lr_other / lr_matrix (2e-4 / 8e-4) and

@@ -259,13 +259,9 @@ def spectral_norm(x: jax.Array, squarings: int = 10) -> jax.Array:
   uses only ``A`` (no start vector), so it is exactly invariant to orthogonal maps on either
   side. Cost: one Gram and ``squarings`` products of the smaller side.
   """
-  f32 = jnp.promote_types(x.dtype, jnp.float32)
-  x = x.astype(f32)
   if x.shape[-2] < x.shape[-1]:
     x = jnp.swapaxes(x, -1, -2)
-  a = jnp.abs(x).max(axis=(-2, -1), keepdims=True)
-  a = jnp.where(a > 0, a, 1.0)
-  y = x / a
+  y, a = _safe_scale(x, LOCAL)
   gram = jnp.swapaxes(y, -1, -2) @ y
   fro = lambda m: jnp.sqrt(jnp.sum(m * m, axis=(-2, -1), keepdims=True))
   b = gram / jnp.maximum(fro(gram), 1e-30)
