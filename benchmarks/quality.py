@@ -11,6 +11,11 @@ matrices or for one role, and an update scale: ``hybrid:rms``, ``muon+aurora``,
    (vocabulary matrices: embedding and LM head; router; vectors -- the groups the model has)
    times ``--group-multipliers`` of its default ratio, extended past an edge the same way.
    Entries in ``--base-only`` skip this: the default stack with its default ratios.
+   With ``--passes 2`` (or more) the knobs are swept again from the point reached: the base
+   rate with every group's absolute rate held, then each group around its current rate --
+   coordinate descent, which finds the baseline's better corners that one pass misses.
+   ``--start vocab=6 vector=6`` starts the groups elsewhere than their default ratios (at
+   a second width, from the first width's choice).
 3. **Seeds**: the chosen setting on every seed; final validation loss mean and (population)
    standard deviation.
 
@@ -22,6 +27,10 @@ chosen on a shorter cosine schedule is not the best one for the longer run (meas
 ``tiny``, seed 0: 200-step sweeps chose Muon 0.08 with AdamW on the vocabulary at 0.02, which
 finished 300 steps at 4.595, against 4.521 for Muon 0.04 with AdamW 0.04), so the default
 sweeps at the final length.
+
+A run whose pretrain arguments match one in a ``--reuse`` file (an earlier quality.json made
+with the same code and ratios) is taken from it, so an interrupted or extended protocol does
+not run anything twice.
 
 Writes ``<out>/quality.json`` (every run, its argv and curve; per size the chosen settings,
 means and spreads, and the validation loss at equal wall-clock) and, per size, PNGs of
@@ -100,6 +109,14 @@ class Setting:
   def mult(self, group: str) -> float:
     return dict(self.mults).get(group, 1.0)
 
+  def with_base_held(self, base: float, model: str) -> "Setting":
+    """This setting at base rate ``base`` with every group's absolute rate unchanged."""
+    s = self.with_(base=base)
+    for group, roles in GROUPS.items():
+      if any(role in MODEL_ROLES[model] for role in roles):
+        s = s.with_mult(group, self.mult(group) * self.base / base)
+    return s
+
   def with_mult(self, group: str, m: float) -> "Setting":
     mults = {**dict(self.mults), group: m}
     return self.with_(mults=tuple(sorted((g, v) for g, v in mults.items() if v != 1.0)))
@@ -137,12 +154,14 @@ class Setting:
 class Runner:
   def __init__(self, args, out: Path):
     self.args, self.out, self.runs = args, out, []
+    # Runs keyed by their pretrain argv without --out (the rates in it are absolute): the
+    # same run reached twice in a sweep, or found in a --reuse file, is not run again.
     self._cache: dict[tuple, dict] = {}
+    for path in args.reuse:
+      for r in json.loads(Path(path).read_text())["runs"]:
+        self._cache.setdefault(_key(r["argv"]), r)
 
   def __call__(self, size: str, s: Setting, seed: int, steps: int) -> dict:
-    key = (size, s, seed, steps)
-    if key in self._cache:
-      return self._cache[key]
     tag = f"{size}-{s.entry.replace(':', '-')}-{len(self.runs)}-s{seed}"
     out = self.out / "runs" / tag
     argv = s.argv(self.args.model) + ["--size", size, "--seed", str(seed), "--steps", str(steps),
@@ -153,6 +172,14 @@ class Runner:
       argv += ["--seq", str(self.args.seq)]
     if self.args.batch:
       argv += ["--batch", str(self.args.batch)]
+    key = _key(argv)
+    if key in self._cache:
+      r = self._cache[key]
+      if r not in self.runs:
+        print(f"  {size:7s} {s.entry:24s} {s.label():40s} seed {seed} {steps:5d} steps: "
+              f"val {r['final_val_loss']:.4f}  (reused)", flush=True)
+        self.runs.append(r)
+      return r
     if out.exists():
       shutil.rmtree(out)
     t0 = time.perf_counter()
@@ -175,6 +202,15 @@ class Runner:
     self.runs.append(r)
     self._cache[key] = r
     return r
+
+
+def _key(argv) -> tuple:
+  """A run's identity: its pretrain argv without the output directory."""
+  argv = list(argv)
+  if "--out" in argv:
+    i = argv.index("--out")
+    del argv[i:i + 2]
+  return tuple(argv)
 
 
 def spikes(losses, window: int = 20, k: float = 6.0, floor: float = 0.05) -> int:
@@ -217,16 +253,25 @@ def sweep_knob(run, start: Setting, values, make, mults, extend: int):
 
 def tune(run, args, size: str, entry: str) -> dict:
   s = Setting.of(entry, args.lr)
+  if entry not in args.base_only:
+    for group, m in args.start:
+      s = s.with_mult(group, m)
   sweep_loss = lambda st: _loss(run(size, st, args.seeds[0], args.sweep_steps))
   log = {}
   s, log["base"] = sweep_knob(run, s, sweep_loss, lambda st, m: st.with_(base=args.lr * m),
                               args.base_multipliers, args.extend)
-  if entry not in args.base_only:
+  for p in range(0 if entry in args.base_only else args.passes):
+    suffix = f"/{p + 1}" if p else ""
+    if p:  # the base rate again, every group's absolute rate held
+      s, log["base" + suffix] = sweep_knob(
+          run, s, sweep_loss, lambda st, m: st.with_base_held(st.base * m, args.model),
+          args.base_multipliers, args.extend)
     for group in args.groups:
       if not any(role in MODEL_ROLES[args.model] for role in GROUPS[group]):
         continue
-      s, log[group] = sweep_knob(run, s, sweep_loss, lambda st, m, g=group: st.with_mult(g, m),
-                                 [1.0] + list(args.group_multipliers), args.extend)
+      s, log[group + suffix] = sweep_knob(
+          run, s, sweep_loss, lambda st, m, g=group: st.with_mult(g, st.mult(g) * m),
+          [1.0] + list(args.group_multipliers), args.extend)
   finals = [run(size, s, seed, args.steps) for seed in args.seeds]
   losses = np.array([r["final_val_loss"] for r in finals])
   return {"entry": entry, "setting": dataclasses.asdict(s), "label": s.label(),
@@ -288,6 +333,17 @@ def plot(summary: dict, out: Path, size: str):
     plt.close(fig)
 
 
+def _group_mult(text: str) -> tuple[str, float]:
+  group, _, m = text.partition("=")
+  if group not in GROUPS:
+    raise argparse.ArgumentTypeError(f"{text!r}: expected GROUP=X with GROUP one of "
+                                     f"{', '.join(GROUPS)}")
+  try:
+    return group, float(m)
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"{text!r}: X must be a number") from None
+
+
 def parse(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                               formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -300,7 +356,7 @@ def parse(argv=None):
                  help="presets, each optionally with a scale (PRESET:SCALE), at the first size")
   p.add_argument("--variants", nargs="+", default=[], choices=VARIANTS,
                  help="also the 'muon' preset with this rule on every hidden matrix")
-  p.add_argument("--wide-entries", nargs="+", default=["muon", "paper"],
+  p.add_argument("--wide-entries", nargs="+", default=["muon", symoptax.DEFAULT_PRESET],
                  help="the entries at the other sizes (default: the baseline and the default)")
   p.add_argument("--base-only", nargs="*", default=[],
                  help="entries whose group rates stay at their default ratios")
@@ -315,6 +371,15 @@ def parse(argv=None):
                  help="multipliers of a group's default rate tried besides 1")
   p.add_argument("--extend", type=int, default=1,
                  help="extra points allowed past an edge of each knob's sweep")
+  p.add_argument("--start", nargs="*", default=[], type=_group_mult, metavar="GROUP=X",
+                 help="the tuned entries' starting group multipliers (e.g. another width's "
+                      "chosen ones: vocab=6 vector=6); default 1")
+  p.add_argument("--passes", type=int, default=1,
+                 help="coordinate-sweep passes over the knobs (from the second on, the base "
+                      "rate is swept with every group's absolute rate held)")
+  p.add_argument("--reuse", nargs="*", default=[],
+                 help="quality.json files of earlier runs made with the same code and ratios: "
+                      "a run with the same pretrain arguments is taken from them")
   p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
   p.add_argument("--evals", type=int, default=12, help="validation points per run")
   p.add_argument("--data", default="builtin")
