@@ -111,7 +111,7 @@ def main(argv=None):
                               formatter_class=argparse.RawDescriptionHelpFormatter,
                               epilog=__doc__.split("\n\n", 1)[1])
   p.add_argument("--mesh", default=None, help="data,fsdp,tensor (default: from device count)")
-  p.add_argument("--preset", choices=list(symoptax.PRESETS), default="paper")
+  p.add_argument("--preset", choices=list(symoptax.PRESETS), default=symoptax.DEFAULT_PRESET)
   p.add_argument("--lr", type=float, default=0.02, help="peak Muon learning rate")
   p.add_argument("--steps", type=int, default=100)
   p.add_argument("--batch", type=int, default=16)

@@ -83,7 +83,7 @@ def make_parser() -> argparse.ArgumentParser:
   p.add_argument("--size", choices=[s for s in SIZES if s != "smoke"], default="tiny")
   p.add_argument("--model", choices=MODELS, default="qwen3",
                  help="Qwen3-style dense model or OLMoE-style mixture of experts")
-  p.add_argument("--preset", choices=list(symoptax.PRESETS), default="paper")
+  p.add_argument("--preset", choices=list(symoptax.PRESETS), default=symoptax.DEFAULT_PRESET)
   p.add_argument("--lr", type=float, default=0.02,
                  help="peak Muon learning rate; other rules use their LR_RATIO multiple")
   p.add_argument("--scale", choices=list(symoptax.SCALES), default=None,

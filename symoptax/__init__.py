@@ -19,7 +19,8 @@ from symoptax.aliases import (
 )
 from symoptax.axes import MatrixAxes, resolve_axes
 from symoptax.roles import ROLES, label_roles, matrix_axes
-from symoptax.stacks import PRESET_OPTIONS, PRESETS, RULES, describe, symmetry_stack
+from symoptax.stacks import (DEFAULT_PRESET, PRESET_LR_RATIO, PRESET_OPTIONS, PRESETS, RULES,
+                              describe, symmetry_stack)
 from symoptax.transforms import (SCALES, center_rows, qk_clip, scale_by_col_norm,
                                  scale_by_debiased_momentum, scale_by_high_pass_polar,
                                  scale_by_leverage_polar, scale_by_namo, scale_by_namo_d,
@@ -32,6 +33,8 @@ __version__ = "0.1.0"
 __all__ = [
     "MatrixAxes",
     "PRESETS",
+    "DEFAULT_PRESET",
+    "PRESET_LR_RATIO",
     "PRESET_OPTIONS",
     "ROLES",
     "RULES",

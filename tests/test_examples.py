@@ -70,7 +70,7 @@ def test_pretrain_smoke_writes_metrics_checkpoint_and_plot(full_run):
   assert steps and steps[-1] == rows[-1]["step"]
   assert (out / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
   config = json.loads((out / "config.json").read_text())
-  assert config["preset"] == "paper" and config["params"] > 0
+  assert config["preset"] == symoptax.DEFAULT_PRESET and config["params"] > 0
 
 
 def test_pretrain_logs_diagnostics_and_the_centred_head_does_not_drift(full_run, tmp_path):
@@ -81,7 +81,7 @@ def test_pretrain_logs_diagnostics_and_the_centred_head_does_not_drift(full_run,
                                        if s % every == 0 or s == len(rows)]
   assert all(np.isfinite(r["max_logit"]) for r in rows)
   assert (out / "diagnostics.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-  for r in diag:  # "paper": a centred hybrid head, uncentred AdamW vectors
+  for r in diag:  # the default: a centred hybrid head, uncentred AdamW vectors
     assert r["diag/lm_head/mean_row_step"] < 1e-6 * r["diag/lm_head/update_op"], r
     assert r["diag/mlp_in/update_rel"] > 0 and r["diag/vector/update_rms"] > 0
   # The same run without centring: the head's steps move it along the softmax shift.
@@ -218,7 +218,7 @@ def test_quickstart_byte_level_comparison(tmp_path):
 def test_resume_with_other_settings_is_refused(tmp_path):
   out = str(tmp_path / "run")
   pretrain.main(["--out", out, "--no-progress", "--stop-at", "3"])
-  with pytest.raises(SystemExit, match=r"preset 'paper' -> 'muon'"):
+  with pytest.raises(SystemExit, match=r"preset 'hybrid' -> 'muon'"):
     pretrain.main(["--out", out, "--no-progress", "--resume", "--preset", "muon"])
 
 
@@ -306,3 +306,63 @@ def test_loss_spikes_are_counted_against_the_recent_median():
   losses[120] += 0.5
   losses[150] += 0.3
   assert quality.spikes(losses) == 2
+
+
+def test_quality_second_pass_holds_group_rates_and_reuse_skips_known_runs(tmp_path, monkeypatch):
+  sys.path.insert(0, str(ROOT / "benchmarks"))
+  import quality
+  s = quality.Setting.of("muon", 0.08).with_mult("vocab", 3.0).with_mult("vector", 3.0)
+  held = s.with_base_held(0.02, "qwen3")
+  assert held.base == 0.02
+  for role, lr in s.role_lrs("qwen3").items():
+    assert held.role_lrs("qwen3")[role] == pytest.approx(lr)  # 0.06 at either base
+  # A group at its default ratio is held too (its multiplier becomes the base ratio's).
+  assert quality.Setting.of("muon", 0.08).with_base_held(0.04, "qwen3").mult("vocab") == 2.0
+  args = quality.parse(["--out", str(tmp_path), "--start", "vocab=6"])
+  argv = lambda out: s.argv() + ["--size", "tiny", "--seed", "0", "--steps", "6", "--out", out,
+                                 "--data", "builtin", "--eval-every", "3", "--ckpt-every", "6",
+                                 "--no-progress"]
+  earlier = {"argv": argv("elsewhere"), "final_val_loss": 4.5, "entry": "muon"}
+  (tmp_path / "old.json").write_text(json.dumps({"runs": [earlier]}))
+  args.reuse, args.evals, args.seq = [str(tmp_path / "old.json")], 2, None
+  monkeypatch.setattr(quality.pretrain, "run", lambda *a, **k: pytest.fail("ran again"))
+  runner = quality.Runner(args, tmp_path)
+  assert runner("tiny", s, 0, 6)["final_val_loss"] == 4.5 and runner.runs == [earlier]
+  with pytest.raises(pytest.fail.Exception, match="ran again"):
+    runner("tiny", s.with_(base=0.04), 0, 6)
+  with pytest.raises(SystemExit):
+    quality.parse(["--start", "vocabulary=3"])
+
+
+def test_quality_tune_starts_where_told_and_a_second_pass_descends_further(monkeypatch):
+  """The sweep logic on a synthetic loss (no training) whose best vocabulary rate does not
+  follow the base rate: pass 1 sweeps the base with the vocabulary tied to it, so it stops
+  halfway; pass 2 moves the base alone and reaches the floor."""
+  sys.path.insert(0, str(ROOT / "benchmarks"))
+  import quality
+  monkeypatch.delenv("SYMOPTAX_SMOKE", raising=False)  # the full sweep (nothing is trained)
+  seen = []
+
+  vocab = lambda s: s.role_lrs("qwen3").get("embedding", 0.25 * s.base)  # AdamW's ratio
+
+  def fake_run(size, s, seed, steps):
+    seen.append(s)
+    b, v = np.log2(s.base / 0.02), np.log2(vocab(s) / 0.005)
+    return {"final_val_loss": 5 + (b - 2) ** 2 + v ** 2, "val_curve": [],
+            "spikes": 0, "s_per_step": 0.1}
+
+  def tune(*argv):
+    seen.clear()
+    args = quality.parse(["--groups", "vocab", "--seeds", "0", "--extend", "0",
+                          "--group-multipliers", "0.5", "2", *argv])
+    return quality.tune(fake_run, args, "tiny", "muon"), list(seen)
+
+  one, _ = tune()
+  two, seen2 = tune("--passes", "2")
+  assert one["mean"] == 6.0 and two["mean"] == 5.0
+  # Pass 2's base sweep (runs 6-8, after 3 base and 3 vocabulary runs) holds the vocabulary's
+  # absolute rate.
+  assert len({round(vocab(s), 12) for s in seen2[6:9]}) == 1, seen2
+  assert len({s.base for s in seen2[6:9]}) == 3
+  _, seen3 = tune("--start", "vocab=4")
+  assert [s.mult("vocab") for s in seen3[:3]] == [4.0] * 3  # the base sweep starts there

@@ -316,9 +316,10 @@ def test_tied_embedding_is_an_uncentred_embedding_by_default_and_a_head_one_keyw
 def test_head_size_is_read_from_qk_norms_or_given_and_unknown_raises():
   hf = hf_tree(0, qk_norm=False)
   with pytest.raises(ValueError, match=r"layers/0/self_attn/\w_proj/kernel: .*head_dim="):
-    symoptax.symmetry_stack(0.02, params=hf)  # "paper": head-wise
-  symoptax.symmetry_stack(0.02, params=hf, head_dim=HD)
-  symoptax.symmetry_stack(0.02, params=hf, attention="whole")
+    symoptax.symmetry_stack(0.02, preset="paper", params=hf)  # "paper": head-wise
+  symoptax.symmetry_stack(0.02, preset="paper", params=hf, head_dim=HD)
+  symoptax.symmetry_stack(0.02, preset="paper", params=hf, attention="whole")
+  symoptax.symmetry_stack(0.02, params=hf)  # the default preset: whole attention matrices
   axes = symoptax.matrix_axes(hf_tree(0))
   assert axes["layers"]["1"]["self_attn"]["o_proj"]["kernel"] == A(2, 1, split=((0, HD),))
   with pytest.raises(ValueError, match=r"\w_proj/kernel: split \(1, 5\) needs axis 1"):
@@ -328,7 +329,7 @@ def test_head_size_is_read_from_qk_norms_or_given_and_unknown_raises():
 
 
 def test_describe_shows_heads_or_whole_and_the_shape_factor():
-  text = str(symoptax.describe(hf_tree(0)))
+  text = str(symoptax.describe(hf_tree(0), preset="paper"))
   line = lambda key: next(l for l in text.splitlines() if l.startswith(f"layers/0/{key}"))
   assert f"{H} heads x [{HD}, {D}]" in line("self_attn/q_proj")
   assert f"{H} heads x [{D}, {HD}]" in line("self_attn/o_proj")

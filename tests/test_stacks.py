@@ -69,7 +69,7 @@ def test_every_preset_trains_every_model(model, preset):
 
 def test_paper_preset_lowers_the_loss_on_repeated_batches():
   params, loss, kw = problem("qwen3")
-  _, losses = train(params, loss, symoptax.symmetry_stack(0.02, **kw), steps=30,
+  _, losses = train(params, loss, symoptax.symmetry_stack(0.02, preset="paper", **kw), steps=30,
                     tokens=TOKENS)
   assert losses[-1] < 0.8 * losses[0]
 
@@ -93,6 +93,31 @@ def test_softmax_shift_is_never_drifted_along(model, leaf):
   assert drift < 1e-6 * max(1.0, moved) * 10  # ... but its mean row stayed (fp32 rounding)
   adam_drift, _ = _mean_row_drift(model, leaf, "adamw")
   assert adam_drift > 1e3 * drift and adam_drift > 1e-4
+
+
+def test_the_default_preset_takes_its_tuned_ratios_and_paper_the_reference_ones():
+  assert symoptax.DEFAULT_PRESET == "hybrid"
+  assert symoptax.stacks.resolve_rules(1.0).keys() == set(symoptax.ROLES)
+  for preset in ("hybrid", "paper", "muon"):
+    table = symoptax.stacks.resolve_rules(0.04, preset)
+    ratios = symoptax.PRESET_LR_RATIO.get(preset, {})
+    for role, r in table.items():
+      want = ratios.get((r.rule, role), ratios.get((r.rule, "*"),
+                        symoptax.stacks.LR_RATIO.get((r.rule, role),
+                                                     symoptax.stacks.LR_RATIO[(r.rule, "*")])))
+      assert r.learning_rate == pytest.approx(0.04 * want), (preset, role)
+  default = symoptax.stacks.resolve_rules(0.04)
+  assert default["lm_head"].learning_rate == pytest.approx(0.04 * 0.045)
+  assert default["vector"].learning_rate == pytest.approx(0.03)
+  paper = symoptax.stacks.resolve_rules(0.04, "paper")
+  assert paper["lm_head"].learning_rate == pytest.approx(0.04 * 0.015)  # the reference's
+  assert paper["vector"].learning_rate == pytest.approx(0.01)
+  # A stack-wide scale sets its own ratios over the preset's.
+  assert symoptax.stacks.resolve_rules(0.04, scale="rms")["vector"].learning_rate == 0.04
+  rows = {r["path"]: r for r in symoptax.describe(
+      {"lm_head": {"kernel": jnp.ones((8, 32))}}, learning_rate=0.04).rows}
+  assert rows["lm_head/kernel"]["rule"] == "hybrid (centred)"
+  assert rows["lm_head/kernel"]["lr"] == pytest.approx(0.04 * 0.045)
 
 
 def test_overrides_change_rule_learning_rate_and_weight_decay():
@@ -246,9 +271,11 @@ def test_every_leaf_steps_as_its_rule_would_alone(preset, overrides, lr):
 
 def test_branches_exist_only_for_the_rules_present():
   params = nnx.to_pure_dict(problem("qwen3")[0])  # no router, no experts
-  state = symoptax.symmetry_stack(0.02, params=params).init(params)
+  state = symoptax.symmetry_stack(0.02, preset="paper", params=params).init(params)
   assert set(state.inner_states) == {"adamw", "muon|wd=0.0", "right_polar|wd=0.0",
                                      "hybrid|wd=0.0"}
+  state = symoptax.symmetry_stack(0.02, params=params).init(params)  # the default, "hybrid"
+  assert set(state.inner_states) == {"adamw", "muon|wd=0.0", "hybrid|wd=0.0"}
   state = symoptax.symmetry_stack(0.02, preset="adamw", params=params).init(params)
   assert set(state.inner_states) == {"adamw"}  # the LM head's zero decay is a mask
 
