@@ -18,7 +18,7 @@ from optax.transforms import MaskedNode
 
 from symoptax import aliases
 from symoptax import sharding as sharding_lib
-from symoptax.axes import layout
+from symoptax.axes import MatrixAxes, layout
 from symoptax.roles import ROLES, label_roles, matrix_axes, path_str
 from symoptax.transforms import NU_SCOPES, SCALES, shape_factor
 
@@ -513,15 +513,21 @@ def symmetry_stack(
   def layouts(tree):
     # Labels and axes come from the whole tree (head sizes are read off q_norm/k_norm
     # leaves, which another branch owns); each branch sees them masked like its own tree.
-    role_tree = roles if roles is not None else label(tree)
+    role_tree = _laid_like(tree, roles, "roles") if roles is not None else label(tree)
     return role_tree, _axes_by_rule(tree, role_tree, **layout_kw)
 
   # With params, label and lay out once, now: naming and layout errors surface before
-  # training, and the steps reuse them. Without, every init/update does (once per trace).
+  # training, and the steps reuse them (laid out like the tree they get: an NNX State with
+  # Param wrappers at construction, its pure arrays in nnx.Optimizer). Without, every
+  # init/update does (once per trace).
   fixed = layouts(params) if params is not None else None
 
   def stack(tree) -> optax.GradientTransformationExtraArgs:
-    role_tree, axes_of_rule = fixed if fixed is not None else layouts(tree)
+    if fixed is not None:
+      role_tree = _laid_like(tree, fixed[0], "params")
+      axes_of_rule = lambda rule: _laid_like(tree, fixed[1](rule), "params")
+    else:
+      role_tree, axes_of_rule = layouts(tree)
     roles_like = lambda t: _like(role_tree, t)
     axes = lambda rule: (lambda t: _like(axes_of_rule(rule), t))
     # Branches only for the roles present: an absent role's branch would still carry a
@@ -538,6 +544,34 @@ def symmetry_stack(
 
   tx = optax.GradientTransformationExtraArgs(lambda p: stack(p).init(p), update_fn)
   return tx if shardings is None else sharding_lib.keep_shardings(tx, shardings, mesh=mesh)
+
+
+def _is_axes_leaf(x) -> bool:
+  return x is None or isinstance(x, MatrixAxes)
+
+
+def _laid_like(tree, src, name: str):
+  """``src`` (roles or axes of ``tree``'s leaves) with ``tree``'s pytree structure.
+
+  The same parameters come in several forms: an NNX ``State`` with ``Param`` wrappers (what
+  ``nnx.state(model, nnx.Param)`` gives), its pure form (what ``nnx.Optimizer`` passes to
+  ``update``), a pure dict (``nnx.to_pure_dict``, checkpoints). Their leaves have the same
+  paths (:func:`path_str` reads through the wrappers), so ``src`` is matched by path.
+  """
+  if jax.tree_util.tree_structure(src, is_leaf=_is_axes_leaf) == \
+      jax.tree_util.tree_structure(tree):
+    return src
+  by_path = {path_str(p): v for p, v in
+             jax.tree_util.tree_flatten_with_path(src, is_leaf=_is_axes_leaf)[0]}
+  flat, treedef = jax.tree_util.tree_flatten_with_path(tree)
+  missing = [path_str(p) for p, _ in flat if path_str(p) not in by_path]
+  if missing or len(by_path) != len(flat):
+    extra = sorted(set(by_path) - {path_str(p) for p, _ in flat})
+    where = (f"{missing[0]} is not in {name}=" if missing
+             else f"{name}= has {extra[0]}, which the tree does not")
+    raise ValueError(f"symmetry_stack: the tree given to init/update does not match {name}= "
+                     f"({where}); build the stack with {name}= of the tree you train.")
+  return jax.tree_util.tree_unflatten(treedef, [by_path[path_str(p)] for p, _ in flat])
 
 
 def _axes_by_rule(tree, role_tree, *, gate_up=None, **layout_kw):

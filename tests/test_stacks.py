@@ -322,3 +322,55 @@ def test_weight_decay_schedules_and_arrays_in_overrides(wd):
   assert "vector:custom" in tx.init(params).inner_states
   u, _ = jax.jit(tx.update)(grads, tx.init(params), params)
   np.testing.assert_allclose(u["norm"]["scale"], -0.5 * 0.1 * params["norm"]["scale"], rtol=1e-6)
+
+
+@pytest.mark.parametrize("form", ["state", "pure_dict", "arrays"])
+def test_nnx_optimizer_and_train_state_take_params_in_any_form(form):
+  """``nnx.Optimizer(model, symmetry_stack(lr, params=...), wrt=nnx.Param)`` -- the NNX
+  pattern, which hands ``update`` the pure arrays of a State -- and Linen's ``TrainState``
+  on a pure dict take the same steps, whichever form ``params=`` came in."""
+  from flax.training import train_state
+  model = qwen3.Qwen3(rngs=nnx.Rngs(0))
+  state = nnx.state(model, nnx.Param)
+  given = {"state": state, "pure_dict": nnx.to_pure_dict(state),
+           "arrays": nnx.as_pure(state)}[form]
+  opt = nnx.Optimizer(model, symoptax.symmetry_stack(0.02, params=given), wrt=nnx.Param)
+  graphdef, _, rest = nnx.split(qwen3.Qwen3(rngs=nnx.Rngs(0)), nnx.Param, ...)
+  ts = train_state.TrainState.create(
+      apply_fn=None, params=nnx.to_pure_dict(state),
+      tx=symoptax.symmetry_stack(0.02, params=given))
+
+  @nnx.jit
+  def nnx_step(model, opt, toks):
+    loss, g = nnx.value_and_grad(lambda m: next_token_loss(m, toks))(model)
+    opt.update(model, g)
+    return loss
+
+  @jax.jit
+  def linen_step(ts, toks):
+    loss = lambda p: next_token_loss(nnx.merge(graphdef, p, rest), toks)
+    l, g = jax.value_and_grad(loss)(ts.params)
+    return ts.apply_gradients(grads=g), l
+
+  losses = []
+  for i in range(4):
+    toks = jnp.roll(TOKENS, i, axis=1)
+    losses.append(float(nnx_step(model, opt, toks)))
+    ts, _ = linen_step(ts, toks)
+  assert losses[-1] < losses[0]
+  got = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+  for (path, a), b in zip(jax.tree_util.tree_flatten_with_path(got)[0],
+                          jax.tree_util.tree_leaves(ts.params)):
+    np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-6, err_msg=jax.tree_util.keystr(path))
+
+
+def test_a_tree_other_than_params_is_refused_naming_the_leaf():
+  model = qwen3.Qwen3(rngs=nnx.Rngs(0))
+  params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+  tx = symoptax.symmetry_stack(0.02, params=params)
+  other = {**params, "extra": {"kernel": jnp.ones((4, 4))}}
+  with pytest.raises(ValueError, match=r"extra/kernel is not in params=.*build the stack"):
+    tx.init(other)
+  del other["extra"], other["norm"]
+  with pytest.raises(ValueError, match=r"params= has norm/scale, which the tree does not"):
+    tx.init(other)
