@@ -115,7 +115,7 @@ def main(argv=None):
 
   results = {}
   for name, tx in [("custom", my_optimizer(params, args.lr)),
-                   ("paper preset", symoptax.symmetry_stack(args.lr, params=params))]:
+                   ("paper preset", symoptax.symmetry_stack(args.lr, preset="paper", params=params))]:
     losses = train(tx, graphdef, params, rest, data, args.steps, batch, seq)
     results[name] = losses
     tail = losses[-max(1, len(losses) // 10):]

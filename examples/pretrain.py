@@ -2,7 +2,7 @@
 
 With no arguments: the ``tiny`` model on the built-in corpus (this Python's standard-library
 sources, BPE-tokenised with an 8192-token vocabulary trained on them and cached), the
-``paper`` preset, 400 steps with warmup and cosine decay; about 3.5 minutes on a 2-core CPU. JAX
+default ``hybrid`` preset, 400 steps with warmup and cosine decay; about 3.5 minutes on a 2-core CPU. JAX
 picks the device (GPU/TPU when present); batches are split over all devices (data parallel).
 
 Everything a run writes goes to ``--out`` (default ``runs/pretrain/<size>-<preset>``):
