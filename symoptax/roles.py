@@ -19,7 +19,8 @@ import jax
 from symoptax.axes import MatrixAxes, layout
 
 ROLES = ("embedding", "lm_head", "attn_q", "attn_k", "attn_v", "attn_qkv", "attn_o",
-         "mlp_in", "mlp_out", "router", "expert_in", "expert_out", "matrix", "vector")
+         "mlp_in", "mlp_out", "router", "expert_in", "expert_out", "matrix", "position",
+         "vector")
 
 # Path words (lower case, one path component each).
 _EMBED = {"embed_tokens", "token_embedder", "embedder", "embed", "embedding", "embeddings",
@@ -37,9 +38,21 @@ _MLP = {"mlp", "feed_forward", "ffn", "feedforward", "mlp_block", "ffw"}
 _IN_NAMES = {"gate_proj", "up_proj", "gate_up_proj", "wi_0", "wi_1", "wi", "w1", "w3", "fc1",
              "c_fc", "gate", "up", "dense_h_to_4h"}
 _OUT_NAMES = {"down_proj", "wo", "w2", "fc2", "c_proj", "down", "linear", "dense_4h_to_h"}
+_IN_NAMES |= {"fc_in"}     # GPT-J
+_OUT_NAMES |= {"fc_out"}
+# MLP projections whose names say so without an MLP container (OPT's decoder layers hold
+# fc1/fc2 directly).
+_MLP_ANYWHERE = {"fc1": "mlp_in", "fc2": "mlp_out", "fc_in": "mlp_in", "fc_out": "mlp_out",
+                 "gate_proj": "mlp_in", "up_proj": "mlp_in", "down_proj": "mlp_out",
+                 "dense_h_to_4h": "mlp_in", "dense_4h_to_h": "mlp_out"}
+# HF Flax GPT-2's FlaxConv1D modules: kernels stored [out, in] (applied as x @ kernel.T),
+# where every other Flax Dense is [in, out].
+_CONV1D = {"c_attn", "c_fc", "c_proj"}
 _MOE_BLOCK = re.compile(r"^(moe|moeblock|moe_block|sparse_moe|block_sparse_moe)(_\d+)?$")
-# Embedding tables that are not vocabulary matrices (positions, relative positions, segments).
+# Embedding tables that are not vocabulary matrices (positions, relative positions, segments):
+# role "position" (a lookup table of positions or token types: AdamW in every preset).
 _NOT_VOCAB = re.compile(r"pos|wpe|relative|token_type|segment")
+_POSITION = re.compile(r"(^|_)pos(ition)?s?(_|$)|^wpe$|token_type|segment")
 _FLAX_EMBED = re.compile(r"^embed_\d+$")
 _VECTOR_LEAF = re.compile(r"(^|_)(bias|sinks?)$")
 # The scanned-layer containers in MaxText-style trees: decoder/layers, dense_layers,
@@ -48,7 +61,7 @@ SCAN_KEY = re.compile(r"(^|_)layers$")
 _MATRIX_LEAF = {"embedding", "kernel", "weight", "w"}
 
 # Expected matrix dims per role (after removing a scan axis).
-_NDIM = {"embedding": (2,), "lm_head": (2,), "attn_q": (2, 3), "attn_k": (2, 3),
+_NDIM = {"embedding": (2,), "position": (2,), "lm_head": (2,), "attn_q": (2, 3), "attn_k": (2, 3),
          "attn_v": (2, 3), "attn_qkv": (2, 3), "attn_o": (2, 3), "mlp_in": (2,),
          "mlp_out": (2,), "router": (2,), "expert_in": (2, 3), "expert_out": (2, 3),
          "matrix": (2,)}
@@ -96,8 +109,11 @@ def _builtin_roles(keys: tuple[str, ...], core_ndim: int, moe_parents: frozenset
   """Every built-in role whose pattern claims this path (normally exactly one or none)."""
   low = [k.lower() for k in keys]
   found = set()
-  if any(k in _EMBED or _FLAX_EMBED.match(k) for k in low) and not any(
-      _NOT_VOCAB.search(k) for k in low):
+  embed_like = any(k in _EMBED or _FLAX_EMBED.match(k) or "emb" in k for k in low)
+  if any(_NOT_VOCAB.search(k) for k in low):
+    if any(_POSITION.search(k) for k in low) and (embed_like or "wpe" in low):
+      found.add("position")  # wpe, embed_positions, embeddings/position_embeddings, ...
+  elif any(k in _EMBED or _FLAX_EMBED.match(k) for k in low):
     found.add("embedding")
   if any(k in _HEAD for k in low):
     found.add("lm_head")
@@ -127,6 +143,8 @@ def _builtin_roles(keys: tuple[str, ...], core_ndim: int, moe_parents: frozenset
       found.add("mlp_in")
     if any(k in _OUT_NAMES for k in low[i + 1:]):
       found.add("mlp_out")
+  elif not router and not any(k in _ATTN for k in low):
+    found.update(_MLP_ANYWHERE[k] for k in low if k in _MLP_ANYWHERE)
   return found
 
 
@@ -231,15 +249,19 @@ def label_roles(params: Any, *, scan_axis: int | None = None,
   """Labels every leaf of a parameter tree with its role.
 
   Roles: ``embedding, lm_head, attn_q, attn_k, attn_v, attn_qkv, attn_o, mlp_in, mlp_out,
-  router, expert_in, expert_out, matrix, vector``.
+  router, expert_in, expert_out, matrix, position, vector``.
 
   Matching is on path words (case-insensitive) and shape. Known names include HF-style
   (``embed_tokens``, ``lm_head``, ``q_proj``..``o_proj``, ``gate_proj/up_proj/down_proj``,
   MoE ``mlp.gate``/``router`` and ``experts.*``), MaxText (``token_embedder``,
   ``logits_dense``, ``query/key/value/out``, ``wi_0/wi_1/wo``, ``MoeBlock_*/gate``) and Flax
   defaults (``Embed_0``, ``embedding``; unknown ``Dense_N/kernel`` become ``matrix``).
-  Position, relative-position and segment tables (``wpe``, ``pos_*``, ``token_type_*``) are
-  not vocabulary matrices. Einsum-style kernels with stacked q/k/v axes (DeepMind Gemma's
+  Position and token-type tables (``wpe``, ``embed_positions``, ``position_embeddings``,
+  ``pos_embedding``, ``token_type_embeddings``) are role ``position``, not vocabulary
+  matrices (AdamW in every preset). MLP projections named ``fc1``/``fc2`` (OPT, directly in
+  the layer), ``fc_in``/``fc_out`` (GPT-J) are ``mlp_in``/``mlp_out``; GPT-2's ``c_attn``,
+  ``c_fc``, ``c_proj`` too, and :func:`matrix_axes` reads HF Flax's ``FlaxConv1D`` kernels,
+  stored ``[out, in]``, from their shapes. Einsum-style kernels with stacked q/k/v axes (DeepMind Gemma's
   ``q_einsum``, ``kv_einsum``) are not recognised: name them with ``rules``.
   Biases, attention sinks and every 0/1-D leaf are ``vector``.
 
@@ -297,6 +319,7 @@ def label_roles(params: Any, *, scan_axis: int | None = None,
 # Core (scan axis removed) (rows, cols, fan_out) per role and core ndim, Flax layouts.
 _CORE_AXES = {
     ("embedding", 2): (0, 1, "cols"),    # [V, d]: a lookup, its output is d
+    ("position", 2): (0, 1, "cols"),     # [positions, d]: a lookup too
     ("lm_head", 2): (1, 0, "rows"),      # [d, V]
     ("attn_q", 2): (1, 0, "rows"), ("attn_k", 2): (1, 0, "rows"),
     ("attn_v", 2): (1, 0, "rows"), ("attn_qkv", 2): (1, 0, "rows"),   # [d, (H hd)]
@@ -320,6 +343,9 @@ _WHOLE_3D = {"attn_q": ((1, 2), 0), "attn_k": ((1, 2), 0), "attn_v": ((1, 2), 0)
 # where that axis is split into [H, hd].
 _HEADS_2D = {"attn_q": (1, 2, 0), "attn_k": (1, 2, 0), "attn_v": (1, 2, 0),
              "attn_qkv": (1, 2, 0), "attn_o": (0, 2, 1)}
+# The same for Conv1D kernels stored [out, in]: q/k/v [(H hd), d], o [d, (H hd)].
+_HEADS_2D_T = {"attn_q": (0, 1, 2), "attn_k": (0, 1, 2), "attn_v": (0, 1, 2),
+               "attn_qkv": (0, 1, 2), "attn_o": (1, 0, 2)}
 ATTENTION = ("heads", "whole")
 GATE_UP = ("interleaved", "concatenated")
 _QK_NORM = re.compile(r"^_?(q|k|query|key)_?(norm|layernorm|layer_norm|ln)$")
@@ -361,8 +387,38 @@ def _in_view(v, sv):
   return v if sv is None or v < sv else v + 1
 
 
+def _conv1d_layout(params, roles, scan_axis) -> bool:
+  """Whether the tree's GPT-2-style ``c_attn``/``c_fc``/``c_proj`` kernels are stored
+  ``[out, in]`` (HF Flax's ``FlaxConv1D``) rather than as Flax Dense ``[in, out]`` kernels
+  (nanoGPT-style ports use the same names). The names cannot tell; the shapes can, given
+  the model width d (an embedding's ``[V, d]``): ``c_attn`` ``[3 d, d]`` and ``c_fc``
+  ``[ff, d]`` are ``[out, in]``."""
+  flat = [(p, x) for p, x in _tree_leaves_with_path(params) if hasattr(x, "shape")]
+  role_of = {path_str(p): r for p, r in jax.tree_util.tree_flatten_with_path(roles)[0]}
+  widths = set()
+  for path, leaf in flat:
+    core, _ = _core_shape(leaf.shape, path, scan_axis)
+    if len(core) == 2 and "embedding" in _builtin_roles(path_keys(path), 2, frozenset()):
+      widths.add(core[1])
+  if len(widths) != 1:
+    return False
+  d = widths.pop()
+  votes = {}
+  for path, leaf in flat:
+    low = [k.lower() for k in path_keys(path)]
+    core, _ = _core_shape(leaf.shape, path, scan_axis)
+    if (role_of.get(path_str(path)) in ("attn_qkv", "mlp_in") and len(core) == 2
+        and any(k in ("c_attn", "c_fc") for k in low) and core[0] != core[1]):
+      votes.setdefault(core[1] == d, path_str(path))
+  if len(votes) > 1:
+    raise ValueError(
+        f"{votes[True]} is stored [out, in] (HF Flax Conv1D) but {votes[False]} [in, out] "
+        "(Flax Dense); name their axes yourself: matrix_axes(...) per leaf, or rules.")
+  return True in votes
+
+
 def _axes_of(path, leaf, role, scan_axis, attention="whole", head_dim=None, gate_up=None,
-             pair=True):
+             pair=True, transposed=False):
   if role == "vector":
     return None
   shape = tuple(jax.numpy.shape(leaf))
@@ -374,6 +430,8 @@ def _axes_of(path, leaf, role, scan_axis, attention="whole", head_dim=None, gate
     raise ValueError(f"{path_str(path)}: role {role!r} does not fit a leaf of shape "
                      f"{shape}.")
   rows, cols, fan_out = _CORE_AXES[key]
+  if transposed:  # a Conv1D kernel [out, in]: the Dense layout's axes swapped
+    rows, cols = 1 - rows, 1 - cols
   if role == "lm_head":
     fan_out = "rows"  # the vocabulary logits, also for a tied embedding stored [V, d]
   split = None  # (core axis, inner size)
@@ -387,7 +445,7 @@ def _axes_of(path, leaf, role, scan_axis, attention="whole", head_dim=None, gate
             "the paper's reference does), but this 2-D kernel's head size is unknown: the "
             "model has no q_norm/k_norm scale to read it from. Pass head_dim=<size of one "
             "head>, or attention='whole' to orthogonalise the whole matrix.")
-      axis, rows, cols = _HEADS_2D[role]
+      axis, rows, cols = (_HEADS_2D_T if transposed else _HEADS_2D)[role]
       split = (axis, head_dim)
   elif gate_up is not None and role in ("mlp_in", "expert_in") and any(
       "gate_up" in k.lower() for k in path_keys(path)):
@@ -423,6 +481,11 @@ def matrix_axes(params: Any, *, roles: Any = None, scan_axis: int | None = None,
                 head_dim: int | None = None, gate_up: str | None = None,
                 tied_embedding: str = "embedding", gate_up_pairs: bool = True) -> Any:
   """Rows/cols axes of every leaf from its role and layout (``None`` for vectors).
+
+  Kernels are read in Flax's Dense layout ``[in, out]``, except GPT-2-style ``c_attn``,
+  ``c_fc``, ``c_proj`` kernels when their shapes show HF Flax's ``FlaxConv1D`` storage
+  ``[out, in]`` (``c_attn`` ``[3 d, d]`` against the embedding's width d; a nanoGPT-style
+  port with the same names and Dense kernels keeps the Dense reading).
 
   Layer axes (``scan_axis``) and expert axes become batch axes, so each layer / expert is its
   own matrix; the layer axes are recorded as :attr:`MatrixAxes.layers`. Each leaf's output
@@ -483,9 +546,13 @@ def matrix_axes(params: Any, *, roles: Any = None, scan_axis: int | None = None,
     roles = label_roles(params, scan_axis=scan_axis, rules=rules,
                         tied_embedding=tied_embedding)
   inferred = head_dims(params, scan_axis=scan_axis) if attention == "heads" else {}
+  conv1d = _conv1d_layout(params, roles, scan_axis)
 
   def one(path, leaf, role):
     hd = head_dim if head_dim is not None else inferred.get(_attention_block(path))
-    return _axes_of(path, leaf, role, scan_axis, attention, hd, gate_up, gate_up_pairs)
+    transposed = conv1d and any(k.lower() in _CONV1D for k in path_keys(path)) and len(
+        _core_shape(jax.numpy.shape(leaf), path, scan_axis)[0]) == 2
+    return _axes_of(path, leaf, role, scan_axis, attention, hd, gate_up, gate_up_pairs,
+                    transposed)
 
   return jax.tree_util.tree_map_with_path(one, params, roles)

@@ -32,7 +32,9 @@ _EXPERTS = ("expert_in", "expert_out")
 
 def _preset(vocab: str, router: str, experts: str, embedding: str | None = None):
   table = {r: "muon" for r in HIDDEN_ROLES}
-  table.update(embedding=embedding or vocab, lm_head=vocab, router=router, vector="adamw")
+  # Position (and token-type) tables: AdamW in every preset, as common practice does.
+  table.update(embedding=embedding or vocab, lm_head=vocab, router=router, vector="adamw",
+               position="adamw")
   table.update({r: experts for r in _EXPERTS})
   return table
 

@@ -193,8 +193,8 @@ def test_realistic_names_outside_the_examples():
       "unused": None,
   }
   t = table(params, head_dim=4)
-  assert t["wpe/embedding"][0] == "matrix"
-  assert t["token_type_embeddings/embedding"][0] == "matrix"
+  assert t["wpe/embedding"][0] == "position"
+  assert t["token_type_embeddings/embedding"][0] == "position"
   assert t["SelfAttention/relative_attention_bias/embedding"][0] == "vector"
   assert t["dense_block/mlp/gate/kernel"] == ("mlp_in", A(1, 0))
   assert t["dense_block/mlp/down/kernel"] == ("mlp_out", A(0, 1, fan_out="cols"))
