@@ -149,19 +149,46 @@ def _builtin_roles(keys: tuple[str, ...], core_ndim: int, moe_parents: frozenset
 
 
 def _check_rules(rules):
+  """``rules`` as ``(compiled regex, role, axes or None)`` triples."""
   if rules is None:
     return []
   out = []
   for item in rules:
     try:
-      pattern, role = item
+      pattern, role, *axes = item
+      if len(axes) > 1:
+        raise ValueError
     except (TypeError, ValueError):
-      raise ValueError(f"rules must be (regex, role) pairs, got {item!r}.") from None
+      raise ValueError(f"rules must be (regex, role) or (regex, role, axes) tuples, got "
+                       f"{item!r}.") from None
     if role not in ROLES:
       raise ValueError(f"rules: unknown role {role!r} for pattern {pattern!r}; valid roles "
                        f"are {', '.join(ROLES)}.")
-    out.append((re.compile(pattern, re.IGNORECASE), role))
+    axes = axes[0] if axes else None
+    if axes is not None and (role == "vector" or not (isinstance(axes, MatrixAxes)
+                                                       or callable(axes))):
+      raise ValueError(
+          f"rules: pattern {pattern!r}: the third item must be a MatrixAxes or a callable "
+          f"shape -> MatrixAxes for a matrix role, got {axes!r} for role {role!r}.")
+    out.append((re.compile(pattern, re.IGNORECASE), role, axes))
   return out
+
+
+def _rule_axes(path, leaf, rules):
+  """The axes a user's rule gives this leaf (the first rule matching its path), or None."""
+  name = path_str(path)
+  for pattern, _, axes in rules:
+    if pattern.search(name):
+      if axes is None:
+        return None
+      shape = tuple(jax.numpy.shape(leaf))
+      got = axes(shape) if callable(axes) and not isinstance(axes, MatrixAxes) else axes
+      if not isinstance(got, MatrixAxes):
+        raise ValueError(f"{name}: the axes callable of rule {pattern.pattern!r} returned "
+                         f"{got!r}, not a MatrixAxes.")
+      layout(shape, got, name)  # axes that do not fit the leaf raise, naming it
+      return got
+  return None
 
 
 TIED_EMBEDDING = ("embedding", "lm_head")
@@ -177,9 +204,10 @@ def _role_of(path, leaf, scan_axis, rules, moe_parents, tied_head=False) -> str:
         "parameters: nnx.state(model, nnx.Param), or variables['params'] in Linen.")
   core, _ = _core_shape(shape, path, scan_axis)
   nd = len(core)
-  for pattern, role in rules:
+  for pattern, role, axes in rules:
     if pattern.search(name):
-      return _checked(name, shape, core, role, "your rules")
+      # A rule that names the axes defines the matrices itself (checked by matrix_axes).
+      return role if axes is not None else _checked(name, shape, core, role, "your rules")
   keys = path_keys(path)
   if any(_VECTOR_LEAF.search(k.lower()) for k in keys):
     return "vector"  # biases (also bias tables such as T5's relative_attention_bias), sinks
@@ -224,7 +252,7 @@ def _tree_leaves_with_path(params):
 def _has_head(params, rules, moe_parents) -> bool:
   """Whether the tree has an LM-head leaf of its own (masked branches' leaves included)."""
   for path, leaf in _tree_leaves_with_path(params):
-    if any(p.search(path_str(path)) for p, r in rules if r == "lm_head"):
+    if any(p.search(path_str(path)) for p, r, _ in rules if r == "lm_head"):
       return True
     if "lm_head" in _builtin_roles(path_keys(path), 2, moe_parents):
       return True
@@ -262,7 +290,8 @@ def label_roles(params: Any, *, scan_axis: int | None = None,
   the layer), ``fc_in``/``fc_out`` (GPT-J) are ``mlp_in``/``mlp_out``; GPT-2's ``c_attn``,
   ``c_fc``, ``c_proj`` too, and :func:`matrix_axes` reads HF Flax's ``FlaxConv1D`` kernels,
   stored ``[out, in]``, from their shapes. Einsum-style kernels with stacked q/k/v axes (DeepMind Gemma's
-  ``q_einsum``, ``kv_einsum``) are not recognised: name them with ``rules``.
+  ``q_einsum``, ``kv_einsum``) are not recognised: name them with ``rules`` that carry
+  their axes.
   Biases, attention sinks and every 0/1-D leaf are ``vector``.
 
   A tied embedding used as the LM head (the tree has an embedding and no LM-head leaf of its
@@ -280,7 +309,11 @@ def label_roles(params: Any, *, scan_axis: int | None = None,
       removed before shapes are checked and becomes a batch axis.
     rules: ordered ``(regex, role)`` pairs, searched (case-insensitive) in the
       ``/``-joined path, e.g. ``[(r"blocks/\\d+/wqkv", "attn_qkv")]``. The first match wins
-      and takes precedence over the built-in patterns.
+      and takes precedence over the built-in patterns. A third item names the leaf's axes,
+      ``(regex, role, MatrixAxes)`` or ``(regex, role, shape -> MatrixAxes)``, for layouts
+      the built-ins cannot read (e.g. gemma's ``q_einsum`` ``[H, d, hd]``: ``MatrixAxes(rows=2,
+      cols=1)``, every head a matrix); :func:`matrix_axes` and the stack then use those axes
+      (counted in the leaf's own shape, a scan axis included), checked against the shape.
     head_dim: the size of one attention head; checked against every 2-D attention kernel
       (its heads axis must be a multiple of it). See :func:`matrix_axes`.
     tied_embedding: ``"embedding"`` or ``"lm_head"``: the role of an embedding that is also
@@ -508,7 +541,8 @@ def matrix_axes(params: Any, *, roles: Any = None, scan_axis: int | None = None,
     params: a parameter pytree.
     roles: a pytree of role strings (from :func:`label_roles`), or None to label here.
     scan_axis: the layer axis of scanned stacks (see :func:`label_roles`).
-    rules: passed to :func:`label_roles` when ``roles`` is None.
+    rules: passed to :func:`label_roles` when ``roles`` is None; a rule's axes (its third
+      item) win over the built-in reading either way.
     attention: ``"heads"`` or ``"whole"`` (above).
     head_dim: the size of one attention head, for 2-D kernels under ``attention="heads"``
       (default: from ``q_norm``/``k_norm`` scales).
@@ -545,10 +579,15 @@ def matrix_axes(params: Any, *, roles: Any = None, scan_axis: int | None = None,
   if roles is None:
     roles = label_roles(params, scan_axis=scan_axis, rules=rules,
                         tied_embedding=tied_embedding)
+  compiled = _check_rules(rules)
   inferred = head_dims(params, scan_axis=scan_axis) if attention == "heads" else {}
   conv1d = _conv1d_layout(params, roles, scan_axis)
 
   def one(path, leaf, role):
+    if role != "vector" and compiled:
+      given = _rule_axes(path, leaf, compiled)
+      if given is not None:
+        return given
     hd = head_dim if head_dim is not None else inferred.get(_attention_block(path))
     transposed = conv1d and any(k.lower() in _CONV1D for k in path_keys(path)) and len(
         _core_shape(jax.numpy.shape(leaf), path, scan_axis)[0]) == 2

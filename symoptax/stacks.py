@@ -501,9 +501,9 @@ def symmetry_stack(
   sh = {} if shardings is None else dict(shardings=shardings, mesh=mesh)
   opts = stack_options(preset, attention=attention, nu_scope=nu_scope, scale=scale)
   table = resolve_rules(learning_rate, preset, overrides, opts["scale"])
-  layout_kw = dict(scan_axis=scan_axis, attention=opts["attention"], head_dim=head_dim,
-                   gate_up=gate_up)
   rules = list(rules) if rules is not None else None
+  layout_kw = dict(scan_axis=scan_axis, attention=opts["attention"], head_dim=head_dim,
+                   gate_up=gate_up, rules=rules)
   label = lambda tree: label_roles(tree, scan_axis=scan_axis, rules=rules,
                                    tied_embedding=tied_embedding)
   if roles is not None:
@@ -641,9 +641,11 @@ def _matrices(lay, role: str, attention: str) -> str:
   if role.startswith("attn_"):
     n_layers = math.prod(lay.view_shape[a] for a in lay.layers)
     heads = b // n_layers
+    layers = f" x {n_layers} layers" if n_layers > 1 else ""
     if attention == "heads" and (heads > 1 or lay.splits):
-      return f"{heads} heads x {shape}" + (f" x {n_layers} layers" if n_layers > 1 else "")
-    return f"whole {shape}" + (f" x {n_layers} layers" if n_layers > 1 else "")
+      return f"{heads} heads x {shape}" + layers
+    # A kernel whose axes a rule named may keep batch (head) axes under "whole" too.
+    return (f"{heads} x {shape}" if heads > 1 else f"whole {shape}") + layers
   return f"{b} x {shape}" if b > 1 else shape
 
 
@@ -679,7 +681,7 @@ def describe(params: Any, *, preset: str = DEFAULT_PRESET, learning_rate: Any = 
   if roles is None:
     roles = label_roles(params, scan_axis=scan_axis, rules=rules,
                         tied_embedding=tied_embedding)
-  axes_of_rule = _axes_by_rule(params, roles, scan_axis=scan_axis,
+  axes_of_rule = _axes_by_rule(params, roles, scan_axis=scan_axis, rules=rules,
                                attention=opts["attention"], head_dim=head_dim, gate_up=gate_up)
   rows = []
   flat, treedef = jax.tree_util.tree_flatten_with_path(params)

@@ -2,6 +2,7 @@
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 from flax import nnx
 
@@ -216,3 +217,44 @@ def test_maxtext_dense_and_moe_layer_stacks_and_unscanned_lists():
   # An unscanned list of layers keeps its shapes even when scan_axis is given.
   listed = {"layers": {"0": {"mlp": {"up_proj": {"kernel": jnp.ones((8, 16))}}}}}
   assert table(listed, scan_axis=0)["layers/0/mlp/up_proj/kernel"] == ("mlp_in", A(1, 0))
+
+
+def test_rules_that_carry_axes_name_any_layout():
+  """DeepMind gemma's einsum kernels -- q [H, d, hd], k=v stacked [2, Hkv, d, hd], o [H, hd,
+  d], gate/up stacked [2, ff, d] -- need their axes named: a rule (regex, role, MatrixAxes)
+  (or a callable shape -> MatrixAxes) does, and every head then steps as its own matrix."""
+  A = symoptax.MatrixAxes
+  d, H, hd, ff = 16, 4, 8, 32
+  key = iter(jax.random.split(jax.random.key(0), 16))
+  normal = lambda *shape: jax.random.normal(next(key), shape)
+  params = {"embedder": {"input_embedding": normal(64, d)},
+            "layer_0": {"attn": {"q_einsum": {"w": normal(H, d, hd)},
+                                 "kv_einsum": {"w": normal(2, 2, d, hd)},
+                                 "attn_vec_einsum": {"w": normal(H, hd, d)}},
+                        "mlp": {"gating_einsum": normal(2, ff, d), "linear": normal(ff, d)},
+                        "pre_attention_norm": {"scale": normal(d)}}}
+  rules = [(r"q_einsum/w$", "attn_q", A(rows=2, cols=1)),
+           (r"kv_einsum/w$", "attn_k", lambda shape: A(rows=len(shape) - 1, cols=len(shape) - 2)),
+           (r"attn_vec_einsum/w$", "attn_o", A(rows=2, cols=1)),
+           (r"gating_einsum$", "mlp_in", A(rows=1, cols=2)),
+           (r"mlp/linear$", "mlp_out", A(rows=0, cols=1, fan_out="cols"))]
+  axes = symoptax.matrix_axes(params, rules=rules)
+  assert axes["layer_0"]["attn"]["kv_einsum"]["w"] == A(rows=3, cols=2)
+  assert axes["layer_0"]["attn"]["q_einsum"]["w"] == A(rows=2, cols=1)
+  text = str(symoptax.describe(params, rules=rules))
+  assert "4 x [8, 16]" in text and "2 x [32, 16]" in text
+  exact = {r: {"options": {"method": "svd"}} for r in ("attn_q", "attn_k")}
+  tx = symoptax.symmetry_stack(0.04, preset="muon", params=params, rules=rules, overrides=exact)
+  grads = jax.tree_util.tree_map(lambda x: normal(*x.shape), params)
+  u, _ = jax.jit(tx.update)(grads, tx.init(params), params)
+  # Muon's update of each head is a scaled semi-orthogonal [d, hd] slice (columns hd <= d).
+  for m in list(u["layer_0"]["attn"]["q_einsum"]["w"]) + list(
+      u["layer_0"]["attn"]["kv_einsum"]["w"].reshape(4, d, hd)):
+    gram = m.T @ m
+    np.testing.assert_allclose(gram / gram[0, 0], np.eye(hd), atol=1e-4)
+  with pytest.raises(ValueError, match=r"kv_einsum/w"):
+    symoptax.matrix_axes(params, rules=[(r"kv_einsum/w$", "attn_k", A(rows=4, cols=2))] + rules)
+  with pytest.raises(ValueError, match=r"\(regex, role, axes\)"):
+    symoptax.label_roles(params, rules=[(r"x", "matrix", A(0, 1), "extra")])
+  with pytest.raises(ValueError, match=r"third item must be a MatrixAxes"):
+    symoptax.label_roles(params, rules=[(r"norm", "vector", A(0, 1))])
