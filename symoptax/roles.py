@@ -267,7 +267,8 @@ def _checked(name, shape, core, role, source):
         f"{name}: {source} make{'s' if source == 'its path' else ''} this leaf {role!r}, but "
         f"its shape {tuple(shape)} has {len(core)} matrix dims where {role!r} needs "
         f"{' or '.join(map(str, _NDIM[role]))}. If it sits in a scanned layer stack pass "
-        "scan_axis=; otherwise map it to the right role with rules=[(regex, role)].")
+        "scan_axis=; otherwise map it to the right role with rules=[(regex, role)], or name "
+        "its matrices with rules=[(regex, role, MatrixAxes(rows=..., cols=...))].")
   return role
 
 

@@ -387,6 +387,7 @@ def symmetry_stack(
     scale: str | None = None,
     gate_up: str | None = None,
     tied_embedding: str = "embedding",
+    axes: Any = None,
     shardings: Any = None,
     mesh: Any = None,
 ) -> optax.GradientTransformation:
@@ -459,6 +460,11 @@ def symmetry_stack(
     tied_embedding: ``"embedding"`` (default: a tied embedding is an uncentred vocabulary
       matrix) or ``"lm_head"`` (the reference's choice: the head's rule, centred); see
       :func:`label_roles` for why.
+    axes: the rows/cols of any leaves, overriding the built-in reading: a pytree like
+      ``params`` of :class:`symoptax.MatrixAxes` (``None`` where the built-in reading stays),
+      or a callable ``params -> pytree``. Checked against each leaf's shape now (with
+      ``params``); a vector (AdamW) leaf takes none. ``rules`` with a third item name axes
+      by path instead.
     shardings: the parameters' shardings: a pytree like ``params`` (or a prefix of it) of
       ``jax.sharding.NamedSharding`` -- or of ``PartitionSpec`` with ``mesh`` -- or a
       callable ``params -> pytree`` (then ``params`` is required). Every matrix rule then
@@ -516,7 +522,8 @@ def symmetry_stack(
     # Labels and axes come from the whole tree (head sizes are read off q_norm/k_norm
     # leaves, which another branch owns); each branch sees them masked like its own tree.
     role_tree = _laid_like(tree, roles, "roles") if roles is not None else label(tree)
-    return role_tree, _axes_by_rule(tree, role_tree, **layout_kw)
+    return role_tree, _with_given_axes(tree, role_tree, _axes_by_rule(tree, role_tree,
+                                                                      **layout_kw), axes)
 
   # With params, label and lay out once, now: naming and layout errors surface before
   # training, and the steps reuse them (laid out like the tree they get: an NNX State with
@@ -531,11 +538,11 @@ def symmetry_stack(
     else:
       role_tree, axes_of_rule = layouts(tree)
     roles_like = lambda t: _like(role_tree, t)
-    axes = lambda rule: (lambda t: _like(axes_of_rule(rule), t))
+    axes_like = lambda rule: (lambda t: _like(axes_of_rule(rule), t))
     # Branches only for the roles present: an absent role's branch would still carry a
     # whole masked copy of the tree in the state (and cost its flattening every step).
     branches = _branches(table, set(jax.tree_util.tree_leaves(role_tree)))
-    transforms = {b.name: _build(b, roles_like, axes(b.rule), sh, learning_rate,
+    transforms = {b.name: _build(b, roles_like, axes_like(b.rule), sh, learning_rate,
                                  opts["nu_scope"], opts["scale"]) for b in branches}
     branch_of = {role: b.name for b in branches for role in b.roles}
     return optax.multi_transform(transforms,
@@ -574,6 +581,29 @@ def _laid_like(tree, src, name: str):
     raise ValueError(f"symmetry_stack: the tree given to init/update does not match {name}= "
                      f"({where}); build the stack with {name}= of the tree you train.")
   return jax.tree_util.tree_unflatten(treedef, [by_path[path_str(p)] for p, _ in flat])
+
+
+def _with_given_axes(tree, role_tree, axes_of_rule, given):
+  """``axes_of_rule`` with the user's ``axes=`` tree (or callable) laid over it."""
+  if given is None:
+    return axes_of_rule
+  if callable(given) and not _is_axes_leaf(given):
+    given = given(tree)
+  given = _laid_like(tree, given, "axes")
+  flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+  leaves = jax.tree_util.tree_leaves(given, is_leaf=_is_axes_leaf)
+  for (path, leaf), role, ax in zip(flat, jax.tree_util.tree_leaves(role_tree), leaves):
+    if ax is None:
+      continue
+    if not isinstance(ax, MatrixAxes):
+      raise ValueError(f"axes: {path_str(path)} has {ax!r}; expected a MatrixAxes or None.")
+    if role == "vector":
+      raise ValueError(f"axes: {path_str(path)} is a vector leaf (AdamW), which takes no axes; "
+                       "give it a matrix role with rules=[(regex, role)].")
+    layout(tuple(jax.numpy.shape(leaf)), ax, path_str(path))
+  overlay = lambda a, g: g if g is not None else a
+  return lambda rule: jax.tree_util.tree_map(overlay, axes_of_rule(rule), given,
+                                             is_leaf=_is_axes_leaf)
 
 
 def _axes_by_rule(tree, role_tree, *, gate_up=None, **layout_kw):
@@ -654,7 +684,8 @@ def describe(params: Any, *, preset: str = DEFAULT_PRESET, learning_rate: Any = 
              scan_axis: int | None = None,
              rules: Iterable[tuple[str, str]] | None = None, attention: str | None = None,
              head_dim: int | None = None, gate_up: str | None = None,
-             tied_embedding: str = "embedding", scale: str | None = None) -> Description:
+             tied_embedding: str = "embedding", scale: str | None = None,
+             axes: Any = None) -> Description:
   """A table of what each leaf gets from :func:`symmetry_stack` with the same arguments.
 
   Columns: path, shape, role, rule, the rows/cols axes (of the leaf's view when it is read
@@ -681,15 +712,16 @@ def describe(params: Any, *, preset: str = DEFAULT_PRESET, learning_rate: Any = 
   if roles is None:
     roles = label_roles(params, scan_axis=scan_axis, rules=rules,
                         tied_embedding=tied_embedding)
-  axes_of_rule = _axes_by_rule(params, roles, scan_axis=scan_axis, rules=rules,
-                               attention=opts["attention"], head_dim=head_dim, gate_up=gate_up)
+  axes_of_rule = _with_given_axes(params, roles, _axes_by_rule(
+      params, roles, scan_axis=scan_axis, rules=rules, attention=opts["attention"],
+      head_dim=head_dim, gate_up=gate_up), axes)
   rows = []
   flat, treedef = jax.tree_util.tree_flatten_with_path(params)
-  axes = {rule: treedef.flatten_up_to(axes_of_rule(rule))
-          for rule in {table[role].rule for role in treedef.flatten_up_to(roles)}}
+  leaf_axes = {rule: treedef.flatten_up_to(axes_of_rule(rule))
+               for rule in {table[role].rule for role in treedef.flatten_up_to(roles)}}
   for i, ((path, leaf), role) in enumerate(zip(flat, treedef.flatten_up_to(roles))):
     r = table[role]
-    ax = axes[r.rule][i]
+    ax = leaf_axes[r.rule][i]
     lay = None if ax is None else layout(jax.numpy.shape(leaf), ax, path_str(path))
     rule = r.rule + (" (centred)" if r.center else "")
     lr = "schedule" if callable(r.learning_rate) else float(f"{r.learning_rate:.4g}")

@@ -374,3 +374,35 @@ def test_a_tree_other_than_params_is_refused_naming_the_leaf():
   del other["extra"], other["norm"]
   with pytest.raises(ValueError, match=r"params= has norm/scale, which the tree does not"):
     tx.init(other)
+
+
+def test_axes_override_names_a_leaf_s_matrices_and_is_checked():
+  """``axes=`` re-reads a leaf the built-ins read otherwise (here an MLP input kernel stored
+  [out, in]); a 3-D leaf needs a rule that carries its axes, and the error says so."""
+  A = symoptax.MatrixAxes
+  key = iter(jax.random.split(jax.random.key(0), 8))
+  params = {"embed_tokens": {"embedding": jax.random.normal(next(key), (64, 16))},
+            "mlp": {"up_proj": {"kernel": jax.random.normal(next(key), (32, 16))}},
+            "norm": {"scale": jnp.ones(16)}}
+  given = {"embed_tokens": {"embedding": None}, "mlp": {"up_proj": {"kernel": A(0, 1)}},
+           "norm": {"scale": None}}
+  options = {"mlp_in": {"options": {"method": "svd"}}}
+  tx = symoptax.symmetry_stack(0.02, preset="muon", params=params, axes=given, overrides=options)
+  rows = {r["path"]: r for r in symoptax.describe(params, preset="muon",
+                                                  axes=lambda p: given).rows}
+  assert (rows["mlp/up_proj/kernel"]["rows"], rows["mlp/up_proj/kernel"]["cols"]) == (0, 1)
+  assert rows["mlp/up_proj/kernel"]["shape factor"] == pytest.approx(2 ** 0.5, abs=0.01)
+  grads = jax.tree_util.tree_map(lambda x: jax.random.normal(next(key), x.shape), params)
+  u, _ = jax.jit(tx.update)(grads, tx.init(params), params)
+  alone = symoptax.muon(0.02, method="svd", axes={"w": A(0, 1)})
+  w = {"w": params["mlp"]["up_proj"]["kernel"]}
+  want, _ = alone.update({"w": grads["mlp"]["up_proj"]["kernel"]}, alone.init(w), w)
+  np.testing.assert_allclose(u["mlp"]["up_proj"]["kernel"], want["w"], rtol=1e-4, atol=1e-6)
+  with pytest.raises(ValueError, match=r"mlp/up_proj/kernel"):
+    symoptax.symmetry_stack(0.02, params=params,
+                            axes={**given, "mlp": {"up_proj": {"kernel": A(rows=2, cols=0)}}})
+  with pytest.raises(ValueError, match=r"axes: norm/scale is a vector leaf"):
+    symoptax.symmetry_stack(0.02, params=params, axes={**given, "norm": {"scale": A(0, 0)}})
+  with pytest.raises(ValueError, match=r"MatrixAxes\(rows=\.\.\., cols=\.\.\.\)"):
+    symoptax.symmetry_stack(0.02, params={"w_in": jnp.ones((4, 3, 2))},
+                            rules=[(r"w_in", "mlp_in")])
