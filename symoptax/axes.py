@@ -374,7 +374,7 @@ class LeafMatrices(NamedTuple):
     return jnp.expand_dims(s, sorted(red))
 
   def max(self, x: jax.Array, axis) -> jax.Array:
-    return jnp.max(x, axis=self._axes(axis), keepdims=True)
+    return jnp.max(x, axis=self._axes(axis), keepdims=True, initial=-jnp.inf)
 
   def matrix_shape(self, x: jax.Array) -> tuple[int, int]:
     del x

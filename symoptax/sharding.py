@@ -116,8 +116,9 @@ class MatrixShards(NamedTuple):
     return jax.lax.psum(s, names) if names else s
 
   def max(self, x: jax.Array, axis) -> jax.Array:
-    """``jnp.max(x, axis, keepdims=True)`` over the global matrix."""
-    s = jnp.max(x, axis=axis, keepdims=True)
+    """``jnp.max(x, axis, keepdims=True)`` over the global matrix (``-inf`` over no entries:
+    an empty leaf, or a shard of none)."""
+    s = jnp.max(x, axis=axis, keepdims=True, initial=-jnp.inf)
     names = self._names(axis)
     return jax.lax.pmax(s, names) if names else s
 

@@ -135,6 +135,8 @@ def center_rows(*, axes: AxesLike = None, shardings: Any = None, mesh: Any = Non
 def shape_factor(lay, rule: str = "muon", rms: ArrayLike = 0.2) -> Any:
   """The factor :func:`scale_by_shape` gives every matrix of a leaf with layout ``lay``."""
   _, rows, cols = lay.batched_shape
+  if rows == 0 or cols == 0:
+    return 1.0  # an empty leaf: nothing to scale
   if rule == "muon":
     return max(1.0, lay.fan_ratio) ** 0.5
   if rule == "rms":
@@ -483,7 +485,7 @@ def _nu_scaled(x: jax.Array, u: jax.Array, lay, power: ArrayLike,
   xv, uv = x.astype(f32).reshape(lay.view_shape), u.astype(f32).reshape(lay.view_shape)
   red = tuple(a for a in range(len(lay.view_shape)) if a not in lay.layers)
   if relative:
-    a = jnp.max(jnp.abs(xv), axis=red, keepdims=True)
+    a = jnp.max(jnp.abs(xv), axis=red, keepdims=True, initial=0.0)
     xv = xv / jnp.where(a > 0, a, 1.0)
   nu = jnp.maximum(jnp.sum(xv * uv, axis=red, keepdims=True), 0.0)
   if relative:

@@ -90,3 +90,42 @@ def test_centred_rule_with_weight_decay_does_not_centre_the_decay():
   u, _ = tx.update({"w": normal((12, 5), 1)}, tx.init({"w": w}), {"w": w})
   np.testing.assert_allclose(np.asarray(u["w"]).sum(axis=0), -LR * WD * w.sum(axis=0),
                              rtol=1e-4)
+
+
+EMPTY_RULES = ("muon", "rownorm_m", "right_polargrad_m", "left_polargrad_m",
+               "hybrid_polargrad_m", "polargrad", "normuon", "muoneq", "spectral_clip", "namo",
+               "namo_d", "aurora", "pion", "rmnp")
+
+
+@pytest.mark.parametrize("name", EMPTY_RULES)
+def test_empty_leaves_pass_through_and_leave_the_others_alone(name):
+  """A leaf with no entries ((0, 8), experts [3, 0, 5], (6, 0)) gets an empty update, and
+  the other leaves the same update as without it."""
+  import jax
+  A = symoptax.MatrixAxes
+  params = {"w": np.zeros((0, 8), np.float32), "v": np.ones((4, 8), np.float32),
+            "e": np.zeros((3, 0, 5), np.float32), "z": np.zeros((6, 0), np.float32)}
+  axes = {"w": A(0, 1), "v": A(0, 1), "e": A(1, 2), "z": A(0, 1)}
+  grads = {k: np.asarray(normal(x.shape, 1), np.float32) for k, x in params.items()}
+  tx = getattr(symoptax, name)(0.02, axes=axes)
+  u, _ = jax.jit(tx.update)(grads, tx.init(params), params)
+  alone = getattr(symoptax, name)(0.02, axes={"v": A(0, 1)})
+  want, _ = jax.jit(alone.update)({"v": grads["v"]}, alone.init({"v": params["v"]}),
+                                  {"v": params["v"]})
+  assert {k: u[k].shape for k in params} == {k: x.shape for k, x in params.items()}
+  np.testing.assert_allclose(u["v"], want["v"], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("preset", sorted(symoptax.PRESETS))
+def test_the_stack_takes_empty_leaves(preset):
+  import jax
+  params = {"embed_tokens": {"embedding": np.ones((16, 8), np.float32)},
+            "mlp": {"up_proj": {"kernel": np.zeros((8, 0), np.float32)}},
+            "lm_head": {"kernel": np.ones((8, 16), np.float32)}}
+  grads = {"embed_tokens": {"embedding": np.asarray(normal((16, 8), 2), np.float32)},
+           "mlp": {"up_proj": {"kernel": np.zeros((8, 0), np.float32)}},
+           "lm_head": {"kernel": np.asarray(normal((8, 16), 3), np.float32)}}
+  tx = symoptax.symmetry_stack(0.02, preset=preset, params=params)
+  u, _ = jax.jit(tx.update)(grads, tx.init(params), params)
+  assert u["mlp"]["up_proj"]["kernel"].shape == (8, 0)
+  assert np.isfinite(u["lm_head"]["kernel"]).all() and np.abs(u["lm_head"]["kernel"]).max() > 0
