@@ -150,3 +150,34 @@ def test_position_tables_take_adamw_in_every_preset():
   assert symoptax.label_roles({"post_attention_layernorm": {"scale": jnp.ones(4)},
                                "embed": {"pos_embedding": jnp.ones((8, 4))}}) == {
       "post_attention_layernorm": {"scale": "vector"}, "embed": {"pos_embedding": "position"}}
+
+
+# MaxText 0.2.5's scanned trees (tools/capture_maxtext_trees.py, param_scan_axis 1): the
+# mainstream dense and MoE blocks. (Its other blocks -- gpt-oss, DeepSeek MLA, shared experts,
+# Qwen3-Next's nested scans -- and DeepMind gemma's einsum kernels are captured too but not
+# yet read by the built-ins; README "Roles".)
+SCANNED = dict(layers=(1,))
+MAXTEXT = [(r"token_embedder/embedding$", "embedding", A(0, 1, fan_out="cols")),
+           (r"logits_dense/kernel$", "lm_head", A(1, 0)),
+           (r"self_attention/query/kernel$", "attn_q", A((2, 3), 0, **SCANNED)),
+           (r"self_attention/key/kernel$", "attn_k", A((2, 3), 0, **SCANNED)),
+           (r"self_attention/value/kernel$", "attn_v", A((2, 3), 0, **SCANNED)),
+           (r"self_attention/out/kernel$", "attn_o", A(3, (0, 2), **SCANNED)),
+           (r"mlp/wi_[01]/kernel$", "mlp_in", A(2, 0, **SCANNED)),
+           (r"mlp/wo/kernel$", "mlp_out", A(0, 2, fan_out="cols", **SCANNED)),
+           (r"/gate/kernel$", "router", A(2, 0, **SCANNED)),
+           (r"/wi_[01]$", "expert_in", A(3, 2, **SCANNED)),
+           (r"/wo$", "expert_out", A(2, 3, fan_out="cols", **SCANNED))]
+
+
+@pytest.mark.parametrize("model", ["llama3-8b", "qwen3-8b", "mixtral-8x7b", "qwen3-30b-a3b"])
+def test_maxtext_scanned_trees_get_their_roles_and_axes(model):
+  fx = fixture(f"maxtext_{model}")
+  assert fx["config"]["param_scan_axis"] == 1
+  tree = tree_of(fx["leaves"], lambda p, s, dt: jax.ShapeDtypeStruct(s, dt))
+  roles = flat(symoptax.label_roles(tree, scan_axis=1))
+  axes = flat(symoptax.matrix_axes(tree, scan_axis=1, attention="whole"))
+  for path, shape, _ in fx["leaves"]:
+    want = next(((r, a) for pattern, r, a in MAXTEXT if re.search(pattern, path)),
+                ("vector", None))
+    assert (roles[path], axes[path]) == want, (path, shape)
