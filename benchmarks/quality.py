@@ -36,7 +36,12 @@ Writes ``<out>/quality.json`` (every run, its argv and curve; per size the chose
 means and spreads, and the validation loss at equal wall-clock) and, per size, PNGs of
 validation loss against steps and against seconds.
 
-  python benchmarks/quality.py                      # the CPU protocol (README "Results")
+  # README "Results" (2-core CPU): the default, base rate only, against a two-pass "muon"
+  python benchmarks/quality.py --sizes tiny --entries hybrid --base-only hybrid --lr 0.04 --extend 0
+  python benchmarks/quality.py --sizes tiny --entries muon --passes 2
+  python benchmarks/quality.py --sizes tiny2x --entries hybrid --base-only hybrid --lr 0.04 --extend 0
+  python benchmarks/quality.py --sizes tiny2x --entries muon --lr 0.02 --start vector=4 vocab=36 --groups
+  python benchmarks/quality.py                      # every preset, both widths (hours on CPU)
   python benchmarks/quality.py --sizes small --steps 2000 --sweep-steps 1000   # GPU/TPU
   python benchmarks/quality.py --sizes tiny --entries muon hybrid:rms --seeds 0  # a probe
   python benchmarks/quality.py --sizes tiny --entries muon --variants aurora namo_d

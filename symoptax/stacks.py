@@ -398,7 +398,7 @@ def symmetry_stack(
   * ``"hybrid"`` (default): the hybrid rule (row-norm, then polar, nu-scaled) on embedding,
     head (centred), router (centred) and experts; Muon elsewhere; AdamW on vectors. Its
     ratios (``PRESET_LR_RATIO``) were tuned on the quality benchmark: vocabulary matrices
-    0.045, vectors 0.75 times the Muon rate; recommended Muon rate 0.02-0.04 (README
+    0.045, vectors 0.75 times the Muon rate; recommended Muon rate 0.04 (README
     "Results").
   * ``"paper"``: embedding -> right polar (nu-scaled); lm_head -> hybrid, centred; router ->
     left polar, centred; attention -> head-wise Muon; dense MLP and unknown matrices -> Muon
