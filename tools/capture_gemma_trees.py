@@ -37,22 +37,20 @@ on axis 0, ``[ff, d]`` each) and ``mlp/linear [ff, d]``. The embedding is tied
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 import os
 import sys
 from importlib import metadata
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")  # shapes only: never touch an accelerator
 
+import fixture_io  # tools/fixture_io.py: leaf lists, JSON, command line
 import jax
 import jax.numpy as jnp
 from gemma import gm
 from gemma.gm.nn import _modules as gemma3_modules
 from gemma.gm.nn.gemma4 import _modules as gemma4_modules
 
-DEFAULT_OUT = os.path.join("tests", "fixtures", "trees")
 
 _SRC = "gemma/gm/nn"  # package-relative source paths quoted in the notes
 
@@ -167,14 +165,6 @@ def _versions() -> dict[str, str]:
                                                     "jaxlib", "numpy")}
 
 
-def _key(entry) -> str:
-  """One key of a jax key path as a plain string (dict keys here)."""
-  for attr in ("key", "idx", "name"):
-    if hasattr(entry, attr):
-      return str(getattr(entry, attr))
-  return str(entry)
-
-
 def abstract_params(cls, config):
   """The model's ``params`` collection as ``jax.ShapeDtypeStruct`` leaves."""
   model = cls(config=config)
@@ -187,8 +177,7 @@ def capture(name: str) -> dict:
   """The fixture of one model: source, versions, key config fields and its leaves."""
   cls, config, fields, notes = MODELS[name]()
   params = abstract_params(cls, config)
-  leaves = sorted(["/".join(_key(k) for k in path), list(leaf.shape), str(leaf.dtype)]
-                  for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0])
+  leaves = fixture_io.leaves(params)
   return {
       "source": f"gemma {metadata.version('gemma')} gm.nn.{cls.__name__}",
       "library_versions": _versions(),
@@ -198,31 +187,8 @@ def capture(name: str) -> dict:
   }
 
 
-def dumps(fixture: dict) -> str:
-  """JSON text with one leaf per line (diff-friendly), the rest indented normally."""
-  head = {k: v for k, v in fixture.items() if k != "leaves"}
-  text = json.dumps(head, indent=2)[:-2]  # drop the closing "\n}"
-  rows = ",\n".join("    " + json.dumps(leaf) for leaf in fixture["leaves"])
-  return f'{text},\n  "leaves": [\n{rows}\n  ]\n}}\n'
-
-
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("names", nargs="*", metavar="name",
-                      help=f"models to capture (default: all of {', '.join(MODELS)})")
-  parser.add_argument("--out", default=DEFAULT_OUT, help="output folder (default: %(default)s)")
-  args = parser.parse_args(argv)
-  unknown = sorted(set(args.names) - set(MODELS))
-  if unknown:
-    parser.error(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(MODELS)}")
-  os.makedirs(args.out, exist_ok=True)
-  for name in args.names or MODELS:
-    fixture = capture(name)
-    path = os.path.join(args.out, f"gemma_{name}.json")
-    with open(path, "w") as f:
-      f.write(dumps(fixture))
-    print(f"{path}: {len(fixture['leaves'])} leaves ({fixture['source']})")
-  return 0
+  return fixture_io.main(__doc__.splitlines()[0], MODELS, capture, "gemma_", argv)
 
 
 if __name__ == "__main__":

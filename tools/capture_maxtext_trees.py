@@ -35,8 +35,6 @@ Source references in the notes are relative to the installed ``maxtext`` package
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 import os
 import re
@@ -46,6 +44,7 @@ from importlib import metadata
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")  # shapes only: never touch an accelerator
 
+import fixture_io  # tools/fixture_io.py: leaf lists, JSON, command line
 import jax
 import omegaconf
 from flax import nnx
@@ -54,7 +53,6 @@ from maxtext.utils import maxtext_utils
 from maxtext.utils import model_creation_utils
 from maxtext.utils.globals import MAXTEXT_CONFIGS_DIR
 
-DEFAULT_OUT = os.path.join("tests", "fixtures", "trees")
 
 # Config fields recorded for every model, then per-model extras.
 _FIELDS = ("model_name", "decoder_block", "num_decoder_layers", "emb_dim", "num_query_heads",
@@ -213,14 +211,6 @@ def _versions() -> dict[str, str]:
                                                     "numpy")}
 
 
-def _key(entry) -> str:
-  """One key of a jax key path as a plain string (dict keys here)."""
-  for attr in ("key", "idx", "name"):
-    if hasattr(entry, attr):
-      return str(getattr(entry, attr))
-  return str(entry)
-
-
 def _plain(value):
   """A config value as JSON (enums and dtypes as their names)."""
   if isinstance(value, (bool, int, float, str)) or value is None:
@@ -284,8 +274,7 @@ def capture(model: str) -> dict:
   spec = MODELS[model]
   config, abstract_model = build(model)
   params = nnx.state(abstract_model, nnx.Param).to_pure_dict()
-  leaves = sorted(["/".join(_key(k) for k in path), list(leaf.shape), str(leaf.dtype)]
-                  for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0])
+  leaves = fixture_io.leaves(params)
   fields = {name: _plain(getattr(config, name)) for name in _FIELDS + tuple(spec["fields"])}
   fields["full_model_num_decoder_layers"] = _full_layers(model)
   axes, others = _axes_notes(abstract_model)
@@ -298,32 +287,9 @@ def capture(model: str) -> dict:
   }
 
 
-def dumps(fixture: dict) -> str:
-  """JSON text with one leaf per line (diff-friendly), the rest indented normally."""
-  head = {k: v for k, v in fixture.items() if k != "leaves"}
-  text = json.dumps(head, indent=2)[:-2]  # drop the closing "\n}"
-  rows = ",\n".join("    " + json.dumps(leaf) for leaf in fixture["leaves"])
-  return f'{text},\n  "leaves": [\n{rows}\n  ]\n}}\n'
-
-
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("models", nargs="*", metavar="model",
-                      help=f"models to capture (default: all of {', '.join(MODELS)})")
-  parser.add_argument("--out", default=DEFAULT_OUT, help="output folder (default: %(default)s)")
-  args = parser.parse_args(argv)
-  unknown = sorted(set(args.models) - set(MODELS))
-  if unknown:
-    parser.error(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(MODELS)}")
-  logging.getLogger().setLevel(logging.ERROR)  # pyconfig logs every default it fills in
-  os.makedirs(args.out, exist_ok=True)
-  for model in args.models or MODELS:
-    fixture = capture(model)
-    path = os.path.join(args.out, f"maxtext_{model}.json")
-    with open(path, "w") as f:
-      f.write(dumps(fixture))
-    print(f"{path}: {len(fixture['leaves'])} leaves ({fixture['source']})")
-  return 0
+  quiet = lambda: logging.getLogger().setLevel(logging.ERROR)  # pyconfig logs every default
+  return fixture_io.main(__doc__.splitlines()[0], MODELS, capture, "maxtext_", argv, quiet)
 
 
 if __name__ == "__main__":

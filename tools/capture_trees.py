@@ -26,18 +26,16 @@ LM head has no leaf of its own: the module applies the token embedding's transpo
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import sys
 from importlib import metadata
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")  # shapes only: never touch an accelerator
 
+import fixture_io  # tools/fixture_io.py: leaf lists, JSON, command line
 import jax
 import transformers
 
-DEFAULT_OUT = os.path.join("tests", "fixtures", "trees")
 LAYERS = 2  # every other dimension keeps its library default
 
 
@@ -143,14 +141,6 @@ def _versions() -> dict[str, str]:
                                                     "numpy")}
 
 
-def _key(entry) -> str:
-  """One key of a jax key path as a plain string (dict keys here)."""
-  for attr in ("key", "idx", "name"):
-    if hasattr(entry, attr):
-      return str(getattr(entry, attr))
-  return str(entry)
-
-
 def abstract_params(model_cls, config):
   """The model's parameter tree as ``jax.ShapeDtypeStruct`` leaves, nothing allocated."""
   # _do_init=False skips the random initialisation in the constructor; eval_shape then
@@ -163,8 +153,7 @@ def capture(name: str) -> dict:
   """The fixture of one model: source, versions, key config fields and its leaves."""
   model_cls, config, fields, notes = MODELS[name]()
   params = abstract_params(model_cls, config)
-  leaves = [["/".join(_key(k) for k in path), list(leaf.shape), str(leaf.dtype)]
-            for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]]
+  leaves = fixture_io.leaves(params)
   return {
       "source": f"transformers {transformers.__version__} {model_cls.__name__}",
       "library_versions": _versions(),
@@ -174,31 +163,8 @@ def capture(name: str) -> dict:
   }
 
 
-def dumps(fixture: dict) -> str:
-  """JSON text with one leaf per line (diff-friendly), the rest indented normally."""
-  head = {k: v for k, v in fixture.items() if k != "leaves"}
-  text = json.dumps(head, indent=2)[:-2]  # drop the closing "\n}"
-  rows = ",\n".join("    " + json.dumps(leaf) for leaf in fixture["leaves"])
-  return f'{text},\n  "leaves": [\n{rows}\n  ]\n}}\n'
-
-
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("names", nargs="*", metavar="name",
-                      help=f"models to capture (default: all of {', '.join(MODELS)})")
-  parser.add_argument("--out", default=DEFAULT_OUT, help="output folder (default: %(default)s)")
-  args = parser.parse_args(argv)
-  unknown = sorted(set(args.names) - set(MODELS))
-  if unknown:
-    parser.error(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(MODELS)}")
-  os.makedirs(args.out, exist_ok=True)
-  for name in args.names or MODELS:
-    fixture = capture(name)
-    path = os.path.join(args.out, f"hf_flax_{name}.json")
-    with open(path, "w") as f:
-      f.write(dumps(fixture))
-    print(f"{path}: {len(fixture['leaves'])} leaves ({fixture['source']})")
-  return 0
+  return fixture_io.main(__doc__.splitlines()[0], MODELS, capture, "hf_flax_", argv)
 
 
 if __name__ == "__main__":
