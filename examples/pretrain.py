@@ -84,8 +84,9 @@ def make_parser() -> argparse.ArgumentParser:
   p.add_argument("--model", choices=MODELS, default="qwen3",
                  help="Qwen3-style dense model or OLMoE-style mixture of experts")
   p.add_argument("--preset", choices=list(symoptax.PRESETS), default=symoptax.DEFAULT_PRESET)
-  p.add_argument("--lr", type=float, default=0.02,
-                 help="peak Muon learning rate; other rules use their LR_RATIO multiple")
+  p.add_argument("--lr", type=float, default=0.04,
+                 help="peak Muon learning rate (0.04: the default preset's choice on the quality "
+                      "benchmark); other rules use their ratio (PRESET_LR_RATIO, LR_RATIO)")
   p.add_argument("--scale", choices=list(symoptax.SCALES), default=None,
                  help="update-size convention of the matrix rules (default: the preset's; "
                       "README 'Update scales')")
