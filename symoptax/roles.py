@@ -61,8 +61,8 @@ SCAN_KEY = re.compile(r"(^|_)layers$")
 _MATRIX_LEAF = {"embedding", "kernel", "weight", "w"}
 
 # Expected matrix dims per role (after removing a scan axis).
-_NDIM = {"embedding": (2,), "position": (2,), "lm_head": (2,), "attn_q": (2, 3), "attn_k": (2, 3),
-         "attn_v": (2, 3), "attn_qkv": (2, 3), "attn_o": (2, 3), "mlp_in": (2,),
+_NDIM = {"embedding": (2,), "position": (2,), "lm_head": (2,), "attn_q": (2, 3),
+         "attn_k": (2, 3), "attn_v": (2, 3), "attn_qkv": (2, 3), "attn_o": (2, 3), "mlp_in": (2,),
          "mlp_out": (2,), "router": (2,), "expert_in": (2, 3), "expert_out": (2, 3),
          "matrix": (2,)}
 
@@ -290,9 +290,9 @@ def label_roles(params: Any, *, scan_axis: int | None = None,
   matrices (AdamW in every preset). MLP projections named ``fc1``/``fc2`` (OPT, directly in
   the layer), ``fc_in``/``fc_out`` (GPT-J) are ``mlp_in``/``mlp_out``; GPT-2's ``c_attn``,
   ``c_fc``, ``c_proj`` too, and :func:`matrix_axes` reads HF Flax's ``FlaxConv1D`` kernels,
-  stored ``[out, in]``, from their shapes. Einsum-style kernels with stacked q/k/v axes (DeepMind Gemma's
-  ``q_einsum``, ``kv_einsum``) are not recognised: name them with ``rules`` that carry
-  their axes.
+  stored ``[out, in]``, from their shapes. Einsum-style kernels with stacked q/k/v axes
+  (DeepMind Gemma's ``q_einsum``, ``kv_einsum``) are not recognised: name them with
+  ``rules`` that carry their axes.
   Biases, attention sinks and every 0/1-D leaf are ``vector``.
 
   A tied embedding used as the LM head (the tree has an embedding and no LM-head leaf of its

@@ -97,7 +97,8 @@ def expected_for(name, path):
 def test_every_leaf_of_a_real_tree_gets_its_role_and_axes(name):
   fx = fixture(name)
   tree = tree_of(fx["leaves"], lambda p, s, dt: jax.ShapeDtypeStruct(s, dt))
-  roles, axes = flat(symoptax.label_roles(tree)), flat(symoptax.matrix_axes(tree, attention="whole"))
+  roles = flat(symoptax.label_roles(tree))
+  axes = flat(symoptax.matrix_axes(tree, attention="whole"))
   assert len(roles) == len(fx["leaves"])
   for path, shape, _ in fx["leaves"]:
     assert (roles[path], axes[path]) == expected_for(name, path), (path, shape)
