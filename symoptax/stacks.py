@@ -709,7 +709,7 @@ def describe(params: Any, *, preset: str = DEFAULT_PRESET, learning_rate: Any = 
     >>> print(symoptax.describe({"lm_head": {"kernel": jnp.ones((8, 32))}}))
     path            shape    role     rule              rows  cols  matrices  shape factor  lr     wd
     --------------  -------  -------  ----------------  ----  ----  --------  ------------  -----  ---
-    lm_head/kernel  (8, 32)  lm_head  hybrid (centred)  1     0     [32, 8]   -             0.015  0.0
+    lm_head/kernel  (8, 32)  lm_head  hybrid (centred)  1     0     [32, 8]   -             0.045  0.0
   """
   opts = stack_options(preset, attention=attention, scale=scale)
   table = resolve_rules(learning_rate, preset, overrides, opts["scale"])
