@@ -12,7 +12,7 @@ Matching uses only a leaf's own path and shape, so it works on the masked trees 
 from __future__ import annotations
 
 import re
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import jax
 
@@ -27,16 +27,24 @@ _EMBED = {"embed_tokens", "token_embedder", "embedder", "embed", "embedding", "e
           "wte", "tok_embeddings", "word_embeddings", "input_embedding"}
 _HEAD = {"lm_head", "logits_dense", "unembed", "unembedding", "output_layer"}
 _ATTN = {"attn", "attention", "self_attn", "self_attention", "cross_attn", "cross_attention"}
+# Module names ending in "attention" (MaxText's GptOssAttention, Linen's
+# MultiHeadDotProductAttention_0) are attention blocks too.
+_ATTN_MODULE = re.compile(r"attention(_\d+)?$")
 _ATTN_NAMES = {
-    "attn_q": {"q_proj", "query", "wq", "q"},
-    "attn_k": {"k_proj", "key", "wk", "k"},
+    # MLA (DeepSeek): wq_b / wkv_b map the q / kv latents to heads; wq_a / wkv_a (the
+    # down-projections into the latents) are plain matrices.
+    "attn_q": {"q_proj", "query", "wq", "q", "q_einsum", "wq_b", "q_b_proj"},
+    "attn_k": {"k_proj", "key", "wk", "k", "k_einsum"},
     "attn_v": {"v_proj", "value", "wv", "v"},
-    "attn_qkv": {"qkv", "qkv_proj", "c_attn", "wqkv", "query_key_value", "in_proj"},
-    "attn_o": {"o_proj", "out", "wo", "out_proj", "o", "c_proj", "dense"},
+    "attn_qkv": {"qkv", "qkv_proj", "c_attn", "wqkv", "query_key_value", "in_proj",
+                 "kv_einsum", "wkv_b", "kv_b_proj"},
+    "attn_o": {"o_proj", "out", "wo", "out_proj", "o", "c_proj", "dense", "attn_vec_einsum"},
 }
-_MLP = {"mlp", "feed_forward", "ffn", "feedforward", "mlp_block", "ffw"}
+_MLP = {"mlp", "feed_forward", "ffn", "feedforward", "mlp_block", "ffw",
+        "shared_experts", "shared_expert", "shared_mlp"}  # an MoE block's dense branch
+_MLP_NUMBERED = re.compile(r"^mlp\d+$")  # gemma 4's second (dense) branch, mlp2
 _IN_NAMES = {"gate_proj", "up_proj", "gate_up_proj", "wi_0", "wi_1", "wi", "w1", "w3", "fc1",
-             "c_fc", "gate", "up", "dense_h_to_4h"}
+             "c_fc", "gate", "up", "dense_h_to_4h", "gating_einsum"}
 _OUT_NAMES = {"down_proj", "wo", "w2", "fc2", "c_proj", "down", "linear", "dense_4h_to_h"}
 _IN_NAMES |= {"fc_in"}     # GPT-J
 _OUT_NAMES |= {"fc_out"}
@@ -48,7 +56,13 @@ _MLP_ANYWHERE = {"fc1": "mlp_in", "fc2": "mlp_out", "fc_in": "mlp_in", "fc_out":
 # HF Flax GPT-2's FlaxConv1D modules: kernels stored [out, in] (applied as x @ kernel.T),
 # where every other Flax Dense is [in, out].
 _CONV1D = {"c_attn", "c_fc", "c_proj"}
-_MOE_BLOCK = re.compile(r"^(moe|moeblock|moe_block|sparse_moe|block_sparse_moe)(_\d+)?$")
+# Containers that are MoE blocks by name: a bare "gate" in them is the router, their 3-D
+# leaves are stacked experts (MaxText's MoeBlock_0, RoutedMoE's routed_experts, GptOssMlp).
+_MOE_BLOCK = re.compile(r"^(moe|moeblock|moe_block|sparse_moe|block_sparse_moe|routed_experts|"
+                        r"gptossmlp)(_\d+)?$")
+# Depthwise convolutions (Qwen3-Next's gated-delta-net conv1d, Mamba's conv1d): per-channel
+# taps with no matrix between channels, so AdamW (role "vector").
+_CONV = re.compile(r"^conv(1d|_1d|2d)?(_\d+)?$")
 # Embedding tables that are not vocabulary matrices (positions, relative positions, segments):
 # role "position" (a lookup table of positions or token types: AdamW in every preset).
 _NOT_VOCAB = re.compile(r"pos|wpe|relative|token_type|segment")
@@ -88,21 +102,95 @@ def path_str(path: Sequence[Any]) -> str:
   return "/".join(path_keys(path))
 
 
-def _core_shape(shape, path, scan_axis):
-  """Shape without the scan axis for leaves inside a scanned layer stack."""
+def _scan_depth(path) -> int:
+  """How many scanned layer stacks a leaf sits in (nested scans: Qwen3-Next's local_layers
+  inside MaxText's decoder/layers)."""
   keys = [k.lower() for k in path_keys(path)]
-  scanned = any(SCAN_KEY.search(k) and not (i + 1 < len(keys) and keys[i + 1].isdigit())
-                for i, k in enumerate(keys))
-  if scan_axis is None or not scanned:
-    return tuple(shape), None
+  return sum(bool(SCAN_KEY.search(k)) and not (i + 1 < len(keys) and keys[i + 1].isdigit())
+             for i, k in enumerate(keys))
+
+
+def _is_axis(a) -> bool:
+  return isinstance(a, int) and not isinstance(a, bool)
+
+
+def check_scan_axis(scan_axis) -> None:
+  """Raises a clear ValueError for a malformed ``scan_axis`` (see :func:`label_roles`)."""
+  if scan_axis is None or _is_axis(scan_axis):
+    return
+  if isinstance(scan_axis, Mapping):
+    for pattern, value in scan_axis.items():
+      if not isinstance(pattern, str):
+        raise ValueError(f"scan_axis: a mapping's keys are path regexes, got {pattern!r}.")
+      if value is not None:
+        check_scan_axis(value)
+        if isinstance(value, Mapping):
+          raise ValueError(f"scan_axis: {pattern!r} maps to a mapping; give an int or a "
+                           "tuple of ints.")
+    return
+  if isinstance(scan_axis, (tuple, list)) and scan_axis and all(map(_is_axis, scan_axis)):
+    return
+  raise ValueError(
+      f"scan_axis must be None, an int, a tuple of ints (one per nested scanned stack, "
+      f"outermost first) or a {{path regex: int | tuple}} mapping, got {scan_axis!r}.")
+
+
+def _scan_axes(shape, path, scan_axis) -> tuple[int, ...]:
+  """The axes of ``shape`` that index layers (sorted), for a leaf ``depth`` scanned stacks
+  deep. An int ``a`` places them as nested ``nn.scan`` with ``variable_axes={"params": a}``
+  does (the inner scan inserts its axis at ``a``, the outer then inserts its own at ``a``:
+  ``a, a + 1, ...`` outermost first for ``a >= 0``); a tuple names them outermost first; a
+  mapping picks the value of the first regex found in the leaf's path."""
+  depth = _scan_depth(path)
+  if isinstance(scan_axis, Mapping):
+    name = path_str(path)
+    scan_axis = next((v for k, v in scan_axis.items() if re.search(k, name, re.IGNORECASE)),
+                     None)
+  if scan_axis is None or depth == 0:
+    return ()
   nd = len(shape)
-  if not -nd <= scan_axis < nd:
-    raise ValueError(
-        f"{path_str(path)}: scan_axis={scan_axis} is out of range for a leaf of shape "
-        f"{tuple(shape)} inside a scanned layer stack; pass the axis that indexes layers "
-        "(MaxText's param_scan_axis, often 1).")
-  s = scan_axis % nd
-  return tuple(d for i, d in enumerate(shape) if i != s), s
+  where = (f"{path_str(path)}: scan_axis={scan_axis!r} is out of range for a leaf of shape "
+           f"{tuple(shape)} inside {depth} scanned layer stack{'s' * (depth > 1)}")
+  fix = ("; pass the axis that indexes layers (MaxText's param_scan_axis, often 1), or one "
+         "axis per nested stack, outermost first.")
+  if _is_axis(scan_axis):
+    order = ["core"] * (nd - depth)
+    for j in reversed(range(depth)):  # innermost first
+      i = scan_axis if scan_axis >= 0 else scan_axis + len(order) + 1
+      if nd - depth < 0 or not 0 <= i <= len(order):
+        raise ValueError(where + fix)
+      order.insert(i, j)
+    axes = [order.index(j) for j in range(depth)]
+  else:
+    if len(scan_axis) < depth:
+      raise ValueError(where + f" (it names {len(scan_axis)} ax"
+                       f"{'is' if len(scan_axis) == 1 else 'es'})" + fix)
+    axes = list(scan_axis[:depth])
+    if any(not -nd <= a < nd for a in axes) or len({a % nd for a in axes}) < depth:
+      raise ValueError(where + fix)
+    axes = [a % nd for a in axes]
+  return tuple(sorted(axes))
+
+
+def _core_shape(shape, path, scan_axis):
+  """Shape without the layer axes of the scanned stacks the leaf sits in, and those axes."""
+  scans = _scan_axes(shape, path, scan_axis)
+  return tuple(d for i, d in enumerate(shape) if i not in scans), scans
+
+
+def _lift(v, scans, ndim):
+  """A core axis index (or tuple) in the ``ndim``-dim view whose layer axes are ``scans``."""
+  if isinstance(v, tuple):
+    return tuple(_lift(a, scans, ndim) for a in v)
+  return [i for i in range(ndim) if i not in scans][v]
+
+
+def _is_attn(k: str) -> bool:
+  return k in _ATTN or bool(_ATTN_MODULE.search(k))
+
+
+def _is_mlp(k: str) -> bool:
+  return k in _MLP or bool(_MLP_NUMBERED.match(k))
 
 
 def _builtin_roles(keys: tuple[str, ...], core_ndim: int, moe_parents: frozenset) -> set[str]:
@@ -117,18 +205,16 @@ def _builtin_roles(keys: tuple[str, ...], core_ndim: int, moe_parents: frozenset
     found.add("embedding")
   if any(k in _HEAD for k in low):
     found.add("lm_head")
-  moe_block = any(_MOE_BLOCK.match(k) for k in low)
-  experts = "experts" in low or (moe_block and core_ndim == 3)
-  # A bare "gate" is a router only in an MoE block or next to an "experts" key; elsewhere it
-  # is a dense gated-MLP input.
-  router = not experts and (
-      any("router" in k for k in low)
-      or any(k == "gate" and (moe_block or tuple(low[:i]) in moe_parents)
-             for i, k in enumerate(low)))
+  # An MoE block: named so, or a container that holds experts or a router.
+  moe_block = any(_MOE_BLOCK.match(k) or tuple(low[:i]) in moe_parents
+                  for i, k in enumerate(low))
+  experts = "experts" in low or (moe_block and core_ndim >= 3)
+  # A bare "gate" is a router only in an MoE block; elsewhere it is a dense gated-MLP input.
+  router = not experts and any("router" in k or (k == "gate" and moe_block) for k in low)
   if router:
     found.add("router")
-  if any(k in _ATTN for k in low):
-    i = max(i for i, k in enumerate(low) if k in _ATTN)
+  if any(_is_attn(k) for k in low):
+    i = max(i for i, k in enumerate(low) if _is_attn(k))
     for role, names in _ATTN_NAMES.items():
       if any(k in names for k in low[i + 1:]):
         found.add(role)
@@ -137,13 +223,13 @@ def _builtin_roles(keys: tuple[str, ...], core_ndim: int, moe_parents: frozenset
       found.add("expert_in")
     if any(k in _OUT_NAMES for k in low):
       found.add("expert_out")
-  elif not router and any(k in _MLP for k in low):
-    i = max(i for i, k in enumerate(low) if k in _MLP)
+  elif not router and any(_is_mlp(k) for k in low):
+    i = max(i for i, k in enumerate(low) if _is_mlp(k))
     if any(k in _IN_NAMES for k in low[i + 1:]):
       found.add("mlp_in")
     if any(k in _OUT_NAMES for k in low[i + 1:]):
       found.add("mlp_out")
-  elif not router and not any(k in _ATTN for k in low):
+  elif not router and not any(_is_attn(k) for k in low):
     found.update(_MLP_ANYWHERE[k] for k in low if k in _MLP_ANYWHERE)
   return found
 
@@ -192,6 +278,10 @@ def _rule_axes(path, leaf, rules):
 
 
 TIED_EMBEDDING = ("embedding", "lm_head")
+# scan_axis: one int, one axis per nested scanned stack (outermost first), or either per
+# subtree ({path regex: axis or axes}); head_dim: an int or {path regex: int}.
+ScanAxis = Any
+HeadDim = Any
 
 
 def _role_of(path, leaf, scan_axis, rules, moe_parents, tied_head=False) -> str:
@@ -211,6 +301,8 @@ def _role_of(path, leaf, scan_axis, rules, moe_parents, tied_head=False) -> str:
   keys = path_keys(path)
   if any(_VECTOR_LEAF.search(k.lower()) for k in keys):
     return "vector"  # biases (also bias tables such as T5's relative_attention_bias), sinks
+  if nd == 3 and core[1] == 1 and any(_CONV.match(k.lower()) for k in keys):
+    return "vector"  # a depthwise conv kernel [taps, 1, channels]: per-channel filters
   found = _builtin_roles(keys, nd, moe_parents)
   if tied_head and found == {"embedding"}:
     found = {"lm_head"}
@@ -234,11 +326,12 @@ def _role_of(path, leaf, scan_axis, rules, moe_parents, tied_head=False) -> str:
 
 
 def _moe_parents(params) -> frozenset:
-  """Paths (lower case) of every container that holds an ``experts`` key, masked or not."""
+  """Paths (lower case) of every container that holds an ``experts`` key or a router (a key
+  with ``router`` in its name: gemma 4's ``mlp/router_logits``), masked or not."""
   out = set()
   for path, _ in _tree_leaves_with_path(params):
     low = [k.lower() for k in path_keys(path)]
-    out.update(tuple(low[:i]) for i, k in enumerate(low) if k == "experts")
+    out.update(tuple(low[:i]) for i, k in enumerate(low) if k == "experts" or "router" in k)
   return frozenset(out)
 
 
@@ -262,19 +355,23 @@ def _has_head(params, rules, moe_parents) -> bool:
 def _checked(name, shape, core, role, source):
   if role == "vector":
     return role
-  if len(core) not in _NDIM[role]:
+  low = name.lower().split("/")
+  extra = tuple(nd for (n, nd) in _EINSUM if n in low and role.startswith("attn_"))
+  if "gating_einsum" in low:
+    extra += tuple(nd for nd, roles in _GATING_EINSUM.items() if role in roles)
+  if len(core) not in _NDIM[role] + extra:
     raise ValueError(
         f"{name}: {source} make{'s' if source == 'its path' else ''} this leaf {role!r}, but "
         f"its shape {tuple(shape)} has {len(core)} matrix dims where {role!r} needs "
-        f"{' or '.join(map(str, _NDIM[role]))}. If it sits in a scanned layer stack pass "
+        f"{' or '.join(map(str, _NDIM[role] + extra))}. If it sits in a scanned layer stack pass "
         "scan_axis=; otherwise map it to the right role with rules=[(regex, role)], or name "
         "its matrices with rules=[(regex, role, MatrixAxes(rows=..., cols=...))].")
   return role
 
 
-def label_roles(params: Any, *, scan_axis: int | None = None,
+def label_roles(params: Any, *, scan_axis: ScanAxis = None,
                 rules: Iterable[tuple[str, str]] | None = None,
-                head_dim: int | None = None, tied_embedding: str = "embedding") -> Any:
+                head_dim: HeadDim = None, tied_embedding: str = "embedding") -> Any:
   """Labels every leaf of a parameter tree with its role.
 
   Roles: ``embedding, lm_head, attn_q, attn_k, attn_v, attn_qkv, attn_o, mlp_in, mlp_out,
@@ -290,9 +387,17 @@ def label_roles(params: Any, *, scan_axis: int | None = None,
   matrices (AdamW in every preset). MLP projections named ``fc1``/``fc2`` (OPT, directly in
   the layer), ``fc_in``/``fc_out`` (GPT-J) are ``mlp_in``/``mlp_out``; GPT-2's ``c_attn``,
   ``c_fc``, ``c_proj`` too, and :func:`matrix_axes` reads HF Flax's ``FlaxConv1D`` kernels,
-  stored ``[out, in]``, from their shapes. Einsum-style kernels with stacked q/k/v axes
-  (DeepMind Gemma's ``q_einsum``, ``kv_einsum``) are not recognised: name them with
-  ``rules`` that carry their axes.
+  stored ``[out, in]``, from their shapes. DeepMind gemma's einsum kernels: ``q_einsum``
+  ``[H, d, hd]`` and ``k_einsum`` ``[Hkv, d, hd]`` (attn_q / attn_k), ``kv_einsum``
+  ``[2, Hkv, d, hd]`` (attn_qkv: k and v stacked), ``attn_vec_einsum`` ``[H, hd, d]``
+  (attn_o), ``gating_einsum`` ``[2, ff, d]`` (mlp_in, gate and up stacked; its MoE form
+  ``[E, 2, ff, d]`` is expert_in), ``linear`` (mlp_out / expert_out), ``router_logits``, and
+  the dense branch ``mlp2``. MaxText's other blocks: ``shared_experts`` (a dense SwiGLU,
+  mlp_in/mlp_out), ``routed_experts`` and ``GptOssMlp`` (MoE blocks: ``gate`` is the router),
+  ``GptOssAttention`` (any module named ``*Attention``), DeepSeek MLA's ``wq_b`` (attn_q) and
+  ``wkv_b`` (attn_qkv: k and v per head) with ``wq_a``/``wkv_a`` (the latent
+  down-projections) as plain ``matrix``. Depthwise convolution kernels ``[taps, 1, C]``
+  (``conv1d``: Qwen3-Next's gated delta net) are per-channel filters: ``vector`` (AdamW).
   Biases, attention sinks and every 0/1-D leaf are ``vector``.
 
   A tied embedding used as the LM head (the tree has an embedding and no LM-head leaf of its
@@ -307,16 +412,23 @@ def label_roles(params: Any, *, scan_axis: int | None = None,
     params: a parameter pytree (NNX ``State`` or pure dict, Linen ``params``, nested dicts).
     scan_axis: for scanned layer stacks (leaves under a ``layers`` key, as MaxText's
       ``decoder/layers``), the axis that indexes layers (MaxText's ``param_scan_axis``); it is
-      removed before shapes are checked and becomes a batch axis.
+      removed before shapes are checked and becomes a batch axis. Stacks scanned inside
+      stacks (Qwen3-Next's ``decoder/layers/local_layers``) have one layer axis per level: an
+      int ``a`` places them as nested ``nn.scan(variable_axes={"params": a})`` does
+      (``a, a + 1, ...``, outermost first, for ``a >= 0``: MaxText's layout); a tuple names
+      them, outermost first; a ``{path regex: int | tuple}`` mapping gives each subtree its
+      own (the first regex found in the path wins; other leaves are unscanned).
     rules: ordered ``(regex, role)`` pairs, searched (case-insensitive) in the
       ``/``-joined path, e.g. ``[(r"blocks/\\d+/wqkv", "attn_qkv")]``. The first match wins
       and takes precedence over the built-in patterns. A third item names the leaf's axes,
       ``(regex, role, MatrixAxes)`` or ``(regex, role, shape -> MatrixAxes)``, for layouts
-      the built-ins cannot read (e.g. gemma's ``q_einsum`` ``[H, d, hd]``: ``MatrixAxes(rows=2,
-      cols=1)``, every head a matrix); :func:`matrix_axes` and the stack then use those axes
+      the built-ins cannot read (e.g. a custom ``[H, d, hd]`` query kernel:
+      ``MatrixAxes(rows=2, cols=1)``, every head a matrix); :func:`matrix_axes` and the stack
+      then use those axes
       (counted in the leaf's own shape, a scan axis included), checked against the shape.
-    head_dim: the size of one attention head; checked against every 2-D attention kernel
-      (its heads axis must be a multiple of it). See :func:`matrix_axes`.
+    head_dim: the size of one attention head, or ``{path regex: size}`` per block; checked
+      against every 2-D attention kernel (its heads axis must be a multiple of it). See
+      :func:`matrix_axes`.
     tied_embedding: ``"embedding"`` or ``"lm_head"``: the role of an embedding that is also
       the LM head (see above).
 
@@ -339,6 +451,7 @@ def label_roles(params: Any, *, scan_axis: int | None = None,
   if tied_embedding not in TIED_EMBEDDING:
     raise ValueError(f"Unknown tied_embedding {tied_embedding!r}; valid choices are "
                      f"{', '.join(map(repr, TIED_EMBEDDING))}.")
+  check_scan_axis(scan_axis)
   compiled = _check_rules(rules)
   moe = _moe_parents(params)
   tied = tied_embedding == "lm_head" and not _has_head(params, compiled, moe)
@@ -382,18 +495,26 @@ _HEADS_2D_T = {"attn_q": (0, 1, 2), "attn_k": (0, 1, 2), "attn_v": (0, 1, 2),
                "attn_qkv": (0, 1, 2), "attn_o": (1, 0, 2)}
 ATTENTION = ("heads", "whole")
 GATE_UP = ("interleaved", "concatenated")
+_MLA_LATENT = re.compile(r"^(wq_a|wkv_a|q_a_proj|kv_a_proj\w*)$")
 _QK_NORM = re.compile(r"^_?(q|k|query|key)_?(norm|layernorm|layer_norm|ln)$")
 
 
-def head_dims(params: Any, *, scan_axis: int | None = None) -> dict[tuple[str, ...], int]:
+def head_dims(params: Any, *, scan_axis: ScanAxis = None) -> dict[tuple[str, ...], int]:
   """Head sizes read off query/key norm scales (``q_norm``, ``k_norm``, ``query_norm``,
   ``key_norm``: one gain per head dimension), keyed by the attention block's path (lower
-  case) that holds them."""
+  case) that holds them. In a multi-head latent attention block (DeepSeek's MLA: it holds
+  ``wq_a``/``wkv_a`` or ``q_a_proj``/``kv_a_proj*``) ``q_norm`` normalises the query latent,
+  not one head, and is not read."""
   found: dict[tuple[str, ...], set[int]] = {}
-  for path, leaf in _tree_leaves_with_path(params):
+  mla = set()
+  leaves = _tree_leaves_with_path(params)
+  for path, _ in leaves:
+    low = [k.lower() for k in path_keys(path)]
+    mla.update(tuple(low[:i]) for i, k in enumerate(low) if _MLA_LATENT.match(k))
+  for path, leaf in leaves:
     low = [k.lower() for k in path_keys(path)]
     i = next((i for i, k in enumerate(low) if _QK_NORM.match(k)), None)
-    if i is None or not hasattr(leaf, "shape"):
+    if i is None or not hasattr(leaf, "shape") or tuple(low[:i]) in mla:
       continue
     core, _ = _core_shape(jax.numpy.shape(leaf), path, scan_axis)
     if len(core) == 1:
@@ -410,15 +531,50 @@ def head_dims(params: Any, *, scan_axis: int | None = None) -> dict[tuple[str, .
 
 def _attention_block(path) -> tuple[str, ...]:
   low = [k.lower() for k in path_keys(path)]
-  i = max((i for i, k in enumerate(low) if k in _ATTN), default=len(low) - 3)
+  i = max((i for i, k in enumerate(low) if _is_attn(k)), default=len(low) - 3)
   return tuple(low[:i + 1])
 
 
-def _in_view(v, sv):
-  """A core-view axis index in the full view, the scan axis sitting at ``sv``."""
-  if isinstance(v, tuple):
-    return tuple(_in_view(a, sv) for a in v)
-  return v if sv is None or v < sv else v + 1
+def _model_width(params, scan_axis) -> int | None:
+  """The model width d: the embedding's ``[V, d]`` second axis (None if not one width)."""
+  widths = set()
+  for path, leaf in _tree_leaves_with_path(params):
+    if hasattr(leaf, "shape") and "embedding" in _builtin_roles(path_keys(path), 2,
+                                                                  frozenset()):
+      core, _ = _core_shape(leaf.shape, path, scan_axis)
+      if len(core) == 2:
+        widths.add(core[1])
+  return widths.pop() if len(widths) == 1 else None
+
+
+# DeepMind gemma's einsum kernels, by name and core ndim: (rows, cols) with attention
+# "heads" and "whole". Heads and the stacked k/v axis are batch axes.
+_EINSUM = {
+    ("q_einsum", 3): ((2, 1), ((0, 2), 1)),         # [H, d, hd]
+    ("k_einsum", 3): ((2, 1), ((0, 2), 1)),         # Gemma 4's k=v kernel [Hkv, d, hd]
+    ("kv_einsum", 4): ((3, 2), ((1, 3), 2)),        # [2, Hkv, d, hd]: k and v stacked
+}
+# gating_einsum: gate and up stacked on the axis before the matrix, [2, ff, d] (gemma 3's
+# transpose_gating_einsum) or [2, d, ff]; experts [E, 2, ff, d] (gemma 4's MoE under mlp).
+_GATING_EINSUM = {3: ("mlp_in",), 4: ("expert_in",)}
+
+
+def _named_layout(path, core, role, attention, width):
+  """(rows, cols) in core axes for gemma's einsum kernels, or None for other leaves."""
+  low = [k.lower() for k in path_keys(path)]
+  for (name, nd), (heads, whole) in _EINSUM.items():
+    if name in low and len(core) == nd and role.startswith("attn_"):
+      return heads if attention == "heads" else whole
+  if "gating_einsum" in low and role in _GATING_EINSUM.get(len(core), ()):
+    ff_d, d_ff = core[-1] == width, core[-2] == width
+    if width is None or ff_d == d_ff:
+      raise ValueError(
+          f"{path_str(path)}: a stacked gate/up kernel of shape {tuple(core)} whose d axis "
+          f"cannot be told from the model width ({width}, read from the embedding): name its "
+          "axes with rules=[(regex, role, MatrixAxes(rows=<ff axis>, cols=<d axis>))].")
+    n = len(core)
+    return (n - 2, n - 1) if ff_d else (n - 1, n - 2)
+  return None
 
 
 def _conv1d_layout(params, roles, scan_axis) -> bool:
@@ -429,14 +585,9 @@ def _conv1d_layout(params, roles, scan_axis) -> bool:
   ``[ff, d]`` are ``[out, in]``."""
   flat = [(p, x) for p, x in _tree_leaves_with_path(params) if hasattr(x, "shape")]
   role_of = {path_str(p): r for p, r in jax.tree_util.tree_flatten_with_path(roles)[0]}
-  widths = set()
-  for path, leaf in flat:
-    core, _ = _core_shape(leaf.shape, path, scan_axis)
-    if len(core) == 2 and "embedding" in _builtin_roles(path_keys(path), 2, frozenset()):
-      widths.add(core[1])
-  if len(widths) != 1:
+  d = _model_width(params, scan_axis)
+  if d is None:
     return False
-  d = widths.pop()
   votes = {}
   for path, leaf in flat:
     low = [k.lower() for k in path_keys(path)]
@@ -452,11 +603,16 @@ def _conv1d_layout(params, roles, scan_axis) -> bool:
 
 
 def _axes_of(path, leaf, role, scan_axis, attention="whole", head_dim=None, gate_up=None,
-             pair=True, transposed=False):
+             pair=True, transposed=False, width=None):
   if role == "vector":
     return None
   shape = tuple(jax.numpy.shape(leaf))
-  core, s = _core_shape(shape, path, scan_axis)
+  core, scans = _core_shape(shape, path, scan_axis)
+  named = _named_layout(path, core, role, attention, width)
+  if named is not None:
+    rows, cols = named
+    return MatrixAxes(rows=_lift(rows, scans, len(shape)), cols=_lift(cols, scans, len(shape)),
+                      layers=scans)
   key = (role, len(core))
   if role == "lm_head" and "embedding" in _builtin_roles(path_keys(path), 2, frozenset()):
     key = ("embedding", 2)  # a tied embedding serving as the head: stored [V, d]
@@ -496,23 +652,39 @@ def _axes_of(path, leaf, role, scan_axis, attention="whole", head_dim=None, gate
     shift = lambda a: a + 1 if a > axis else a
     rows = neuron
     cols = (shift(cols), pair_ax) if pair else shift(cols)
+  nd = len(shape)
   if split is None:
-    lift = lambda a: (tuple(lift(x) for x in a) if isinstance(a, tuple)
-                      else a if s is None or a < s else a + 1)
-    return MatrixAxes(rows=lift(rows), cols=lift(cols), fan_out=fan_out,
-                      layers=() if s is None else (s,))
+    return MatrixAxes(rows=_lift(rows, scans, nd), cols=_lift(cols, scans, nd),
+                      fan_out=fan_out, layers=scans)
   c, inner = split
-  orig = c if s is None or c < s else c + 1
-  sv = None if s is None else (s + 1 if c < s else s)
-  axes = MatrixAxes(rows=_in_view(rows, sv), cols=_in_view(cols, sv), fan_out=fan_out,
-                    split=((orig, inner),), layers=() if sv is None else (sv,))
+  orig = _lift(c, scans, nd)  # the split axis in the leaf; the view has one axis more
+  view_scans = tuple(a if a < orig else a + 1 for a in scans)
+  axes = MatrixAxes(rows=_lift(rows, view_scans, nd + 1), cols=_lift(cols, view_scans, nd + 1),
+                    fan_out=fan_out, split=((orig, inner),), layers=view_scans)
   layout(shape, axes, path_str(path))  # a head size that does not divide raises here
   return axes
 
 
-def matrix_axes(params: Any, *, roles: Any = None, scan_axis: int | None = None,
+def _check_head_dim(head_dim) -> None:
+  values = head_dim.values() if isinstance(head_dim, Mapping) else [head_dim]
+  if head_dim is None or (all(_is_axis(v) and v > 0 for v in values) and all(
+      isinstance(k, str) for k in (head_dim if isinstance(head_dim, Mapping) else ()))):
+    return
+  raise ValueError(f"head_dim must be a positive int or a {{path regex: positive int}} "
+                   f"mapping, got {head_dim!r}.")
+
+
+def _head_dim_for(path, head_dim) -> int | None:
+  """``head_dim`` for this leaf: the int, or the value of the first regex found in its path."""
+  if isinstance(head_dim, Mapping):
+    name = path_str(path)
+    return next((v for k, v in head_dim.items() if re.search(k, name, re.IGNORECASE)), None)
+  return head_dim
+
+
+def matrix_axes(params: Any, *, roles: Any = None, scan_axis: ScanAxis = None,
                 rules: Iterable[tuple[str, str]] | None = None, attention: str = "heads",
-                head_dim: int | None = None, gate_up: str | None = None,
+                head_dim: HeadDim = None, gate_up: str | None = None,
                 tied_embedding: str = "embedding", gate_up_pairs: bool = True) -> Any:
   """Rows/cols axes of every leaf from its role and layout (``None`` for vectors).
 
@@ -545,8 +717,10 @@ def matrix_axes(params: Any, *, roles: Any = None, scan_axis: int | None = None,
     rules: passed to :func:`label_roles` when ``roles`` is None; a rule's axes (its third
       item) win over the built-in reading either way.
     attention: ``"heads"`` or ``"whole"`` (above).
-    head_dim: the size of one attention head, for 2-D kernels under ``attention="heads"``
-      (default: from ``q_norm``/``k_norm`` scales).
+    head_dim: the size of one attention head, for 2-D kernels under ``attention="heads"``,
+      or ``{path regex: size}`` when blocks differ (Qwen3-Next's gated delta net heads are
+      not its attention heads); default, and for blocks no regex names: read from the
+      block's ``q_norm``/``k_norm`` scales.
     gate_up: the layout of fused SwiGLU gate/up leaves (paths with ``gate_up``, e.g.
       ``gate_up_proj`` ``[d, 2 ff]`` or experts ``[E, d, 2 ff]``): ``None`` (each of the
       2 ff outputs is its own row), ``"interleaved"`` (gate_j, up_j adjacent, gpt-oss) or
@@ -574,25 +748,26 @@ def matrix_axes(params: Any, *, roles: Any = None, scan_axis: int | None = None,
   if gate_up is not None and gate_up not in GATE_UP:
     raise ValueError(f"Unknown gate_up {gate_up!r}; valid choices are None, "
                      f"{', '.join(map(repr, GATE_UP))}.")
-  if head_dim is not None and (isinstance(head_dim, bool) or not isinstance(head_dim, int)
-                               or head_dim <= 0):
-    raise ValueError(f"head_dim must be a positive int, got {head_dim!r}.")
+  _check_head_dim(head_dim)
+  check_scan_axis(scan_axis)
   if roles is None:
     roles = label_roles(params, scan_axis=scan_axis, rules=rules,
                         tied_embedding=tied_embedding)
   compiled = _check_rules(rules)
   inferred = head_dims(params, scan_axis=scan_axis) if attention == "heads" else {}
   conv1d = _conv1d_layout(params, roles, scan_axis)
+  width = _model_width(params, scan_axis)
 
   def one(path, leaf, role):
     if role != "vector" and compiled:
       given = _rule_axes(path, leaf, compiled)
       if given is not None:
         return given
-    hd = head_dim if head_dim is not None else inferred.get(_attention_block(path))
+    hd = _head_dim_for(path, head_dim)
+    hd = hd if hd is not None else inferred.get(_attention_block(path))
     transposed = conv1d and any(k.lower() in _CONV1D for k in path_keys(path)) and len(
         _core_shape(jax.numpy.shape(leaf), path, scan_axis)[0]) == 2
     return _axes_of(path, leaf, role, scan_axis, attention, hd, gate_up, gate_up_pairs,
-                    transposed)
+                    transposed, width)
 
   return jax.tree_util.tree_map_with_path(one, params, roles)

@@ -19,7 +19,7 @@ from optax.transforms import MaskedNode
 from symoptax import aliases
 from symoptax import sharding as sharding_lib
 from symoptax.axes import MatrixAxes, layout
-from symoptax.roles import ROLES, label_roles, matrix_axes, path_str
+from symoptax.roles import ROLES, HeadDim, ScanAxis, label_roles, matrix_axes, path_str
 from symoptax.transforms import NU_SCOPES, SCALES, shape_factor
 
 RULES = ("adamw", "muon", "rownorm", "right_polar", "left_polar", "hybrid", "polargrad",
@@ -383,10 +383,10 @@ def symmetry_stack(
     params: Any = None,
     roles: Any = None,
     overrides: Mapping[str, Any] | None = None,
-    scan_axis: int | None = None,
+    scan_axis: ScanAxis = None,
     rules: Iterable[tuple[str, str]] | None = None,
     attention: str | None = None,
-    head_dim: int | None = None,
+    head_dim: HeadDim = None,
     nu_scope: str | None = None,
     scale: str | None = None,
     gate_up: str | None = None,
@@ -433,16 +433,18 @@ def symmetry_stack(
       ``{"method": "muon_ns", "momentum": "optax"}`` for ``muon``, ``{"b2": 0.99}`` for
       ``adamw``, ``{"center": False}`` to switch a head's or router's centring off (an
       ablation); roles with the same rule and options share a branch).
-    scan_axis: the layer axis of scanned layer stacks (see :func:`label_roles`).
+    scan_axis: the layer axis of scanned layer stacks, or one per nested stack, or a
+      ``{path regex: axis}`` mapping (see :func:`label_roles`).
     rules: extra ``(regex, role)`` patterns for :func:`label_roles`.
     attention: ``"heads"`` (one polar factor per attention head, as the reference does) or
       ``"whole"`` (one per kernel, as ``optax.contrib.muon`` with MaxText's dimension
       numbers); ``None``: the preset's (``PRESET_OPTIONS``: "heads" for "paper", "whole"
       for the others). The same model stored 2-D (HF/NNX) or 3-D (MaxText) gets the same
       matrices either way (:func:`matrix_axes`).
-    head_dim: the size of one attention head, for 2-D attention kernels under
-      ``attention="heads"``; default: read from the model's ``q_norm``/``k_norm`` scales (a
-      2-D kernel whose head size is unknown raises, naming it).
+    head_dim: the size of one attention head (or ``{path regex: size}``), for 2-D attention
+      kernels under ``attention="heads"``; default: read from the model's
+      ``q_norm``/``k_norm`` scales (a 2-D kernel whose head size is unknown raises, naming
+      it).
     nu_scope: ``"matrix"`` or ``"leaf"`` for the nu-scaled rules (right/left polar, hybrid,
       PolarGrad): one nu per matrix, or one per stacked leaf as the reference takes for
       ``[E, m, n]`` experts (:func:`symoptax.scale_by_polar`); ``None``: the preset's
@@ -685,9 +687,9 @@ def _matrices(lay, role: str, attention: str) -> str:
 
 def describe(params: Any, *, preset: str = DEFAULT_PRESET, learning_rate: Any = 1.0,
              roles: Any = None, overrides: Mapping[str, Any] | None = None,
-             scan_axis: int | None = None,
+             scan_axis: ScanAxis = None,
              rules: Iterable[tuple[str, str]] | None = None, attention: str | None = None,
-             head_dim: int | None = None, gate_up: str | None = None,
+             head_dim: HeadDim = None, gate_up: str | None = None,
              tied_embedding: str = "embedding", scale: str | None = None,
              axes: Any = None) -> Description:
   """A table of what each leaf gets from :func:`symmetry_stack` with the same arguments.

@@ -153,32 +153,211 @@ def test_position_tables_take_adamw_in_every_preset():
       "post_attention_layernorm": {"scale": "vector"}, "embed": {"pos_embedding": "position"}}
 
 
-# MaxText 0.2.5's scanned trees (tools/capture_maxtext_trees.py, param_scan_axis 1): the
-# mainstream dense and MoE blocks. (Its other blocks -- gpt-oss, DeepSeek MLA, shared experts,
-# Qwen3-Next's nested scans -- and DeepMind gemma's einsum kernels are captured too but not
-# yet read by the built-ins; README "Roles".)
-SCANNED = dict(layers=(1,))
+# MaxText 0.2.5's trees (tools/capture_maxtext_trees.py, param_scan_axis 1): (regex over the
+# path) -> (role, axes in the leaf's core, its layer axes removed) under attention="whole";
+# the first pattern found wins, every other leaf is a vector. Layer axes: 1 in decoder/layers,
+# dense_layers, moe_layers; 1 and 2 in Qwen3-Next's local_layers (scanned inside the block
+# scan); none in gemma3's unscanned layers_remainder.
 MAXTEXT = [(r"token_embedder/embedding$", "embedding", A(0, 1, fan_out="cols")),
            (r"logits_dense/kernel$", "lm_head", A(1, 0)),
-           (r"self_attention/query/kernel$", "attn_q", A((2, 3), 0, **SCANNED)),
-           (r"self_attention/key/kernel$", "attn_k", A((2, 3), 0, **SCANNED)),
-           (r"self_attention/value/kernel$", "attn_v", A((2, 3), 0, **SCANNED)),
-           (r"self_attention/out/kernel$", "attn_o", A(3, (0, 2), **SCANNED)),
-           (r"mlp/wi_[01]/kernel$", "mlp_in", A(2, 0, **SCANNED)),
-           (r"mlp/wo/kernel$", "mlp_out", A(0, 2, fan_out="cols", **SCANNED)),
-           (r"/gate/kernel$", "router", A(2, 0, **SCANNED)),
-           (r"/wi_[01]$", "expert_in", A(3, 2, **SCANNED)),
-           (r"/wo$", "expert_out", A(2, 3, fan_out="cols", **SCANNED))]
+           (r"attention/(query|wq_b)/kernel$", "attn_q", A((1, 2), 0)),
+           (r"attention/key/kernel$", "attn_k", A((1, 2), 0)),
+           (r"attention/value/kernel$", "attn_v", A((1, 2), 0)),
+           (r"attention/wkv_b/kernel$", "attn_qkv", A((1, 2), 0)),   # MLA: k and v per head
+           (r"global_layer/attention/attention/out/kernel$", "attn_o", A(1, 0)),  # [H hd, d]
+           (r"attention/out_proj/kernel$", "attn_o", A(1, 0)),      # gated delta net
+           (r"attention/out/kernel$", "attn_o", A(2, (0, 1))),
+           (r"attention/(wq_a|wkv_a|in_proj_ba|in_proj_qkvz)/kernel$", "matrix", A(1, 0)),
+           (r"shared_expert_gate/kernel$", "matrix", A(1, 0)),
+           (r"(mlp|shared_experts?)/wi_[01]/kernel$", "mlp_in", A(1, 0)),
+           (r"(mlp|shared_experts?)/wo/kernel$", "mlp_out", A(0, 1, fan_out="cols")),
+           (r"/gate/kernel$", "router", A(1, 0)),
+           (r"/wi_[01]$", "expert_in", A(2, 1)),
+           (r"/wo$", "expert_out", A(1, 2, fan_out="cols"))]
+MAXTEXT_MODELS = ["llama3-8b", "qwen3-8b", "gemma3-4b", "mixtral-8x7b", "qwen3-30b-a3b",
+                  "llama4-17b-16e", "llama4-17b-128e", "deepseek3-671b", "gpt-oss-20b",
+                  "qwen3-next-80b-a3b"]
 
 
-@pytest.mark.parametrize("model", ["llama3-8b", "qwen3-8b", "mixtral-8x7b", "qwen3-30b-a3b"])
-def test_maxtext_scanned_trees_get_their_roles_and_axes(model):
+def layer_axes(path):
+  """MaxText's layer axes for a leaf: one per scanned stack it sits in."""
+  depth = sum(k in ("layers", "dense_layers", "moe_layers", "local_layers")
+              for k in path.split("/"))
+  return tuple(range(1, 1 + depth))
+
+
+def in_leaf(core_axes, layers):
+  """Core axes (layer axes removed) as axes of the whole leaf."""
+  if core_axes is None:
+    return None
+  def lift(a):
+    if isinstance(a, tuple):
+      return tuple(lift(x) for x in a)
+    for s in layers:  # sorted
+      a += a >= s
+    return a
+  return A(lift(core_axes.rows), lift(core_axes.cols), fan_out=core_axes.fan_out,
+           layers=layers)
+
+
+@pytest.mark.parametrize("model", MAXTEXT_MODELS)
+def test_maxtext_trees_get_their_roles_and_axes(model):
   fx = fixture(f"maxtext_{model}")
   assert fx["config"]["param_scan_axis"] == 1
   tree = tree_of(fx["leaves"], lambda p, s, dt: jax.ShapeDtypeStruct(s, dt))
   roles = flat(symoptax.label_roles(tree, scan_axis=1))
   axes = flat(symoptax.matrix_axes(tree, scan_axis=1, attention="whole"))
   for path, shape, _ in fx["leaves"]:
-    want = next(((r, a) for pattern, r, a in MAXTEXT if re.search(pattern, path)),
+    role, core = next(((r, a) for pattern, r, a in MAXTEXT if re.search(pattern, path, re.I)),
+                      ("vector", None))
+    assert (roles[path], axes[path]) == (role, in_leaf(core, layer_axes(path))), (path, shape)
+
+
+def test_nested_scans_take_an_int_a_tuple_or_a_mapping():
+  """Qwen3-Next's local_layers (scanned inside the scanned block): scan_axis=1 places the two
+  layer axes as nested nn.scan does (1, 2); (1, 2) and a per-subtree mapping say the same;
+  a tuple too short for the nesting, or axes that miss the leaf, raise naming it."""
+  fx = fixture("maxtext_qwen3-next-80b-a3b")
+  tree = tree_of(fx["leaves"], lambda p, s, dt: jax.ShapeDtypeStruct(s, dt))
+  want = flat(symoptax.matrix_axes(tree, scan_axis=1, attention="whole"))
+  for spec in [(1, 2), {"local_layers": (1, 2), "decoder/layers": 1}]:
+    assert flat(symoptax.matrix_axes(tree, scan_axis=spec, attention="whole")) == want
+  kernel = "decoder/layers/local_layers/attention/out_proj/kernel"
+  assert want[kernel] == A(3, 0, layers=(1, 2))
+  # Outer scan at 0, inner at 2: [L_outer, 4096, L_inner, 2048].
+  moved = {"decoder": {"layers": {"local_layers": {"attention": {"out_proj": {
+      "kernel": jax.ShapeDtypeStruct((1, 4096, 3, 2048), jnp.float32)}}}}}}
+  assert flat(symoptax.matrix_axes(moved, scan_axis=(0, 2), attention="whole"))[kernel] == (
+      A(3, 1, layers=(0, 2)))
+  with pytest.raises(ValueError,
+                     match=r"local_layers/\S+: .*inside 2 scanned layer stacks .*names 1"):
+    symoptax.label_roles(tree, scan_axis=(1,))
+  with pytest.raises(ValueError, match=r"local_layers/\S+: scan_axis=\(1, 9\) is out of range"):
+    symoptax.label_roles(tree, scan_axis=(1, 9))
+  with pytest.raises(ValueError, match="scan_axis must be None, an int, a tuple"):
+    symoptax.label_roles(tree, scan_axis=1.0)
+
+
+# DeepMind gemma 4.0.1's trees (tools/capture_gemma_trees.py; unscanned layer_N): every leaf
+# under both attention readings: (role, axes with "heads", axes with "whole").
+GEMMA = [(r"embedder/input_embedding$", "embedding", A(0, 1, fan_out="cols"), None),
+         (r"attn/(q|k)_einsum/w$", None, A(2, 1), A((0, 2), 1)),           # [H, d, hd]
+         (r"attn/kv_einsum/w$", "attn_qkv", A(3, 2), A((1, 3), 2)),        # [2, Hkv, d, hd]
+         (r"attn/attn_vec_einsum/w$", "attn_o", A(2, 1), A(2, (0, 1))),    # [H, hd, d]
+         (r"layer_\d+/mlp2?/gating_einsum$", "mlp_in", A(1, 2), None),     # [2, ff, d]
+         (r"layer_\d+/mlp2?/linear$", "mlp_out", A(0, 1, fan_out="cols"), None),
+         (r"mlp/gating_einsum/w$", "expert_in", A(2, 3), None),           # [E, 2, ff, d]
+         (r"mlp/linear/w$", "expert_out", A(1, 2, fan_out="cols"), None),  # [E, ff, d]
+         (r"mlp/router_logits/w$", "router", A(1, 0), None)]
+
+
+@pytest.mark.parametrize("model", ["gemma3_1b", "gemma4_26b_a4b"])
+def test_gemma_einsum_trees_get_their_roles_and_axes(model):
+  fx = fixture(f"gemma_{model}")
+  tree = tree_of(fx["leaves"], lambda p, s, dt: jax.ShapeDtypeStruct(s, dt))
+  roles = flat(symoptax.label_roles(tree))
+  heads = flat(symoptax.matrix_axes(tree, attention="heads"))
+  whole = flat(symoptax.matrix_axes(tree, attention="whole"))
+  for path, shape, _ in fx["leaves"]:
+    role, h, w = next(((r, h, w) for pattern, r, h, w in GEMMA if re.search(pattern, path)),
+                      ("vector", None, None))
+    role = role or ("attn_q" if "/q_einsum/" in path else "attn_k")
+    assert (roles[path], heads[path], whole[path]) == (role, h, w or h), (path, shape)
+
+
+def small_version(fx):
+  """The fixture's leaves with every dimension above 4 mapped to a small one (equal sizes
+  stay equal; head sizes become HEAD and the rest multiples of it, so heads still divide)."""
+  c = fx["config"]
+  heads = {c[k] for k in ("head_dim", "global_key_size") if k in c}
+  dims = sorted({n for _, shape, _ in fx["leaves"] for n in shape if n > 4} - heads)
+  small = {n: HEAD * (i + 2) for i, n in enumerate(dims)} | {n: HEAD for n in heads}
+  return [(p, [small.get(n, n) for n in shape], dt) for p, shape, dt in fx["leaves"]]
+
+
+@pytest.mark.parametrize("name", [f"maxtext_{m}" for m in MAXTEXT_MODELS]
+                         + ["gemma_gemma3_1b", "gemma_gemma4_26b_a4b"])
+def test_one_paper_step_on_a_small_maxtext_or_gemma_tree(name):
+  fx = fixture(name)
+  scan = 1 if name.startswith("maxtext") else None
+  leaves = small_version(fx)
+  key = iter(jax.random.split(jax.random.key(0), 2 * len(leaves)))
+  params = tree_of(leaves, lambda p, s, dt: jax.random.normal(next(key), s, jnp.float32))
+  grads = jax.tree_util.tree_map(lambda x: jax.random.normal(next(key), x.shape), params)
+  real = tree_of(fx["leaves"], lambda p, s, dt: jax.ShapeDtypeStruct(s, dt))
+  assert (symoptax.label_roles(params, scan_axis=scan)
+          == symoptax.label_roles(real, scan_axis=scan))
+  tx = symoptax.symmetry_stack(0.02, preset="paper", params=params, scan_axis=scan,
+                               head_dim=HEAD)
+  updates, _ = jax.jit(tx.update)(grads, tx.init(params), params)
+  for path, u in flat(updates).items():
+    assert bool(jnp.all(jnp.isfinite(u))) and float(jnp.abs(u).max()) > 0, path
+
+
+# EasyDeL 0.3.0's seven families (tools/capture_easydel_trees.py): HF names, unscanned
+# model/layers/N, Dense kernels [in, out], experts stacked [E, in, out]; (regex) -> (role,
+# axes under attention="whole"), the first found wins, every other leaf a vector (norms
+# named kernel, biases, gpt-oss's sinks, DeepSeek's e_score_correction_bias).
+EASYDEL = [(r"embed_tokens/embedding$", "embedding", LOOKUP),
+           (r"^lm_head/kernel$", "lm_head", DENSE_IN),  # gemma3's too: EasyDeL keeps one
+           (r"self_attn/(q_proj|q_b_proj)/kernel$", "attn_q", DENSE_IN),
+           (r"self_attn/k_proj/kernel$", "attn_k", DENSE_IN),
+           (r"self_attn/v_proj/kernel$", "attn_v", DENSE_IN),
+           (r"self_attn/kv_b_proj/kernel$", "attn_qkv", DENSE_IN),  # MLA: k_nope and v per head
+           (r"self_attn/o_proj/kernel$", "attn_o", DENSE_IN),
+           (r"self_attn/(q_a_proj|kv_a_proj_with_mqa)/kernel$", "matrix", DENSE_IN),
+           (r"/experts/(gate_proj|up_proj|w1|w3)/kernel$", "expert_in", A(2, 1)),
+           (r"/experts/(down_proj|w2)/kernel$", "expert_out", A(1, 2, fan_out="cols")),
+           (r"(mlp|block_sparse_moe)/(gate|router)/kernel$", "router", DENSE_IN),
+           (r"(mlp|shared_experts)/(gate_proj|up_proj)/kernel$", "mlp_in", DENSE_IN),
+           (r"(mlp|shared_experts)/down_proj/kernel$", "mlp_out", DENSE_OUT)]
+EASYDEL_MODELS = ["llama", "qwen3", "qwen3_moe", "mixtral", "gpt_oss", "deepseek_v3", "gemma3"]
+
+
+@pytest.mark.parametrize("model", EASYDEL_MODELS)
+def test_easydel_trees_get_their_roles_and_axes(model):
+  fx = fixture(f"easydel_{model}")
+  tree = tree_of(fx["leaves"], lambda p, s, dt: jax.ShapeDtypeStruct(s, dt))
+  roles = flat(symoptax.label_roles(tree))
+  axes = flat(symoptax.matrix_axes(tree, attention="whole"))
+  for path, shape, _ in fx["leaves"]:
+    want = next(((r, a) for pattern, r, a in EASYDEL if re.search(pattern, path)),
                 ("vector", None))
     assert (roles[path], axes[path]) == want, (path, shape)
+  seen = {pattern for pattern, *_ in EASYDEL for p in roles if re.search(pattern, p)}
+  assert {EASYDEL[0][0], EASYDEL[1][0]} <= seen
+
+
+def test_mla_heads_take_a_head_size_per_projection():
+  """DeepSeek-V3's MLA kernels have three head sizes (q 192, k_nope+v 256, o's v 128): a
+  {regex: size} head_dim splits each by its own; the latent q_a_layernorm is not a q_norm."""
+  fx = fixture("easydel_deepseek_v3")
+  tree = tree_of(fx["leaves"], lambda p, s, dt: jax.ShapeDtypeStruct(s, dt))
+  sizes = {"q_b_proj": 192, "kv_b_proj": 256, "o_proj": 128}
+  heads = flat(symoptax.matrix_axes(tree, head_dim=sizes))
+  at = "model/layers/0/self_attn/"
+  assert heads[at + "q_b_proj/kernel"] == A(2, 0, split=((1, 192),))
+  assert heads[at + "kv_b_proj/kernel"] == A(2, 0, split=((1, 256),))
+  assert heads[at + "o_proj/kernel"] == A(2, 1, split=((0, 128),))
+  with pytest.raises(ValueError, match=r"(q_b|kv_b|o)_proj/kernel: attention='heads' .*head_dim="):
+    symoptax.matrix_axes(tree)  # MaxText's MLA q_norm is a latent's too: never a head size
+  mt = fixture("maxtext_deepseek3-671b")
+  mt_tree = tree_of(mt["leaves"], lambda p, s, dt: jax.ShapeDtypeStruct(s, dt))
+  assert symoptax.roles.head_dims(mt_tree, scan_axis=1) == {}
+  with pytest.raises(ValueError, match=r"head_dim must be a positive int or a"):
+    symoptax.matrix_axes(tree, head_dim={"q_b_proj": 0})
+
+
+@pytest.mark.parametrize("model", EASYDEL_MODELS)
+def test_one_paper_step_on_a_small_easydel_tree(model):
+  fx = fixture(f"easydel_{model}")
+  leaves = small_version(fx)
+  key = iter(jax.random.split(jax.random.key(0), 2 * len(leaves)))
+  params = tree_of(leaves, lambda p, s, dt: jax.random.normal(next(key), s, jnp.float32))
+  grads = jax.tree_util.tree_map(lambda x: jax.random.normal(next(key), x.shape), params)
+  real = tree_of(fx["leaves"], lambda p, s, dt: jax.ShapeDtypeStruct(s, dt))
+  assert symoptax.label_roles(params) == symoptax.label_roles(real)
+  tx = symoptax.symmetry_stack(0.02, preset="paper", params=params, head_dim=HEAD)
+  updates, _ = jax.jit(tx.update)(grads, tx.init(params), params)
+  for path, u in flat(updates).items():
+    assert bool(jnp.all(jnp.isfinite(u))) and float(jnp.abs(u).max()) > 0, path
