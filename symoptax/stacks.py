@@ -654,14 +654,16 @@ def _like(roles, tree):
 
 @dataclasses.dataclass
 class Description:
-  """What :func:`symmetry_stack` gives each leaf; ``str()`` prints the table."""
+  """What :func:`symmetry_stack` gives each leaf; ``str()`` prints the table (its ``lr``
+  column when a learning rate was given, ``lr ratio`` otherwise)."""
   rows: list[dict[str, Any]]
+  rates: bool = True
 
   COLUMNS = ("path", "shape", "role", "rule", "rows", "cols", "matrices", "shape factor", "lr",
              "wd")
 
   def __str__(self) -> str:
-    cols = list(self.COLUMNS)
+    cols = [c if c != "lr" or self.rates else "lr ratio" for c in self.COLUMNS]
     cells = [[str(r[c]) for c in cols] for r in self.rows]
     width = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(cols)]
     line = lambda vals: "  ".join(v.ljust(w) for v, w in zip(vals, width)).rstrip()
@@ -685,7 +687,7 @@ def _matrices(lay, role: str, attention: str) -> str:
   return f"{b} x {shape}" if b > 1 else shape
 
 
-def describe(params: Any, *, preset: str = DEFAULT_PRESET, learning_rate: Any = 1.0,
+def describe(params: Any, *, preset: str = DEFAULT_PRESET, learning_rate: Any = None,
              roles: Any = None, overrides: Mapping[str, Any] | None = None,
              scan_axis: ScanAxis = None,
              rules: Iterable[tuple[str, str]] | None = None, attention: str | None = None,
@@ -702,19 +704,28 @@ def describe(params: Any, *, preset: str = DEFAULT_PRESET, learning_rate: Any = 
   factor under a ``scale``; the convention's name for the other rules it rescales, ``-``
   otherwise), learning
   rate and weight decay (each row's dict also holds ``batched``: the ``(B, rows, cols)`` its
-  rule sees, ``None`` for vectors). With the default ``learning_rate=1.0`` the lr column shows each
-  rule's multiple of the learning rate you will pass to :func:`symmetry_stack`. Schedules
-  show as ``schedule``.
+  rule sees, ``None`` for vectors). Given a ``learning_rate`` (the one you pass to
+  :func:`symmetry_stack`), the ``lr`` column shows each leaf's rate (``schedule`` for a
+  schedule); without one, an ``lr ratio`` column shows each leaf's multiple of that rate
+  (``PRESET_LR_RATIO`` / ``LR_RATIO``), and a rate an override sets itself shows as
+  ``<rate> (own)``. Each row's dict holds both, ``lr`` (``None`` without a learning rate)
+  and ``lr ratio``.
 
   Examples:
     >>> import jax.numpy as jnp, symoptax
-    >>> print(symoptax.describe({"lm_head": {"kernel": jnp.ones((8, 32))}}))
-    path            shape    role     rule              rows  cols  matrices  shape factor  lr     wd
-    --------------  -------  -------  ----------------  ----  ----  --------  ------------  -----  ---
-    lm_head/kernel  (8, 32)  lm_head  hybrid (centred)  1     0     [32, 8]   -             0.045  0.0
+    >>> params = {"lm_head": {"kernel": jnp.ones((8, 32))}}
+    >>> print(symoptax.describe(params))
+    path            shape    role     rule              rows  cols  matrices  shape factor  lr ratio  wd
+    --------------  -------  -------  ----------------  ----  ----  --------  ------------  --------  ---
+    lm_head/kernel  (8, 32)  lm_head  hybrid (centred)  1     0     [32, 8]   -             0.045     0.0
+    >>> print(symoptax.describe(params, learning_rate=0.04))
+    path            shape    role     rule              rows  cols  matrices  shape factor  lr      wd
+    --------------  -------  -------  ----------------  ----  ----  --------  ------------  ------  ---
+    lm_head/kernel  (8, 32)  lm_head  hybrid (centred)  1     0     [32, 8]   -             0.0018  0.0
   """
   opts = stack_options(preset, attention=attention, scale=scale)
-  table = resolve_rules(learning_rate, preset, overrides, opts["scale"])
+  rates = learning_rate is not None
+  table = resolve_rules(learning_rate if rates else 1.0, preset, overrides, opts["scale"])
   if roles is None:
     roles = label_roles(params, scan_axis=scan_axis, rules=rules,
                         tied_embedding=tied_embedding)
@@ -730,7 +741,8 @@ def describe(params: Any, *, preset: str = DEFAULT_PRESET, learning_rate: Any = 
     ax = leaf_axes[r.rule][i]
     lay = None if ax is None else layout(jax.numpy.shape(leaf), ax, path_str(path))
     rule = r.rule + (" (centred)" if r.center else "")
-    lr = "schedule" if callable(r.learning_rate) else float(f"{r.learning_rate:.4g}")
+    own = "schedule" if callable(r.learning_rate) else float(f"{r.learning_rate:.4g}")
+    ratio = f"{own} (own)" if r.lr_ratio is None else float(f"{r.lr_ratio:.4g}")
     conv = {**_scale_options(r.rule, opts["scale"]), **dict(r.options)}
     if lay is None or (r.rule not in _SHAPED_RULES and "scale" not in conv):
       factor = "-"
@@ -742,6 +754,7 @@ def describe(params: Any, *, preset: str = DEFAULT_PRESET, learning_rate: Any = 
                      rule=rule, rows="-" if ax is None else ax.rows,
                      cols="-" if ax is None else ax.cols,
                      matrices="-" if lay is None else _matrices(lay, role, opts["attention"]),
-                     **{"shape factor": factor}, lr=lr, wd=r.weight_decay,
-                     batched=None if lay is None else lay.batched_shape))
-  return Description(rows)
+                     **{"shape factor": factor}, lr=own if rates else None,
+                     wd=r.weight_decay, batched=None if lay is None else lay.batched_shape,
+                     **{"lr ratio": ratio}))
+  return Description(rows, rates=rates)

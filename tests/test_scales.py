@@ -195,7 +195,7 @@ def test_stack_scale_rms_gives_every_matrix_update_rms_02_times_one_rate(preset)
                      ("layers/mlp/down_proj/kernel", u["layers"]["mlp"]["down_proj"]["kernel"]),
                      ("layers/self_attn/q_proj/kernel",
                       u["layers"]["self_attn"]["q_proj"]["kernel"])]:
-    assert rows[path]["lr"] == 1.0, (preset, path)
+    assert rows[path]["lr ratio"] == 1.0, (preset, path)
     # Muon's "rms" shape rule is Moonlight's formula: exact for a full-rank polar factor, to
     # the Polar Express oracle's accuracy (a few percent); the others rescale exactly.
     tol = 0.05 if rows[path]["rule"] == "muon" else 1e-4

@@ -133,6 +133,25 @@ def test_overrides_change_rule_learning_rate_and_weight_decay():
   assert rows["layers/0/mlp/down_proj/kernel"]["rule"] == "muon"
 
 
+def test_describe_shows_rates_given_a_learning_rate_and_labelled_ratios_without():
+  params, _, _ = problem("qwen3")
+  own = {"embedding": {"learning_rate": 0.5}}
+  ratios = symoptax.describe(params, overrides=own)
+  rates = symoptax.describe(params, learning_rate=0.02, overrides=own)
+  header = lambda d: str(d).splitlines()[0].split()
+  assert "ratio" in header(ratios) and "ratio" not in header(rates)
+  by_path = lambda d: {r["path"]: r for r in d.rows}
+  r0, r1 = by_path(ratios), by_path(rates)
+  head, vec = "lm_head/kernel", "norm/scale"
+  table = symoptax.PRESET_LR_RATIO[symoptax.DEFAULT_PRESET]
+  assert r0[head]["lr ratio"] == table[("hybrid", "lm_head")] and r0[head]["lr"] is None
+  assert r1[head]["lr"] == pytest.approx(0.02 * table[("hybrid", "lm_head")])
+  assert r1[vec]["lr"] == pytest.approx(0.02 * r0[vec]["lr ratio"])
+  # A rate an override sets is its own, not a ratio.
+  assert r0["embed_tokens/embedding"]["lr ratio"] == "0.5 (own)"
+  assert r1["embed_tokens/embedding"]["lr"] == 0.5
+
+
 def test_schedules_and_explicit_roles():
   params, loss, _ = problem("qwen3")
   roles = symoptax.label_roles(params)
