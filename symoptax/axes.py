@@ -98,6 +98,27 @@ def _as_tuple(spec: AxisSpec, what: str = "axis", path: str = "<leaf>") -> tuple
   return tuple(int(x) for x in items)
 
 
+def path_keys(path: Sequence[Any]) -> tuple[str, ...]:
+  """A jax key path as plain strings; NNX's trailing ``.value`` attribute is dropped."""
+  path = tuple(path)
+  if len(path) > 1 and isinstance(path[-1], jax.tree_util.GetAttrKey) and path[-1].name in (
+      "value", "raw_value"):
+    path = path[:-1]
+  out = []
+  for k in path:
+    for attr in ("key", "idx", "name"):
+      if hasattr(k, attr):
+        out.append(str(getattr(k, attr)))
+        break
+    else:
+      out.append(str(k))
+  return tuple(out)
+
+
+def path_str(path: Sequence[Any]) -> str:
+  return "/".join(path_keys(path))
+
+
 def _path_str(path) -> str:
   return jax.tree_util.keystr(tuple(path)) if path else "<root>"
 

@@ -12,11 +12,11 @@ Matching uses only a leaf's own path and shape, so it works on the masked trees 
 from __future__ import annotations
 
 import re
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping
 
 import jax
 
-from symoptax.axes import MatrixAxes, layout
+from symoptax.axes import MatrixAxes, layout, path_keys, path_str
 
 ROLES = ("embedding", "lm_head", "attn_q", "attn_k", "attn_v", "attn_qkv", "attn_o",
          "mlp_in", "mlp_out", "router", "expert_in", "expert_out", "matrix", "position",
@@ -79,27 +79,6 @@ _NDIM = {"embedding": (2,), "position": (2,), "lm_head": (2,), "attn_q": (2, 3),
          "attn_k": (2, 3), "attn_v": (2, 3), "attn_qkv": (2, 3), "attn_o": (2, 3), "mlp_in": (2,),
          "mlp_out": (2,), "router": (2,), "expert_in": (2, 3), "expert_out": (2, 3),
          "matrix": (2,)}
-
-
-def path_keys(path: Sequence[Any]) -> tuple[str, ...]:
-  """A jax key path as plain strings; NNX's trailing ``.value`` attribute is dropped."""
-  path = tuple(path)
-  if len(path) > 1 and isinstance(path[-1], jax.tree_util.GetAttrKey) and path[-1].name in (
-      "value", "raw_value"):
-    path = path[:-1]
-  out = []
-  for k in path:
-    for attr in ("key", "idx", "name"):
-      if hasattr(k, attr):
-        out.append(str(getattr(k, attr)))
-        break
-    else:
-      out.append(str(k))
-  return tuple(out)
-
-
-def path_str(path: Sequence[Any]) -> str:
-  return "/".join(path_keys(path))
 
 
 def _scan_depth(path) -> int:

@@ -38,7 +38,8 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from symoptax.axes import from_batched, layout, to_batched
+from symoptax.axes import from_batched, layout, path_str, to_batched
+from symoptax.shards import LOCAL, MatrixShards  # re-exported: public here too
 
 # --------------------------------------------------------------------------------------------
 # Version shims (jax 0.6 .. 0.10): the only place that looks at which JAX is installed.
@@ -69,9 +70,10 @@ def use_mesh(mesh: Mesh):
 def _explicit_axes(mesh: Any) -> set[str]:
   """Names of the mesh axes of type Explicit (none before jax had axis types)."""
   types = getattr(mesh, "axis_types", None)
-  if not types:
+  axis_type = getattr(jax.sharding, "AxisType", None)
+  if not types or axis_type is None:
     return set()
-  return {name for name, t in zip(mesh.axis_names, types) if "Explicit" in str(t)}
+  return {name for name, t in zip(mesh.axis_names, types) if t == axis_type.Explicit}
 
 
 def constrain(x: jax.Array, sharding: NamedSharding) -> jax.Array:
@@ -81,101 +83,6 @@ def constrain(x: jax.Array, sharding: NamedSharding) -> jax.Array:
   return jax.lax.with_sharding_constraint(x, sharding)
 
 
-# --------------------------------------------------------------------------------------------
-# Reductions that know which mesh axes split a matrix.
-
-
-class MatrixShards(NamedTuple):
-  """Which mesh axes split the rows and the columns of a ``[B, rows, cols]`` batch.
-
-  Inside ``shard_map`` a primitive sees local blocks. It reduces over rows or columns with
-  :meth:`sum`/:meth:`max` (which add the ``psum``/``pmax`` over the mesh axes that split that
-  dimension), reads the global matrix shape from :meth:`matrix_shape`, runs maps that need
-  whole matrices through :meth:`whole` and one-sided Gram maps through :meth:`gathered`.
-  ``LOCAL`` (no axes) is the single-device case, where all of these are the plain operations.
-  """
-
-  rows: tuple[str, ...] = ()
-  cols: tuple[str, ...] = ()
-  shape: tuple[int, int] | None = None  # global (rows, cols); None: the local shape
-  count: int = 1  # number of blocks one matrix is split into (product of the axes' sizes)
-
-  def _names(self, axis) -> tuple[str, ...]:
-    axis = (axis,) if isinstance(axis, int) else tuple(axis)
-    names: tuple[str, ...] = ()
-    if -2 in axis:
-      names += self.rows
-    if -1 in axis:
-      names += self.cols
-    return names
-
-  def sum(self, x: jax.Array, axis) -> jax.Array:
-    """``jnp.sum(x, axis, keepdims=True)`` over the global matrix (axis -1, -2 or both)."""
-    s = jnp.sum(x, axis=axis, keepdims=True)
-    names = self._names(axis)
-    return jax.lax.psum(s, names) if names else s
-
-  def max(self, x: jax.Array, axis) -> jax.Array:
-    """``jnp.max(x, axis, keepdims=True)`` over the global matrix (``-inf`` over no entries:
-    an empty leaf, or a shard of none)."""
-    s = jnp.max(x, axis=axis, keepdims=True, initial=-jnp.inf)
-    names = self._names(axis)
-    return jax.lax.pmax(s, names) if names else s
-
-  def matrix_shape(self, x: jax.Array) -> tuple[int, int]:
-    """The global ``(rows, cols)`` of the matrices ``x`` holds blocks of."""
-    return self.shape if self.shape is not None else (x.shape[-2], x.shape[-1])
-
-  def whole(self, f: Callable[..., Any], *xs: jax.Array) -> Any:
-    """``f`` on whole matrices: ``f(*whole_xs)`` for same-shape blocks ``xs``, returning an
-    array or a tuple of arrays of the blocks' shape.
-
-    The batch is zero-padded to a multiple of :attr:`count`, ``all_to_all`` over the row and
-    then the column axes gives every device ``B / count`` whole matrices, ``f`` runs on them
-    locally, and the reverse ``all_to_all`` brings the results back to their blocks. ``f``
-    must treat batch entries independently and map a zero matrix to zero.
-    """
-    if not (self.rows or self.cols):
-      return f(*xs)
-    b = xs[0].shape[0]
-    pad = -b % self.count
-
-    def there(x):
-      if pad:
-        x = jnp.concatenate([x, jnp.zeros((pad,) + x.shape[1:], x.dtype)], axis=0)
-      if self.rows:
-        x = jax.lax.all_to_all(x, self.rows, 0, 1, tiled=True)
-      if self.cols:
-        x = jax.lax.all_to_all(x, self.cols, 0, 2, tiled=True)
-      return x
-
-    def back(y):
-      if self.cols:
-        y = jax.lax.all_to_all(y, self.cols, 2, 0, tiled=True)
-      if self.rows:
-        y = jax.lax.all_to_all(y, self.rows, 1, 0, tiled=True)
-      return y[:b]
-
-    out = f(*(there(x) for x in xs))
-    return tuple(back(y) for y in out) if isinstance(out, tuple) else back(out)
-
-  def gathered(self, side: str, f: Callable[[jax.Array, "MatrixShards"], jax.Array],
-               x: jax.Array) -> jax.Array:
-    """``f(x, shards)`` for a one-sided Gram map: ``side="right"`` needs whole rows (the
-    ``cols x cols`` Gram is summed over the row shards inside ``f``), so split columns are
-    gathered first and each device keeps its own block of the result; ``"left"`` mirrors it.
-    """
-    names, axis = (self.cols, 2) if side == "right" else (self.rows, 1)
-    inner = self._replace(cols=()) if side == "right" else self._replace(rows=())
-    if not names:
-      return f(x, inner)
-    full = jax.lax.all_gather(x, names, axis=axis, tiled=True)
-    y = f(full, inner)
-    size = x.shape[axis]
-    return jax.lax.dynamic_slice_in_dim(y, jax.lax.axis_index(names) * size, size, axis=axis)
-
-
-LOCAL = MatrixShards()
 
 
 # --------------------------------------------------------------------------------------------
@@ -194,7 +101,8 @@ class LeafSharding:
     return PartitionSpec(*(d if len(d) > 1 else (d[0] if d else None) for d in self.dims))
 
 
-def _is_sharding_leaf(x: Any) -> bool:
+def is_sharding_leaf(x: Any) -> bool:
+  """Whether ``x`` is one leaf of a shardings tree (``None``, a NamedSharding or a spec)."""
   return x is None or isinstance(x, (NamedSharding, PartitionSpec))
 
 
@@ -219,19 +127,17 @@ def resolve_shardings(shardings: Any, mesh: Mesh | None, tree: Any
   Every ``NamedSharding`` must live on the same mesh; every sharded dimension must divide by
   its mesh axes' sizes. Errors name the offending leaf.
   """
-  from symoptax.roles import path_str  # noqa: PLC0415 (roles imports transforms)
-
-  if callable(shardings) and not _is_sharding_leaf(shardings):
+  if callable(shardings) and not is_sharding_leaf(shardings):
     shardings = shardings(tree)
   try:
     expanded = jax.tree_util.tree_map(
         lambda s, sub: jax.tree_util.tree_map(lambda _: s, sub), shardings, tree,
-        is_leaf=_is_sharding_leaf)
+        is_leaf=is_sharding_leaf)
   except (ValueError, TypeError) as e:
     raise ValueError(
         "shardings must be a pytree matching the parameters (or a prefix of them) with "
         f"NamedSharding / PartitionSpec / None leaves. JAX reported: {e}") from e
-  for s in jax.tree_util.tree_leaves(expanded, is_leaf=_is_sharding_leaf):
+  for s in jax.tree_util.tree_leaves(expanded, is_leaf=is_sharding_leaf):
     if not isinstance(s, NamedSharding):
       continue
     if mesh is None:

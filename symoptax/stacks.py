@@ -503,7 +503,7 @@ def symmetry_stack(
   if mesh is not None and shardings is None:
     raise ValueError("symmetry_stack: mesh= needs shardings= (a pytree of PartitionSpecs "
                      "for the parameters).")
-  if shardings is not None and callable(shardings) and not sharding_lib._is_sharding_leaf(
+  if shardings is not None and callable(shardings) and not sharding_lib.is_sharding_leaf(
       shardings):
     if params is None:
       raise ValueError("symmetry_stack: a callable shardings= needs params= to evaluate it.")
