@@ -24,6 +24,10 @@ from symoptax.transforms import NU_SCOPES, SCALES, shape_factor
 
 RULES = ("adamw", "muon", "rownorm", "right_polar", "left_polar", "hybrid", "polargrad",
          "normuon", "muoneq", "spectral_clip", "namo", "namo_d", "aurora", "pion", "rmnp")
+# Each rule is the named optimizer of the same name (optax.adamw for "adamw"); the paper's
+# four go by short names in the stack, and their function names are accepted as well.
+RULE_FUNCTIONS = {"rownorm_m": "rownorm", "right_polargrad_m": "right_polar",
+                  "left_polargrad_m": "left_polar", "hybrid_polargrad_m": "hybrid"}
 _SOFTMAX_ROLES = ("lm_head", "router")
 # Roles of the hidden (bi-orthogonal) matrices: Muon in every preset but "adamw".
 HIDDEN_ROLES = ("attn_q", "attn_k", "attn_v", "attn_qkv", "attn_o", "mlp_in", "mlp_out", "matrix")
@@ -217,9 +221,11 @@ def resolve_rules(learning_rate, preset: str = DEFAULT_PRESET,
                        "stack sets itself (learning_rate and weight_decay are override keys "
                        "of their own; axes come from the roles).")
     if "rule" in spec:
+      spec["rule"] = RULE_FUNCTIONS.get(spec["rule"], spec["rule"])
       if spec["rule"] not in RULES:
         raise ValueError(f"overrides[{role!r}]: unknown rule {spec['rule']!r}; valid rules "
-                         f"are {', '.join(RULES)}.")
+                         f"are {', '.join(RULES)} (or the named optimizers' own names: "
+                         f"{', '.join(RULE_FUNCTIONS)}).")
       if role == "vector" and spec["rule"] != "adamw":
         raise ValueError(f"overrides['vector']: rule {spec['rule']!r} needs matrices; vectors "
                          "(biases, norm scales) only take 'adamw'.")
@@ -432,7 +438,10 @@ def symmetry_stack(
       schedule; ``options``: further keywords of the rule's optimizer, e.g.
       ``{"method": "muon_ns", "momentum": "optax"}`` for ``muon``, ``{"b2": 0.99}`` for
       ``adamw``, ``{"center": False}`` to switch a head's or router's centring off (an
-      ablation); roles with the same rule and options share a branch).
+      ablation); roles with the same rule and options share a branch). A rule is a name in
+      ``RULES``, each the named optimizer of that name (``symoptax.<rule>``, ``optax.adamw``);
+      the paper's four may be given by their function names too (``"hybrid_polargrad_m"``
+      for ``"hybrid"``, ``RULE_FUNCTIONS``).
     scan_axis: the layer axis of scanned layer stacks, or one per nested stack, or a
       ``{path regex: axis}`` mapping (see :func:`label_roles`).
     rules: extra ``(regex, role)`` patterns for :func:`label_roles`.

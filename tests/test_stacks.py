@@ -152,6 +152,16 @@ def test_describe_shows_rates_given_a_learning_rate_and_labelled_ratios_without(
   assert r1["embed_tokens/embedding"]["lr"] == 0.5
 
 
+def test_rules_take_the_named_optimizers_function_names_too():
+  params, _, _ = problem("qwen3")
+  for function, rule in symoptax.stacks.RULE_FUNCTIONS.items():
+    assert getattr(symoptax, function) is not None and rule in symoptax.RULES
+    rows = {r["path"]: r for r in symoptax.describe(params, overrides={"lm_head": function}).rows}
+    assert rows["lm_head/kernel"]["rule"].split()[0] == rule
+  for rule in set(symoptax.RULES) - {"adamw"} - set(symoptax.stacks.RULE_FUNCTIONS.values()):
+    assert callable(getattr(symoptax, rule))  # every other rule is the optimizer of its name
+
+
 def test_schedules_and_explicit_roles():
   params, loss, _ = problem("qwen3")
   roles = symoptax.label_roles(params)
