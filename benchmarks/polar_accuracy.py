@@ -29,7 +29,7 @@ import numpy as np
 
 from symoptax import polar as P
 
-from _results import write_json  # benchmarks/_results.py (this folder is on sys.path)
+from _results import HelpFormatter, write_json  # benchmarks/_results.py (this folder: sys.path)
 
 ORACLES = [("full", m) for m in P.FULL_METHODS] + [("gram", m) for m in P.GRAM_METHODS]
 LOW_PRECISION = {"muon_ns", "polar_express", "dsv4", "newton_schulz"}
@@ -84,7 +84,8 @@ def time_ms(fn, x, repeats):
 
 
 def main():
-  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                   formatter_class=HelpFormatter)
   parser.add_argument("--quick", action="store_true", help="small shapes (seconds)")
   parser.add_argument("--repeats", type=int, default=3)
   parser.add_argument("--oracles", nargs="*", default=None,
@@ -106,7 +107,7 @@ def main():
         continue
       cd = jnp.bfloat16 if prec == "bf16" else None
       for sname, shape in shapes.items():
-        s = "full" if side == "full" else P._auto_side(method, shape)
+        s = "full" if side == "full" else P.auto_side(method, shape)
         fn = jax.jit(lambda a, s=s: P.polar(a, method=method, side=s, compute_dtype=cd))
         for kind in kinds:
           x = jnp.asarray(make_input(shape, kind))

@@ -22,22 +22,22 @@ import jax.numpy as jnp
 
 from symoptax import polar as P
 
-from _results import write_json  # benchmarks/_results.py (this folder is on sys.path)
+from _results import HelpFormatter, write_json  # benchmarks/_results.py (this folder: sys.path)
 
 
 def scanned(x, compute_dtype):
   """Polar Express with the step loop rolled into ``lax.scan`` (same math as the library)."""
   wide = x.shape[-2] <= x.shape[-1]
-  x = x if wide else P._mT(x)
+  x = x if wide else x.mT
   x = P._safe_div(x, P._SCALE["polar_express"] * P._fro(x))
 
   def body(x, c):
-    gram = P._mm(x, P._mT(x), compute_dtype)
-    return c[0] * x + P._mm(c[1] * gram + c[2] * P._mm(gram, gram, compute_dtype), x,
-                            compute_dtype), None
+    gram = P.matmul(x, x.mT, compute_dtype)
+    return c[0] * x + P.matmul(c[1] * gram + c[2] * P.matmul(gram, gram, compute_dtype), x,
+                               compute_dtype), None
 
   x = jax.lax.scan(body, x, jnp.asarray(P.POLAR_EXPRESS_COEFFS, x.dtype))[0]
-  return x if wide else P._mT(x)
+  return x if wide else x.mT
 
 
 def unrolled(x, compute_dtype):
@@ -46,7 +46,8 @@ def unrolled(x, compute_dtype):
 
 
 def main():
-  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                   formatter_class=HelpFormatter)
   parser.add_argument("--scale", type=int, default=8)
   parser.add_argument("--repeats", type=int, default=9)
   parser.add_argument("--json", default="runs/bench/polar_loop.json")

@@ -18,10 +18,11 @@ from symoptax.aliases import (
     spectral_clip,
 )
 from symoptax.axes import MatrixAxes, resolve_axes
+from symoptax.clipping import qk_clip
 from symoptax.roles import ROLES, label_roles, matrix_axes
 from symoptax.stacks import (DEFAULT_PRESET, PRESET_LR_RATIO, PRESET_OPTIONS, PRESETS, RULES,
                               describe, symmetry_stack)
-from symoptax.transforms import (SCALES, center_rows, qk_clip, scale_by_col_norm,
+from symoptax.transforms import (SCALES, center_rows, scale_by_col_norm,
                                  scale_by_debiased_momentum, scale_by_high_pass_polar,
                                  scale_by_leverage_polar, scale_by_namo, scale_by_namo_d,
                                  scale_by_polar, scale_by_rms, scale_by_row_norm,

@@ -31,7 +31,7 @@ from typing import Any, Sequence
 import jax
 import jax.numpy as jnp
 
-from symoptax.sharding import LOCAL, MatrixShards
+from symoptax.shards import LOCAL, MatrixShards
 
 Coeffs = tuple[tuple[float, float, float], ...]
 
@@ -97,12 +97,15 @@ def resolve_compute_dtype(compute_dtype: Any, method: str, side: str,
   return compute_dtype
 
 
-def _check_choice(name: str, value: Any, choices: Sequence[str]) -> None:
+def check_choice(name: str, value: Any, choices: Sequence[str]) -> None:
+  """Raises a ValueError naming ``value`` and the valid ``choices`` of ``name``."""
   if value not in choices:
-    raise ValueError(f"Unknown {name} {value!r}; valid choices are {', '.join(map(repr, choices))}.")
+    raise ValueError(f"Unknown {name} {value!r}; valid choices are "
+                     f"{', '.join(map(repr, choices))}.")
 
 
-def _static_steps(steps: Any) -> int:
+def static_steps(steps: Any) -> int:
+  """``steps`` as a Python int; a traced value (under ``inject_hyperparams``) raises."""
   try:
     return int(steps)
   except (TypeError, jax.errors.ConcretizationTypeError):
@@ -118,19 +121,19 @@ def coefficients(method: str, steps: int | None = None) -> Coeffs:
   10; asking for another count raises instead of cycling or truncating the table.
   """
   if method == "muon_ns":
-    n = 5 if steps is None else _static_steps(steps)
+    n = 5 if steps is None else static_steps(steps)
     if n < 1:
       raise ValueError(f"steps must be >= 1 for 'muon_ns', got {steps}.")
     return (MUON_COEFFS,) * n
   if method == "newton_schulz":
-    n = DEFAULT_NEWTON_SCHULZ_STEPS if steps is None else _static_steps(steps)
+    n = DEFAULT_NEWTON_SCHULZ_STEPS if steps is None else static_steps(steps)
     if n < 1:
       raise ValueError(f"steps must be >= 1 for 'newton_schulz', got {steps}.")
     return (NEWTON_SCHULZ_COEFF,) * n
   tables = {"polar_express": POLAR_EXPRESS_COEFFS, "dsv4": DSV4_COEFFS}
   if method in tables:
     table = tables[method]
-    if steps is not None and _static_steps(steps) != len(table):
+    if steps is not None and static_steps(steps) != len(table):
       raise ValueError(
           f"method {method!r} has a {len(table)}-step coefficient table; got steps={steps}. "
           f"Use steps=None (or {len(table)}), or 'muon_ns'/'newton_schulz' for a free step "
@@ -139,7 +142,7 @@ def coefficients(method: str, steps: int | None = None) -> Coeffs:
   raise ValueError(f"{method!r} is not a polynomial oracle.")
 
 
-def _mm(a: jax.Array, b: jax.Array, compute_dtype: Any = None) -> jax.Array:
+def matmul(a: jax.Array, b: jax.Array, compute_dtype: Any = None) -> jax.Array:
   """Matmul in fp32 at HIGHEST precision, or with low-precision inputs and fp32 accumulation."""
   if compute_dtype is None:
     return jnp.matmul(a, b, precision=jax.lax.Precision.HIGHEST)
@@ -168,14 +171,14 @@ def _full_polynomial(x, coeffs: Coeffs, scale: float, compute_dtype):
     x = _mT(x)  # iterate with the small Gram x x^T
   x = _safe_div(x, scale * _fro(x))
   for a, b, c in coeffs:
-    gram = _mm(x, _mT(x), compute_dtype)
-    poly = b * gram + c * _mm(gram, gram, compute_dtype) if c else b * gram
-    x = a * x + _mm(poly, x, compute_dtype)
+    gram = matmul(x, _mT(x), compute_dtype)
+    poly = b * gram + c * matmul(gram, gram, compute_dtype) if c else b * gram
+    x = a * x + matmul(poly, x, compute_dtype)
   return x if wide else _mT(x)
 
 
 def _gram(x, side, compute_dtype):
-  return _mm(_mT(x), x, compute_dtype) if side == "right" else _mm(x, _mT(x), compute_dtype)
+  return matmul(_mT(x), x, compute_dtype) if side == "right" else matmul(x, _mT(x), compute_dtype)
 
 
 def _apply(x, r, side):
@@ -183,7 +186,7 @@ def _apply(x, r, side):
   # polar(X) = R^T X. Always fp32: R is an inverse square root with entries up to
   # ~damping^{-1/2}, and rounding it to bf16 destroys the cancellations that keep the output
   # orthogonal (measured: spectral norms up to 5 at bf16).
-  return _mm(x, r) if side == "right" else _mm(_mT(r), x)
+  return matmul(x, r) if side == "right" else matmul(_mT(r), x)
 
 
 def _gram_polynomial(gram, coeffs: Coeffs, scale: float, damping: float):
@@ -202,9 +205,9 @@ def _gram_polynomial(gram, coeffs: Coeffs, scale: float, damping: float):
   g = gram * jnp.square(inv) + damping * eye
   r = eye * inv
   for a, b, c in coeffs:
-    p = a * eye + b * g + (c * _mm(g, g) if c else 0.0)
-    r = _mm(r, p)
-    g = _mm(p, _mm(g, p))
+    p = a * eye + b * g + (c * matmul(g, g) if c else 0.0)
+    r = matmul(r, p)
+    g = matmul(p, matmul(g, p))
     g = 0.5 * (g + _mT(g))
   return r
 
@@ -214,14 +217,14 @@ def _gram_eigh(gram, damping: float):
   trace = jnp.sum(jnp.maximum(w, 0.0), axis=-1, keepdims=True)
   f = jnp.where(trace > 0, jax.lax.rsqrt(jnp.maximum(w, 0.0) + damping * trace
                                          + (trace <= 0)), 0.0)
-  return _mm(q * f[..., None, :], _mT(q))
+  return matmul(q * f[..., None, :], _mT(q))
 
 
 def _polish(r, gram):
   """One cubic Newton-Schulz step on the output: X R -> X R (1.5 I - 0.5 R^T S R)."""
-  g = _mm(_mT(r), _mm(gram, r))
+  g = matmul(_mT(r), matmul(gram, r))
   eye = jnp.eye(gram.shape[-1], dtype=gram.dtype)
-  return _mm(r, 1.5 * eye - 0.5 * (0.5 * (g + _mT(g))))
+  return matmul(r, 1.5 * eye - 0.5 * (0.5 * (g + _mT(g))))
 
 
 def _rank_tol(s_max, dtype):
@@ -247,7 +250,7 @@ def _qdwh(x):
   # null directions pass the threshold and come back partly converged (see the tests).
   w, q = jnp.linalg.eigh(0.5 * (h + _mT(h)))
   keep = (w > _rank_tol(jnp.max(w, axis=-1, keepdims=True), x.dtype)).astype(x.dtype)
-  u = _mm(u, _mm(q * keep[..., None, :], _mT(q))).reshape(xs.shape)
+  u = matmul(u, matmul(q * keep[..., None, :], _mT(q))).reshape(xs.shape)
   u = jnp.where(norm > 0, u, 0.0)
   return _mT(u) if wide else u
 
@@ -255,7 +258,7 @@ def _qdwh(x):
 def _svd(x):
   u, s, vt = jnp.linalg.svd(x, full_matrices=False)
   keep = (s > _rank_tol(jnp.max(s, axis=-1, keepdims=True), x.dtype)).astype(x.dtype)
-  return _mm(u * keep[..., None, :], vt)
+  return matmul(u * keep[..., None, :], vt)
 
 
 def polar(
@@ -315,8 +318,8 @@ def polar(
     True
   """
   if side == "auto":
-    side = _auto_side(method, x.shape)
-  _check_choice("side", side, SIDES + ("auto",))
+    side = auto_side(method, x.shape)
+  check_choice("side", side, SIDES + ("auto",))
   if jnp.ndim(x) < 2:
     raise ValueError(f"polar needs an array of at least 2 dims, got shape {jnp.shape(x)}.")
   return sharded_polar(jnp.asarray(x), method=method, steps=steps, side=side,
@@ -344,7 +347,7 @@ def sharded_polar(x: jax.Array, *, method: str, steps: int | None, side: str,
   amax = shards.max(jnp.abs(work), (-2, -1))
   work = work / jnp.where(amax > 0, amax, 1.0)
   if side == "full":
-    _check_choice("full-side polar method", method, FULL_METHODS)
+    check_choice("full-side polar method", method, FULL_METHODS)
     if method == "svd":
       out = _svd(work)
     elif method == "qdwh":
@@ -352,7 +355,7 @@ def sharded_polar(x: jax.Array, *, method: str, steps: int | None, side: str,
     else:
       out = _full_polynomial(work, coefficients(method, steps), _SCALE[method], compute_dtype)
   else:
-    _check_choice(f"{side}-side (Gram) polar method", method, GRAM_METHODS)
+    check_choice(f"{side}-side (Gram) polar method", method, GRAM_METHODS)
     if compute_dtype is not None:
       # The output must be the polar factor of the very matrix whose Gram was formed: an
       # inverse square root amplifies any mismatch along small singular directions.
@@ -372,7 +375,7 @@ def sharded_polar(x: jax.Array, *, method: str, steps: int | None, side: str,
   return out.astype(dtype)
 
 
-def _auto_side(method: str, shape: Sequence[int]) -> str:
+def auto_side(method: str, shape: Sequence[int]) -> str:
   """The cheaper Gram side for Gram-capable methods, else "full"."""
   if method in GRAM_METHODS:
     return "right" if shape[-2] >= shape[-1] else "left"

@@ -20,7 +20,7 @@ from symoptax import polar as polar_lib
 from symoptax import sharding as sharding_lib
 from symoptax.axes import (AxesLike, flatten_with_layouts, map_leaf_matrices, map_matrices,
                            resolve_axes)
-from symoptax.sharding import LOCAL, MatrixShards
+from symoptax.shards import LOCAL, MatrixShards
 
 SHAPE_RULES = ("muon", "rms", "spectral", "none")
 # Update-scale conventions of the matrix rules (the ``scale=`` keyword of the named
@@ -353,11 +353,11 @@ def scale_by_debiased_momentum(beta: ArrayLike = 0.95, nesterov: bool = True
 
 
 def _validate_polar(method: str, side: str, steps: int | None) -> None:
-  polar_lib._check_choice("side", side, polar_lib.SIDES + ("auto",))
+  polar_lib.check_choice("side", side, polar_lib.SIDES + ("auto",))
   choices = {"full": polar_lib.FULL_METHODS,
              "right": polar_lib.GRAM_METHODS, "left": polar_lib.GRAM_METHODS,
              "auto": tuple(dict.fromkeys(polar_lib.GRAM_METHODS + polar_lib.FULL_METHODS))}
-  polar_lib._check_choice(f"polar method for side={side!r}", method, choices[side])
+  polar_lib.check_choice(f"polar method for side={side!r}", method, choices[side])
   if method in ("muon_ns", "polar_express", "dsv4", "newton_schulz"):
     polar_lib.coefficients(method, steps)
 
@@ -369,7 +369,7 @@ def polar_scaled(x: jax.Array, *, method: str, steps: int | None, side: str,
   r"""``nu^alpha polar(x)`` with :math:`\nu = \langle x, \mathrm{polar}(x)\rangle = \|x\|_*`
   (``relative``: :math:`\nu = \|x\|_* / \|x\|_F`)."""
   if side == "auto":
-    side = polar_lib._auto_side(method, shards.matrix_shape(x))
+    side = polar_lib.auto_side(method, shards.matrix_shape(x))
   u = polar_lib.sharded_polar(x, method=method, steps=steps, side=side,
                               compute_dtype=compute_dtype, damping=damping, shards=shards)
   if isinstance(nuclear_power, (int, float)) and nuclear_power == 0:
@@ -451,7 +451,7 @@ def scale_by_polar(
     True
   """
   _validate_polar(method, side, steps)
-  polar_lib._check_choice("nu_scope", nu_scope, NU_SCOPES)
+  polar_lib.check_choice("nu_scope", nu_scope, NU_SCOPES)
   per_leaf = nu_scope == "leaf" and not (isinstance(nuclear_power, (int, float))
                                          and nuclear_power == 0)
   inner = _stateless(
@@ -498,7 +498,7 @@ def sharded_polar_scaled(x: jax.Array, shards: MatrixShards, *, side: str, **kw)
   (``all_to_all``), the right/left side through one Gram ``psum`` (see
   :class:`symoptax.sharding.MatrixShards`)."""
   if side == "auto":  # resolved here: the route depends on it
-    side = polar_lib._auto_side(kw["method"], shards.matrix_shape(x))
+    side = polar_lib.auto_side(kw["method"], shards.matrix_shape(x))
   if side == "full":
     return shards.whole(lambda w: polar_scaled(w, side="full", **kw), x)
   return shards.gathered(side, lambda w, sh: polar_scaled(w, side=side, shards=sh, **kw), x)
@@ -548,7 +548,7 @@ def _clip_and_polar(x, bound, method, compute_dtype):
   q = polar_lib.polar(x, method=method, side="full", compute_dtype=compute_dtype)
   r = x - bound * q
   p = polar_lib.polar(r, method=method, side="full", compute_dtype=compute_dtype)
-  mm = polar_lib._mm
+  mm = polar_lib.matmul
   # Q P^T R through the small side: (Q P^T) R for wide x, Q (P^T R) for tall x.
   if x.shape[-2] <= x.shape[-1]:
     abs_part = mm(mm(q, jnp.swapaxes(p, -1, -2)), r)
@@ -715,7 +715,7 @@ def scale_by_leverage_polar(steps: int | None = None, row_power: ArrayLike = 0.5
     arXiv:2606.27715, 2026.
   """
   _validate_polar(method, "full", None)
-  steps = 2 if steps is None else polar_lib._static_steps(steps)
+  steps = 2 if steps is None else polar_lib.static_steps(steps)
   if steps < 1:
     raise ValueError(f"scale_by_leverage_polar: steps must be >= 1, got {steps}.")
   return _stateless(lambda x, sh: sh.whole(lambda w: leverage_polar(
@@ -948,112 +948,3 @@ def _adaptive_polar(b1, b2, eps, weight_decay, clamp, method, axes, compute_dtyp
     return out, ScaleByNamoState(count, mu, nu)
 
   return optax.GradientTransformation(init_fn, update_fn)
-
-
-def qk_clip(threshold: float = 100.0, *, alpha: float = 0.5, labels: Any = None,
-            head_axis: int = -1, head_dim: int | None = None
-            ) -> optax.GradientTransformationExtraArgs:
-  r"""MuonClip's QK-clip: shrinks query/key weights whose attention logits grew too large.
-
-  For every query (key) leaf whose layer -- or head -- reached a maximum pre-softmax attention
-  logit :math:`S > \tau` in this step's forward pass, the updated weights are rescaled:
-
-  .. math::
-    \gamma = \tau / S,\qquad W_q \leftarrow \gamma^{\alpha} (W_q + u_q),\qquad
-    W_k \leftarrow \gamma^{1-\alpha} (W_k + u_k)
-
-  so the logits ``q . k`` of that head shrink by :math:`\gamma` -- in models whose attention
-  uses the projections directly. With QK-norm (Qwen3, Gemma3: RMSNorm on q and k after the
-  projections) rescaling the weights does not change the logits; QK-clip is for models
-  without it (Kimi K2's MLA, GPT-style attention). Leaves with
-  :math:`S \le \tau` and all other leaves keep their update. Put it last in a chain (after
-  the learning rate): it returns the update that lands on the rescaled weights. A per-layer
-  (or per-head) scalar scaling commutes with orthogonal maps of rows and columns.
-
-  The step needs the max logits as an extra argument:
-  ``tx.update(grads, state, params, max_logits=tree)``, where ``tree`` has the structure of
-  ``params`` with, at each query/key leaf, a scalar (per layer) or a ``[heads]`` vector (per
-  head) and ``None`` elsewhere. Compute them in the forward pass -- the max over batch,
-  query and key positions of each head's logits, under ``jax.lax.stop_gradient`` -- and
-  return them as an auxiliary output (``jax.value_and_grad(..., has_aux=True)``), e.g. with
-  ``Module.sow`` and ``nnx.capture``; the example models sow them with
-  ``track_max_logit=True`` (see ``tests/test_variants.py`` for the whole step).
-
-  Args:
-    threshold: :math:`\tau`.
-    alpha: the query's share of the rescaling (0.5 splits it evenly, as in Kimi K2).
-    labels: pytree (or callable ``params -> pytree``) of ``"q"``, ``"k"`` or ``None`` per
-      leaf; default: from :func:`symoptax.label_roles` (roles ``attn_q`` and ``attn_k``).
-    head_axis: the axis of a query/key leaf that holds the heads for per-head clipping:
-      either ``heads`` long, or ``heads x head_dim`` with each head's block contiguous (as
-      ``reshape(..., heads, head_dim)`` reads an NNX/HF ``q_proj`` kernel's last axis). With
-      grouped-query attention the key leaf has ``kv_heads`` heads: give it one value per
-      key/value head (e.g. the max over its group of query heads).
-    head_dim: if given, per-head values must match ``size // head_dim`` heads on every
-      leaf (catches a per-query-head vector given to a grouped key leaf).
-
-  Returns:
-    An ``optax.GradientTransformationExtraArgs`` (stateless).
-
-  References:
-    Kimi Team, "Kimi K2: Open Agentic Intelligence", arXiv:2507.20534, 2025 (MuonClip).
-  """
-  from symoptax.roles import label_roles, path_str
-
-  def labels_of(params):
-    if labels is None:
-      roles = label_roles(params)
-      return jax.tree.map(lambda r: {"attn_q": "q", "attn_k": "k"}.get(r), roles)
-    return labels(params) if callable(labels) else labels
-
-  def init_fn(params):
-    del params
-    return optax.EmptyState()
-
-  def update_fn(updates, state, params=None, *, max_logits=None, **extra):
-    del extra
-    if max_logits is None:
-      return updates, state
-    if params is None:
-      raise ValueError("qk_clip needs params in update() to rescale the weights.")
-    keyed = lambda tree: dict(jax.tree_util.tree_flatten_with_path(
-        tree, is_leaf=lambda x: x is None)[0])
-    kinds, logits, weights = keyed(labels_of(params)), keyed(max_logits), keyed(params)
-    flat, treedef = jax.tree_util.tree_flatten_with_path(updates)
-    out = []
-    for path, u in flat:
-      kind, s = kinds.get(path), logits.get(path)
-      if s is not None and kind not in ("q", "k"):
-        raise ValueError(f"qk_clip: max_logits has a value at {path_str(path)}, which is not "
-                         "labelled a query or key leaf (roles attn_q/attn_k); pass "
-                         "labels= (a tree of 'q', 'k' or None) or fix the max_logits tree.")
-      if s is None:
-        out.append(u)
-        continue
-      w = weights[path]
-      s = jnp.asarray(s, jnp.float32)
-      gamma = jnp.minimum(1.0, threshold / jnp.maximum(s, jnp.finfo(jnp.float32).tiny))
-      scale = gamma ** (alpha if kind == "q" else 1.0 - alpha)
-      if scale.ndim == 1:  # per head
-        axis = head_axis % w.ndim
-        size, heads = w.shape[axis], scale.shape[0]
-        if head_dim is not None and size != heads * head_dim and size != heads:
-          raise ValueError(f"qk_clip: {path_str(path)} has {size // head_dim} heads of "
-                           f"{head_dim} along head_axis {head_axis}, but max_logits gives "
-                           f"{heads}; with grouped-query attention give key leaves one value "
-                           "per key/value head.")
-        if size % heads:
-          raise ValueError(f"qk_clip: {path_str(path)} has {size} entries along head_axis "
-                           f"{head_axis}, not a multiple of the {heads} heads in max_logits; "
-                           "set head_axis to the leaf's head axis.")
-        scale = jnp.repeat(scale, size // heads)
-        scale = scale.reshape([-1 if i == axis else 1 for i in range(w.ndim)])
-      elif scale.ndim != 0:
-        raise ValueError(f"qk_clip: max_logits at {path_str(path)} has shape {scale.shape}; "
-                         "expected a scalar (per layer) or [heads] (per head).")
-      # gamma (W + u) - W, written so that an unclipped head keeps its update bit for bit.
-      uf = u.astype(jnp.float32)
-      out.append((uf + (scale - 1.0) * (w.astype(jnp.float32) + uf)).astype(u.dtype))
-    return treedef.unflatten(out), state
-
-  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
