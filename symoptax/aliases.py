@@ -17,6 +17,7 @@ import optax
 from jax.typing import ArrayLike
 
 from symoptax.axes import AxesLike, matrix_mask
+from symoptax.docstrings import shared_args
 from symoptax.sharding import keep_shardings
 from symoptax.transforms import (SCALES, center_rows, scale_by_col_norm,
                                  scale_by_debiased_momentum, scale_by_high_pass_polar,
@@ -92,6 +93,7 @@ def _rescale(scale, rms, axes, sh, orthogonal: bool):
 
 
 @_keeps_shardings
+@shared_args
 def rownorm_m(
     learning_rate: ScalarOrSchedule,
     *,
@@ -126,10 +128,7 @@ def rownorm_m(
       muP); see README "Update scales".
     rms: the target RMS of ``scale="rms"``.
     axes: which axes form rows and cols (see :func:`symoptax.axes.resolve_axes`).
-    shardings: the parameters' shardings (pytree of ``NamedSharding``, or ``PartitionSpec``
-      with ``mesh``): the matrix steps run under ``jax.shard_map`` with explicit collectives
-      and the state stays in these shardings (see :mod:`symoptax.sharding`).
-    mesh: the mesh for ``PartitionSpec`` shardings.
+    [[shardings]]
 
   Returns:
     An ``optax.GradientTransformation``.
@@ -168,6 +167,7 @@ def _one_sided(side: str, learning_rate, beta, weight_decay, nuclear_power, cent
 
 
 @_keeps_shardings
+@shared_args
 def right_polargrad_m(
     learning_rate: ScalarOrSchedule,
     *,
@@ -203,22 +203,10 @@ def right_polargrad_m(
       ``False`` or an optax mask of the leaves to centre).
     method: Gram-side oracle: "polar_express", "newton_schulz" or "eigh".
     axes: which axes form rows and cols.
-    compute_dtype: ``"auto"`` (bf16 on GPU/TPU where the oracle tolerates it, fp32
-      on CPU: :func:`symoptax.polar.resolve_compute_dtype`), ``None`` (fp32) or
-      ``jnp.bfloat16`` for bf16 Gram/apply matmuls with fp32 accumulation.
-    nu_scope: ``"matrix"`` (one :math:`\nu` per matrix) or ``"leaf"`` (one over a stacked
-      leaf's matrices, as the reference does for ``[E, m, n]`` experts): see
-      :func:`symoptax.scale_by_polar`.
-    scale: the update's size convention (README "Update scales"): ``"nuclear"``
-      (default: :math:`\nu^{\alpha} U`, the reference formula), ``"nuclear_rel"``
-      (:math:`(\nu/\|X\|_F)^{\alpha} U`: scale-free, the paper's runs), ``"rms"``
-      (per-entry RMS ``rms``: AdamW's rate carries over) or ``"spectral"``
-      (:math:`\|\Delta W\|_{op} = \sqrt{\mathrm{fan\_out}/\mathrm{fan\_in}}`: muP).
-    rms: the target RMS of ``scale="rms"``.
-    shardings: the parameters' shardings (pytree of ``NamedSharding``, or ``PartitionSpec``
-      with ``mesh``): the matrix steps run under ``jax.shard_map`` with explicit collectives
-      and the state stays in these shardings (see :mod:`symoptax.sharding`).
-    mesh: the mesh for ``PartitionSpec`` shardings.
+    [[compute_dtype]]
+    [[nu_scope]]
+    [[nu_scale]]
+    [[shardings]]
 
   Returns:
     An ``optax.GradientTransformation``.
@@ -233,6 +221,7 @@ def right_polargrad_m(
 
 
 @_keeps_shardings
+@shared_args
 def left_polargrad_m(
     learning_rate: ScalarOrSchedule,
     *,
@@ -259,10 +248,7 @@ def left_polargrad_m(
   Symmetry group: left-permutation / right-orthogonal (and bi-orthogonal for full-rank X).
 
   Args: as :func:`right_polargrad_m`.
-    shardings: the parameters' shardings (pytree of ``NamedSharding``, or ``PartitionSpec``
-      with ``mesh``): the matrix steps run under ``jax.shard_map`` with explicit collectives
-      and the state stays in these shardings (see :mod:`symoptax.sharding`).
-    mesh: the mesh for ``PartitionSpec`` shardings.
+    [[shardings]]
 
   Returns:
     An ``optax.GradientTransformation``.
@@ -276,6 +262,7 @@ def left_polargrad_m(
 
 
 @_keeps_shardings
+@shared_args
 def hybrid_polargrad_m(
     learning_rate: ScalarOrSchedule,
     *,
@@ -319,22 +306,10 @@ def hybrid_polargrad_m(
     order: "row_then_polar" or "polar_then_row".
     side: polar side ("auto" picks the smaller Gram).
     axes: which axes form rows and cols.
-    compute_dtype: ``"auto"`` (bf16 on GPU/TPU where the oracle tolerates it, fp32
-      on CPU: :func:`symoptax.polar.resolve_compute_dtype`), ``None`` (fp32) or
-      ``jnp.bfloat16`` for bf16 matmuls with fp32 accumulation.
-    nu_scope: ``"matrix"`` (one :math:`\nu` per matrix) or ``"leaf"`` (one over a stacked
-      leaf's matrices, as the reference does for ``[E, m, n]`` experts): see
-      :func:`symoptax.scale_by_polar`.
-    scale: the update's size convention (README "Update scales"): ``"nuclear"``
-      (default: :math:`\nu^{\alpha} U`, the reference formula), ``"nuclear_rel"``
-      (:math:`(\nu/\|X\|_F)^{\alpha} U`: scale-free, the paper's runs), ``"rms"``
-      (per-entry RMS ``rms``: AdamW's rate carries over) or ``"spectral"``
-      (:math:`\|\Delta W\|_{op} = \sqrt{\mathrm{fan\_out}/\mathrm{fan\_in}}`: muP).
-    rms: the target RMS of ``scale="rms"``.
-    shardings: the parameters' shardings (pytree of ``NamedSharding``, or ``PartitionSpec``
-      with ``mesh``): the matrix steps run under ``jax.shard_map`` with explicit collectives
-      and the state stays in these shardings (see :mod:`symoptax.sharding`).
-    mesh: the mesh for ``PartitionSpec`` shardings.
+    [[compute_dtype]]
+    [[nu_scope]]
+    [[nu_scale]]
+    [[shardings]]
 
   Returns:
     An ``optax.GradientTransformation``.
@@ -363,6 +338,7 @@ def hybrid_polargrad_m(
 
 
 @_keeps_shardings
+@shared_args
 def polargrad(
     learning_rate: ScalarOrSchedule,
     *,
@@ -396,22 +372,10 @@ def polargrad(
       ``False`` or an optax mask of the leaves to centre.
     method: full-side oracle ("polar_express", "muon_ns", "dsv4", "qdwh", "svd").
     axes: which axes form rows and cols.
-    compute_dtype: ``"auto"`` (bf16 on GPU/TPU where the oracle tolerates it, fp32
-      on CPU: :func:`symoptax.polar.resolve_compute_dtype`), ``None`` (fp32) or
-      ``jnp.bfloat16`` for bf16 matmuls with fp32 accumulation.
-    nu_scope: ``"matrix"`` (one :math:`\nu` per matrix) or ``"leaf"`` (one over a stacked
-      leaf's matrices, as the reference does for ``[E, m, n]`` experts): see
-      :func:`symoptax.scale_by_polar`.
-    scale: the update's size convention (README "Update scales"): ``"nuclear"``
-      (default: :math:`\nu^{\alpha} U`, the reference formula), ``"nuclear_rel"``
-      (:math:`(\nu/\|X\|_F)^{\alpha} U`: scale-free, the paper's runs), ``"rms"``
-      (per-entry RMS ``rms``: AdamW's rate carries over) or ``"spectral"``
-      (:math:`\|\Delta W\|_{op} = \sqrt{\mathrm{fan\_out}/\mathrm{fan\_in}}`: muP).
-    rms: the target RMS of ``scale="rms"``.
-    shardings: the parameters' shardings (pytree of ``NamedSharding``, or ``PartitionSpec``
-      with ``mesh``): the matrix steps run under ``jax.shard_map`` with explicit collectives
-      and the state stays in these shardings (see :mod:`symoptax.sharding`).
-    mesh: the mesh for ``PartitionSpec`` shardings.
+    [[compute_dtype]]
+    [[nu_scope]]
+    [[nu_scale]]
+    [[shardings]]
 
   Returns:
     An ``optax.GradientTransformation``.
@@ -428,6 +392,7 @@ MOMENTA = ("jordan", "optax")
 
 
 @_keeps_shardings
+@shared_args
 def muon(
     learning_rate: ScalarOrSchedule,
     *,
@@ -474,13 +439,8 @@ def muon(
     shape_rule: "muon", "rms" or "none" (see :func:`symoptax.scale_by_shape`).
     rms: target RMS for ``shape_rule="rms"``.
     axes: which axes form rows and cols.
-    compute_dtype: ``"auto"`` (bf16 on GPU/TPU where the oracle tolerates it, fp32
-      on CPU: :func:`symoptax.polar.resolve_compute_dtype`), ``None`` (fp32) or
-      ``jnp.bfloat16`` for bf16 matmuls with fp32 accumulation.
-    shardings: the parameters' shardings (pytree of ``NamedSharding``, or ``PartitionSpec``
-      with ``mesh``): the matrix steps run under ``jax.shard_map`` with explicit collectives
-      and the state stays in these shardings (see :mod:`symoptax.sharding`).
-    mesh: the mesh for ``PartitionSpec`` shardings.
+    [[compute_dtype]]
+    [[shardings]]
 
   Returns:
     An ``optax.GradientTransformation``.
@@ -613,6 +573,7 @@ def normuon(
 
 
 @_keeps_shardings
+@shared_args
 def spectral_clip(
     learning_rate: ScalarOrSchedule,
     *,
@@ -642,13 +603,8 @@ def spectral_clip(
     weight_decay: decoupled weight decay (matrix leaves only).
     method: full-side polar oracle (default "dsv4", see :func:`scale_by_spectral_clip`).
     axes: which axes form rows and cols.
-    compute_dtype: ``"auto"`` (bf16 on GPU/TPU where the oracle tolerates it, fp32
-      on CPU: :func:`symoptax.polar.resolve_compute_dtype`), ``None`` (fp32) or
-      ``jnp.bfloat16`` for bf16 matmuls in the polar calls.
-    shardings: the parameters' shardings (pytree of ``NamedSharding``, or ``PartitionSpec``
-      with ``mesh``): the matrix steps run under ``jax.shard_map`` with explicit collectives
-      and the state stays in these shardings (see :mod:`symoptax.sharding`).
-    mesh: the mesh for ``PartitionSpec`` shardings.
+    [[compute_dtype]]
+    [[shardings]]
 
   Returns:
     An ``optax.GradientTransformation``.
@@ -665,6 +621,7 @@ def spectral_clip(
 
 
 @_keeps_shardings
+@shared_args
 def namo(
     learning_rate: ScalarOrSchedule,
     *,
@@ -694,13 +651,8 @@ def namo(
     weight_decay: decoupled weight decay, scaled by ``alpha_t`` as in the paper.
     method: full-side polar oracle.
     axes: which axes form rows and cols.
-    compute_dtype: ``"auto"`` (bf16 on GPU/TPU where the oracle tolerates it, fp32
-      on CPU: :func:`symoptax.polar.resolve_compute_dtype`), ``None`` (fp32) or
-      ``jnp.bfloat16`` for bf16 matmuls in the polar step.
-    shardings: the parameters' shardings (pytree of ``NamedSharding``, or ``PartitionSpec``
-      with ``mesh``): the matrix steps run under ``jax.shard_map`` with explicit collectives
-      and the state stays in these shardings (see :mod:`symoptax.sharding`).
-    mesh: the mesh for ``PartitionSpec`` shardings.
+    [[compute_dtype]]
+    [[shardings]]
 
   Returns:
     An ``optax.GradientTransformation``.
@@ -717,6 +669,7 @@ def namo(
 
 
 @_keeps_shardings
+@shared_args
 def rmnp(
     learning_rate: ScalarOrSchedule,
     *,
@@ -747,10 +700,7 @@ def rmnp(
     beta: EMA coefficient of the momentum.
     weight_decay: decoupled weight decay (matrix leaves only).
     axes: which axes form rows and cols.
-    shardings: the parameters' shardings (pytree of ``NamedSharding``, or ``PartitionSpec``
-      with ``mesh``): the matrix steps run under ``jax.shard_map`` with explicit collectives
-      and the state stays in these shardings (see :mod:`symoptax.sharding`).
-    mesh: the mesh for ``PartitionSpec`` shardings.
+    [[shardings]]
 
   Returns:
     An ``optax.GradientTransformation``.
@@ -868,6 +818,7 @@ def pion(
 
 
 @_keeps_shardings
+@shared_args
 def namo_d(
     learning_rate: ScalarOrSchedule,
     *,
@@ -900,13 +851,8 @@ def namo_d(
     weight_decay: decoupled weight decay, scaled by the diagonal.
     method: full-side polar oracle.
     axes: which axes form rows and cols.
-    compute_dtype: ``"auto"`` (bf16 on GPU/TPU where the oracle tolerates it, fp32
-      on CPU: :func:`symoptax.polar.resolve_compute_dtype`), ``None`` (fp32) or
-      ``jnp.bfloat16`` for bf16 matmuls in the polar step.
-    shardings: the parameters' shardings (pytree of ``NamedSharding``, or ``PartitionSpec``
-      with ``mesh``): the matrix steps run under ``jax.shard_map`` with explicit collectives
-      and the state stays in these shardings (see :mod:`symoptax.sharding`).
-    mesh: the mesh for ``PartitionSpec`` shardings.
+    [[compute_dtype]]
+    [[shardings]]
 
   Returns:
     An ``optax.GradientTransformation``.

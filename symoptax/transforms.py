@@ -20,6 +20,7 @@ from symoptax import polar as polar_lib
 from symoptax import sharding as sharding_lib
 from symoptax.axes import (AxesLike, flatten_with_layouts, map_leaf_matrices, map_matrices,
                            resolve_axes)
+from symoptax.docstrings import shared_args
 from symoptax.shards import LOCAL, MatrixShards
 
 SHAPE_RULES = ("muon", "rms", "spectral", "none")
@@ -72,6 +73,7 @@ def row_norm(x: jax.Array, eps: ArrayLike = 1e-8, shards: MatrixShards = LOCAL) 
   return x / (jnp.sqrt(shards.sum(jnp.square(x), -1)) + eps)
 
 
+@shared_args
 def scale_by_row_norm(eps: ArrayLike = 1e-8, *, axes: AxesLike = None, shardings: Any = None,
                       mesh: Any = None) -> optax.GradientTransformation:
   r"""Normalises every row of every matrix leaf to unit Euclidean norm.
@@ -85,10 +87,7 @@ def scale_by_row_norm(eps: ArrayLike = 1e-8, *, axes: AxesLike = None, shardings
   Args:
     eps: added to each row norm (a zero row stays zero).
     axes: which axes form rows and cols; see :func:`symoptax.axes.resolve_axes`.
-    shardings: the parameters' shardings (pytree of ``NamedSharding``, or ``PartitionSpec``
-      with ``mesh``): the step then runs under ``jax.shard_map`` with explicit collectives
-      (see :mod:`symoptax.sharding`). ``None``: plain arrays.
-    mesh: the mesh for ``PartitionSpec`` shardings.
+    [[shardings_stateless]]
 
   Returns:
     An ``optax.GradientTransformation``.
@@ -108,6 +107,7 @@ def scale_by_row_norm(eps: ArrayLike = 1e-8, *, axes: AxesLike = None, shardings
                     reductions_only=True)
 
 
+@shared_args
 def center_rows(*, axes: AxesLike = None, shardings: Any = None, mesh: Any = None
                 ) -> optax.GradientTransformation:
   r"""Removes the mean row: the projection onto updates with no softmax-shift component.
@@ -120,10 +120,7 @@ def center_rows(*, axes: AxesLike = None, shardings: Any = None, mesh: Any = Non
 
   Args:
     axes: which axes form rows and cols.
-    shardings: the parameters' shardings (pytree of ``NamedSharding``, or ``PartitionSpec``
-      with ``mesh``): the step then runs under ``jax.shard_map`` with explicit collectives
-      (see :mod:`symoptax.sharding`). ``None``: plain arrays.
-    mesh: the mesh for ``PartitionSpec`` shardings.
+    [[shardings_stateless]]
 
   Returns:
     An ``optax.GradientTransformation``.
@@ -383,6 +380,7 @@ def polar_scaled(x: jax.Array, *, method: str, steps: int | None, side: str,
   return u * jnp.power(nu, nuclear_power).astype(u.dtype)
 
 
+@shared_args
 def scale_by_polar(
     method: str = "polar_express",
     *,
@@ -416,9 +414,7 @@ def scale_by_polar(
     side: ``"auto"``, ``"full"``, ``"right"`` or ``"left"``.
     nuclear_power: :math:`\alpha`; 1 gives PolarGrad's nuclear-norm scaling, 0 disables it.
     axes: which axes form rows and cols.
-    compute_dtype: ``"auto"`` (bf16 on GPU/TPU where the oracle tolerates it, fp32
-      on CPU: :func:`symoptax.polar.resolve_compute_dtype`), ``None`` (fp32) or
-      ``jnp.bfloat16`` for bf16 matmul inputs with fp32 accumulation.
+    [[compute_dtype]]
     damping: relative eigenvalue damping of the "eigh" oracle.
     nu_scope: ``"matrix"`` (default): one :math:`\nu` per matrix. ``"leaf"``: one
       :math:`\nu = \sum_k \langle G_k, U_k \rangle` over every matrix ``k`` of a leaf except
@@ -429,10 +425,7 @@ def scale_by_polar(
       ``"nuclear_rel"`` scale of the named optimizers): scale-free, between 1 and
       :math:`\sqrt{\mathrm{rank}\,G}` (its square root of the stable-rank-like ratio
       :math:`\|G\|_*^2/\|G\|_F^2`), so the step no longer grows with the gradient's size.
-    shardings: the parameters' shardings (pytree of ``NamedSharding``, or ``PartitionSpec``
-      with ``mesh``): the step then runs under ``jax.shard_map`` with explicit collectives
-      (see :mod:`symoptax.sharding`). ``None``: plain arrays.
-    mesh: the mesh for ``PartitionSpec`` shardings.
+    [[shardings_stateless]]
 
   Returns:
     An ``optax.GradientTransformation``.
@@ -504,6 +497,7 @@ def sharded_polar_scaled(x: jax.Array, shards: MatrixShards, *, side: str, **kw)
   return shards.gathered(side, lambda w, sh: polar_scaled(w, side=side, shards=sh, **kw), x)
 
 
+@shared_args
 def scale_by_col_norm(eps: ArrayLike = 1e-8, *, axes: AxesLike = None, shardings: Any = None,
                       mesh: Any = None) -> optax.GradientTransformation:
   r"""Normalises every column of every matrix leaf to unit Euclidean norm.
@@ -517,10 +511,7 @@ def scale_by_col_norm(eps: ArrayLike = 1e-8, *, axes: AxesLike = None, shardings
   Args:
     eps: added to each column norm.
     axes: which axes form rows and cols.
-    shardings: the parameters' shardings (pytree of ``NamedSharding``, or ``PartitionSpec``
-      with ``mesh``): the step then runs under ``jax.shard_map`` with explicit collectives
-      (see :mod:`symoptax.sharding`). ``None``: plain arrays.
-    mesh: the mesh for ``PartitionSpec`` shardings.
+    [[shardings_stateless]]
 
   Returns:
     An ``optax.GradientTransformation``.
@@ -557,6 +548,7 @@ def _clip_and_polar(x, bound, method, compute_dtype):
   return 0.5 * (x + bound * q - abs_part), q
 
 
+@shared_args
 def scale_by_spectral_clip(bound: ArrayLike = 1.0, *, method: str = "dsv4",
                            axes: AxesLike = None, compute_dtype: Any = "auto",
                            shardings: Any = None, mesh: Any = None
@@ -575,13 +567,8 @@ def scale_by_spectral_clip(bound: ArrayLike = 1.0, *, method: str = "dsv4",
     bound: the largest singular value ``c`` an update may keep.
     method: full-side polar oracle.
     axes: which axes form rows and cols.
-    compute_dtype: ``"auto"`` (bf16 on GPU/TPU where the oracle tolerates it, fp32
-      on CPU: :func:`symoptax.polar.resolve_compute_dtype`), ``None`` (fp32) or
-      ``jnp.bfloat16`` for bf16 matmuls in the polar calls.
-    shardings: the parameters' shardings (pytree of ``NamedSharding``, or ``PartitionSpec``
-      with ``mesh``): the step then runs under ``jax.shard_map`` with explicit collectives
-      (see :mod:`symoptax.sharding`). ``None``: plain arrays.
-    mesh: the mesh for ``PartitionSpec`` shardings.
+    [[compute_dtype]]
+    [[shardings_stateless]]
 
   Returns:
     An ``optax.GradientTransformation``.
@@ -615,6 +602,7 @@ def high_pass_polar(x: jax.Array, threshold: ArrayLike = 0.5, strength: ArrayLik
   return (1 - strength) * q + strength * clipped / tau
 
 
+@shared_args
 def scale_by_high_pass_polar(threshold: ArrayLike = 0.5, strength: ArrayLike = 1.0, *,
                              method: str = "dsv4", axes: AxesLike = None,
                              compute_dtype: Any = "auto", shardings: Any = None,
@@ -629,13 +617,8 @@ def scale_by_high_pass_polar(threshold: ArrayLike = 0.5, strength: ArrayLike = 1
     strength: 0 (plain polar) .. 1 (linear high-pass below ``tau``).
     method: full-side polar oracle (default "dsv4": the clip needs converged factors).
     axes: which axes form rows and cols.
-    compute_dtype: ``"auto"`` (bf16 on GPU/TPU where the oracle tolerates it, fp32
-      on CPU: :func:`symoptax.polar.resolve_compute_dtype`), ``None`` (fp32) or
-      ``jnp.bfloat16`` for bf16 matmuls in the polar calls.
-    shardings: the parameters' shardings (pytree of ``NamedSharding``, or ``PartitionSpec``
-      with ``mesh``): the step then runs under ``jax.shard_map`` with explicit collectives
-      (see :mod:`symoptax.sharding`). ``None``: plain arrays.
-    mesh: the mesh for ``PartitionSpec`` shardings.
+    [[compute_dtype]]
+    [[shardings_stateless]]
 
   Returns:
     An ``optax.GradientTransformation``.
@@ -684,6 +667,7 @@ def leverage_polar(x: jax.Array, steps: int = 2, row_power: ArrayLike = 0.5,
   return u
 
 
+@shared_args
 def scale_by_leverage_polar(steps: int | None = None, row_power: ArrayLike = 0.5,
                             eps: ArrayLike = 1e-8,
                             *, method: str = "polar_express", axes: AxesLike = None,
@@ -699,13 +683,8 @@ def scale_by_leverage_polar(steps: int | None = None, row_power: ArrayLike = 0.5
     eps: added to row norms and leverage scores.
     method: full-side polar oracle.
     axes: which axes form rows and cols.
-    compute_dtype: ``"auto"`` (bf16 on GPU/TPU where the oracle tolerates it, fp32
-      on CPU: :func:`symoptax.polar.resolve_compute_dtype`), ``None`` (fp32) or
-      ``jnp.bfloat16`` for bf16 matmuls in the polar calls.
-    shardings: the parameters' shardings (pytree of ``NamedSharding``, or ``PartitionSpec``
-      with ``mesh``): the step then runs under ``jax.shard_map`` with explicit collectives
-      (see :mod:`symoptax.sharding`). ``None``: plain arrays.
-    mesh: the mesh for ``PartitionSpec`` shardings.
+    [[compute_dtype]]
+    [[shardings_stateless]]
 
   Returns:
     An ``optax.GradientTransformation``.
@@ -729,6 +708,7 @@ class ScaleByRowSecondMomentState(NamedTuple):
   nu: Any  # per matrix leaf: [*batch, *rows] float32 EMA of the mean squared row entry
 
 
+@shared_args
 def scale_by_row_second_moment(b2: ArrayLike = 0.95, eps: ArrayLike = 1e-8, *,
                                axes: AxesLike = None, shardings: Any = None,
                                mesh: Any = None) -> optax.GradientTransformation:
@@ -745,10 +725,7 @@ def scale_by_row_second_moment(b2: ArrayLike = 0.95, eps: ArrayLike = 1e-8, *,
     b2: EMA coefficient of the per-row second moment.
     eps: added to the root of the second moment.
     axes: which axes form rows and cols.
-    shardings: the parameters' shardings (pytree of ``NamedSharding``, or ``PartitionSpec``
-      with ``mesh``): the step then runs under ``jax.shard_map`` with explicit collectives
-      (see :mod:`symoptax.sharding`). ``None``: plain arrays.
-    mesh: the mesh for ``PartitionSpec`` shardings.
+    [[shardings_stateless]]
 
   Returns:
     An ``optax.GradientTransformation``.
@@ -802,6 +779,7 @@ class ScaleByNamoState(NamedTuple):
   # norms^2 (NAMO-D)
 
 
+@shared_args
 def scale_by_namo(b1: ArrayLike = 0.95, b2: ArrayLike = 0.99, eps: ArrayLike = 1e-8,
                   weight_decay: ArrayLike = 0.0, *, method: str = "polar_express",
                   axes: AxesLike = None, compute_dtype: Any = "auto", shardings: Any = None,
@@ -826,13 +804,8 @@ def scale_by_namo(b1: ArrayLike = 0.95, b2: ArrayLike = 0.99, eps: ArrayLike = 1
     weight_decay: ``lambda``.
     method: full-side polar oracle.
     axes: which axes form rows and cols.
-    compute_dtype: ``"auto"`` (bf16 on GPU/TPU where the oracle tolerates it, fp32
-      on CPU: :func:`symoptax.polar.resolve_compute_dtype`), ``None`` (fp32) or
-      ``jnp.bfloat16`` for bf16 matmuls in the polar step.
-    shardings: the parameters' shardings (pytree of ``NamedSharding``, or ``PartitionSpec``
-      with ``mesh``): the step then runs under ``jax.shard_map`` with explicit collectives
-      (see :mod:`symoptax.sharding`). ``None``: plain arrays.
-    mesh: the mesh for ``PartitionSpec`` shardings.
+    [[compute_dtype]]
+    [[shardings_stateless]]
 
   Returns:
     An ``optax.GradientTransformation``.
@@ -845,6 +818,7 @@ def scale_by_namo(b1: ArrayLike = 0.95, b2: ArrayLike = 0.99, eps: ArrayLike = 1
                          "scale_by_namo", shardings, mesh)
 
 
+@shared_args
 def scale_by_namo_d(b1: ArrayLike = 0.95, b2: ArrayLike = 0.99, eps: ArrayLike = 1e-8,
                     weight_decay: ArrayLike = 0.0, clamp: ArrayLike = 0.5, *,
                     method: str = "polar_express", axes: AxesLike = None,
@@ -875,13 +849,8 @@ def scale_by_namo_d(b1: ArrayLike = 0.95, b2: ArrayLike = 0.99, eps: ArrayLike =
     clamp: ``c``.
     method: full-side polar oracle.
     axes: which axes form rows and cols.
-    compute_dtype: ``"auto"`` (bf16 on GPU/TPU where the oracle tolerates it, fp32
-      on CPU: :func:`symoptax.polar.resolve_compute_dtype`), ``None`` (fp32) or
-      ``jnp.bfloat16`` for bf16 matmuls in the polar step.
-    shardings: the parameters' shardings (pytree of ``NamedSharding``, or ``PartitionSpec``
-      with ``mesh``): the step then runs under ``jax.shard_map`` with explicit collectives
-      (see :mod:`symoptax.sharding`). ``None``: plain arrays.
-    mesh: the mesh for ``PartitionSpec`` shardings.
+    [[compute_dtype]]
+    [[shardings_stateless]]
 
   Returns:
     An ``optax.GradientTransformation``.
