@@ -28,6 +28,8 @@ import numpy as np
 
 from examples import pretrain
 
+from _results import HelpFormatter  # benchmarks/_results.py (this folder: sys.path)
+
 STATS = (("diag/lm_head/mean_row", "head mean-row norm"),
          ("diag/lm_head/mean_row_step", "drift of one step along the shift"),
          ("max_logit", "largest training logit"))
@@ -35,7 +37,7 @@ STATS = (("diag/lm_head/mean_row", "head mean-row norm"),
 
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                              formatter_class=argparse.RawDescriptionHelpFormatter,
+                              formatter_class=HelpFormatter,
                               epilog=__doc__.split("\n\n", 1)[1])
   p.add_argument("--preset", default="hybrid", choices=["hybrid", "rownorm", "paper"])
   p.add_argument("--lr", type=float, default=0.04)

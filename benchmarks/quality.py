@@ -71,6 +71,8 @@ import symoptax
 from examples import pretrain
 from symoptax import stacks
 
+from _results import HelpFormatter  # benchmarks/_results.py (this folder: sys.path)
+
 # Role groups whose rate is tuned apart from the base rate.
 GROUPS = {"vocab": ("embedding", "lm_head"), "router": ("router",), "vector": ("vector",)}
 # The tuned roles each model has (the Qwen3-style model has no router).
@@ -351,7 +353,7 @@ def _group_mult(text: str) -> tuple[str, float]:
 
 def parse(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                              formatter_class=argparse.RawDescriptionHelpFormatter,
+                              formatter_class=HelpFormatter,
                               epilog=__doc__.split("\n\n", 1)[1])
   p.add_argument("--model", default="qwen3", choices=list(MODEL_ROLES),
                  help="the Qwen3-style dense model or the OLMoE-style MoE (with a router)")

@@ -43,6 +43,7 @@ import optax  # noqa: E402
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as P  # noqa: E402
 
 import symoptax  # noqa: E402
+from _results import HelpFormatter  # noqa: E402  (benchmarks/_results.py)
 
 CONFIGS = {
     "paper": dict(preset="paper"),
@@ -163,7 +164,7 @@ def run(config: str, mesh_name: str, scale: int, repeats: int, paths) -> list[di
 
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                              formatter_class=argparse.RawDescriptionHelpFormatter,
+                              formatter_class=HelpFormatter,
                               epilog=__doc__.split("\n\n", 1)[1])
   p.add_argument("--scale", type=int, default=16, help="divide every width by this")
   p.add_argument("--repeats", type=int, default=5)

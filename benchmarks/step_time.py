@@ -37,7 +37,7 @@ from optax.contrib import MuonDimensionNumbers
 import symoptax
 from symoptax.polar import resolve_compute_dtype
 
-from _results import write_json  # benchmarks/_results.py (this folder is on sys.path)
+from _results import HelpFormatter, write_json  # benchmarks/_results.py (this folder: sys.path)
 
 
 def qwen3_tree(scale: int):
@@ -201,7 +201,8 @@ def roofline_ms(name, params, rates):
 
 
 def main():
-  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                   formatter_class=HelpFormatter)
   parser.add_argument("--scale", type=int, default=8)
   parser.add_argument("--repeats", type=int, default=5)
   parser.add_argument("--only", nargs="*", default=None, help="subset of optimizer names")

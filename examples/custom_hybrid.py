@@ -34,9 +34,12 @@ from flax import nnx
 
 import symoptax
 from examples import data as data_lib
+from examples import progress
 from examples.models import qwen3
 from examples.models.common import next_token_loss
 from symoptax.roles import path_str
+
+CPU_COMPILE_S = 3  # seconds to compile one train step on a 2-core CPU (for the message)
 
 # role (from symoptax.label_roles) -> the name of my rule
 MY_GROUPS = {
@@ -75,7 +78,7 @@ def my_optimizer(params, lr: float = 0.02, momentum: float = 0.95):
       my_labels)
 
 
-def train(tx, graphdef, params, rest, data, steps, batch, seq):
+def train(tx, graphdef, params, rest, data, steps, batch, seq, name="", no_progress=False):
   loss_fn = lambda p, tokens: next_token_loss(nnx.merge(graphdef, p, rest), tokens)
 
   @jax.jit
@@ -84,26 +87,37 @@ def train(tx, graphdef, params, rest, data, steps, batch, seq):
     updates, state = tx.update(grads, state, params)
     return optax.apply_updates(params, updates), state, loss
 
+  progress.say(progress.compile_note(f"the {name} train step", CPU_COMPILE_S))
   state, losses = tx.init(params), []
+  bar = progress.bar(steps, name, disable=no_progress)
+  meter = progress.Throughput(batch * seq)
   for i in range(steps):
     params, state, loss = step(params, state, data.batch(i, batch, seq))
-    losses.append(float(loss))
+    if i == 0:
+      bar.write(f"{name}: compiled and ran the first step in {meter.first(loss):.1f} s")
+    losses.append(float(loss))  # waits for the step: the rate is measured per step
+    if i:
+      meter.mark(1)
+      bar.set_postfix(loss=f"{losses[-1]:.3f}", tok_s=f"{meter.rate:.0f}", refresh=False)
+    bar.update(1)
+  bar.close()
   return losses
 
 
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                              formatter_class=argparse.RawDescriptionHelpFormatter,
+                              formatter_class=progress.HelpFormatter,
                               epilog=__doc__.split("\n\n", 1)[1])
   p.add_argument("--steps", type=int, default=100)
   p.add_argument("--lr", type=float, default=0.02)
+  p.add_argument("--no-progress", action="store_true", help="no tqdm bars")
   args = p.parse_args(argv)
   vocab, batch, seq, max_bytes = 4096, 16, 128, 8_000_000
   size = dict(d=128, layers=2, heads=4, kv_heads=2, head_dim=32, ff=384)
   if os.environ.get("SYMOPTAX_SMOKE", "") not in ("", "0"):
     args.steps, vocab, batch, seq, max_bytes = 8, 512, 4, 32, 300_000
     size = dict(d=32, layers=1, heads=2, kv_heads=1, head_dim=16, ff=64)
-  data = data_lib.prepare("builtin", vocab, max_bytes)
+  data = data_lib.prepare("builtin", vocab, max_bytes, log=progress.say)
   cfg = qwen3.Config(vocab=data.vocab, **size)
   graphdef, params, rest = nnx.split(qwen3.Qwen3(cfg, rngs=nnx.Rngs(0)), nnx.Param, ...)
 
@@ -114,9 +128,10 @@ def main(argv=None):
   print(symoptax.describe(params, preset="paper", learning_rate=args.lr))
 
   results = {}
-  for name, tx in [("custom", my_optimizer(params, args.lr)),
-                   ("paper preset", symoptax.symmetry_stack(args.lr, preset="paper", params=params))]:
-    losses = train(tx, graphdef, params, rest, data, args.steps, batch, seq)
+  paper = symoptax.symmetry_stack(args.lr, preset="paper", params=params)
+  for name, tx in [("custom", my_optimizer(params, args.lr)), ("paper preset", paper)]:
+    losses = train(tx, graphdef, params, rest, data, args.steps, batch, seq, name,
+                   args.no_progress)
     results[name] = losses
     tail = losses[-max(1, len(losses) // 10):]
     print(f"{name:13s} loss {losses[0]:.3f} -> {sum(tail) / len(tail):.3f} "

@@ -16,6 +16,7 @@ out for validation, so the split is fixed for a given corpus.
 
 from __future__ import annotations
 
+import functools
 import glob
 import hashlib
 import json
@@ -25,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 EOS = "<|endoftext|>"
+_say = functools.partial(print, flush=True)  # messages before long work show up at once
 
 
 class DataError(ValueError):
@@ -168,7 +170,7 @@ class TokenData:
 
 
 def prepare(spec: str = "builtin", vocab: int = 8192, max_bytes: int = 16_000_000,
-            cache: Path | None = None, log=print) -> TokenData:
+            cache: Path | None = None, log=_say) -> TokenData:
   """Reads ``spec``, trains (or loads the cached) tokenizer, and tokenises the corpus."""
   texts = load_texts(spec, max_bytes)
   digest = hashlib.sha256()
@@ -182,6 +184,9 @@ def prepare(spec: str = "builtin", vocab: int = 8192, max_bytes: int = 16_000_00
     train, val = np.load(root / "train.npy"), np.load(root / "val.npy")
     log(f"data: {spec}: {len(texts)} documents; tokenizer and ids from cache {root}")
   else:
+    log(f"data: {spec}: {len(texts)} documents, {sum(map(len, texts)) / 1e6:.1f}M characters; "
+        f"training a {vocab}-token BPE tokenizer and tokenising (once: both are cached; a few "
+        "minutes on a CPU for the default corpus)...")
     tok = train_tokenizer(texts, vocab)
     eos = tok.token_to_id(EOS)
     dtype = np.uint16 if tok.get_vocab_size() <= 65536 else np.uint32

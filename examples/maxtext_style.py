@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
 if __package__ in (None, ""):
@@ -37,6 +36,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 import symoptax
 from examples import data as data_lib
+from examples import progress
 from examples.models import maxtext_style as mt
 
 
@@ -108,7 +108,7 @@ def make_train_step(model, state_shardings, batch_sharding):
 
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                              formatter_class=argparse.RawDescriptionHelpFormatter,
+                              formatter_class=progress.HelpFormatter,
                               epilog=__doc__.split("\n\n", 1)[1])
   p.add_argument("--mesh", default=None, help="data,fsdp,tensor (default: from device count)")
   p.add_argument("--preset", choices=list(symoptax.PRESETS), default=symoptax.DEFAULT_PRESET)
@@ -123,6 +123,7 @@ def main(argv=None):
   p.add_argument("--shard-map", action=argparse.BooleanOptionalAction, default=True,
                  help="symoptax's sharded step (default) or plain jit partitioning")
   p.add_argument("--losses", default=None, help="write the per-step losses to this JSON file")
+  p.add_argument("--no-progress", action="store_true", help="no tqdm bar")
   args = p.parse_args(argv)
   size = dict(d=128, layers=4, heads=4, kv_heads=2, head_dim=32, ff=384)
   max_bytes = 8_000_000
@@ -137,9 +138,13 @@ def main(argv=None):
     data = data_lib.prepare(args.data, args.vocab, max_bytes)
   except data_lib.DataError as e:
     raise SystemExit(f"maxtext_style.py: error: {e}") from None
+  progress.say("building the model and optimizer state in their shardings...")
   cfg = mt.Config(vocab=data.vocab, param_scan_axis=args.scan_axis, **size)
-  schedule = optax.warmup_cosine_decay_schedule(0.0, args.lr, max(1, args.steps // 20),
-                                                args.steps, 0.1 * args.lr)
+  warmup = optax.warmup_cosine_decay_schedule(0.0, args.lr, max(1, args.steps // 20),
+                                              args.steps, 0.1 * args.lr)
+  # optax passes the count of updates done (0 for the first): shifted by one, the first update
+  # gets lr / warmup rather than 0, and the last one the final 0.1 lr.
+  schedule = lambda count: warmup(count + 1)
   # --shard-map (default): symoptax's shard_map step with explicit collectives; else the
   # same stack without shardings, partitioned by XLA.
   tx_fn = lambda params, shardings: symoptax.symmetry_stack(
@@ -154,19 +159,32 @@ def main(argv=None):
   emb = state.params["token_embedder"]["embedding"]
   print(f"token_embedder/embedding {emb.shape} sharding: {emb.sharding.spec}")
 
-  t0, first, losses = time.perf_counter(), None, []
+  progress.say(progress.compile_note("the train step" + (" (symoptax's shard_map step)"
+                                                         if args.shard_map else ""), 5))
+  first, losses = None, []
+  bar = progress.bar(args.steps, args.preset, disable=args.no_progress)
+  meter = progress.Throughput(args.batch * args.seq)
   for step in range(args.steps):
     tokens = data.batch(step, args.batch, args.seq)
     batch = {"inputs": tokens[:, :-1], "targets": tokens[:, 1:]}
     state, metrics = train_step(state, jax.device_put(batch, batch_sharding))
-    loss = float(metrics["loss"])
+    if step == 0:
+      bar.write(f"step 1: compiled and ran the train step in {meter.first(metrics):.1f} s")
+    loss = float(metrics["loss"])  # waits for the step: the rate is measured per step
+    if step:
+      meter.mark(1)
     losses.append(loss)
     first = loss if first is None else first
     if not np.isfinite(loss):
       raise SystemExit(f"maxtext_style.py: error: loss is {loss} at step {step + 1}")
     if (step + 1) % max(1, args.steps // 10) == 0 or step + 1 == args.steps:
-      print(f"step {step + 1:5d}  loss {loss:.4f}  grad_norm {float(metrics['grad_norm']):.3f}"
-            f"  {time.perf_counter() - t0:.1f}s")
+      rate = f"  {meter.rate:.0f} tok/s" if meter.rate else ""
+      bar.write(f"step {step + 1:5d}  loss {loss:.4f}  grad_norm "
+                f"{float(metrics['grad_norm']):.3f}  {meter.elapsed:.1f}s{rate}")
+    bar.set_postfix(loss=f"{loss:.3f}", **({"tok_s": f"{meter.rate:.0f}"} if meter.rate else {}),
+                    refresh=False)
+    bar.update(1)
+  bar.close()
   kept = all(a.sharding.is_equivalent_to(s, a.ndim) for a, s in zip(
       jax.tree.leaves(state), jax.tree.leaves(state_shardings)))
   sharded = sum(not a.sharding.is_fully_replicated for a in jax.tree.leaves(state.opt_state))

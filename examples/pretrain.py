@@ -2,13 +2,17 @@
 
 With no arguments: the ``tiny`` model on the built-in corpus (this Python's standard-library
 sources, BPE-tokenised with an 8192-token vocabulary trained on them and cached), the
-default ``hybrid`` preset, 400 steps with warmup and cosine decay; about 3.5 minutes on a 2-core CPU. JAX
-picks the device (GPU/TPU when present); batches are split over all devices (data parallel).
+default ``hybrid`` preset, 400 steps with warmup and cosine decay; about 3.5 minutes on a
+2-core CPU. JAX picks the device (GPU/TPU when present); batches are split over all devices
+(data parallel).
 
 Everything a run writes goes to ``--out`` (default ``runs/pretrain/<size>-<preset>``):
-``metrics.jsonl`` (one JSON object per logged step: step, loss, lr, grad_norm, max_logit,
-tokens_per_s, elapsed_s, val_loss when evaluated and, every ``--diag-every`` steps, the
-per-role update statistics of :mod:`symoptax.diagnostics` as ``diag/<role>/<stat>``),
+``metrics.jsonl`` (one JSON object per logged step: step, loss, lr (the rate that step's
+update used), grad_norm, max_logit, elapsed_s, val_loss when evaluated, and, every
+``--diag-every`` steps, the per-role update statistics of :mod:`symoptax.diagnostics` as
+``diag/<role>/<stat>``; ``compile_s`` on the first step a process runs, which compiles the
+train step, and ``tokens_per_s`` on the later ones: a moving average over about the last 10
+steps, compilation, evaluation and checkpoints left out),
 ``loss.png``, ``diagnostics.png``, ``config.json`` and Orbax checkpoints
 (params, optimizer state, step, data position) in ``checkpoints/``. ``--resume`` continues
 from the latest checkpoint there, bitwise-identically on CPU.
@@ -40,7 +44,6 @@ import json
 import os
 import shutil
 import sys
-import time
 from pathlib import Path
 
 if __package__ in (None, ""):  # `python examples/pretrain.py`: make `examples` importable
@@ -55,6 +58,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 import symoptax
 from examples import data as data_lib
+from examples import progress
 from examples.models import moe, qwen3
 from examples.models.common import next_token_loss
 from symoptax.stacks import HIDDEN_ROLES
@@ -70,6 +74,9 @@ MODELS = {"qwen3": "Qwen3-style", "olmoe": "OLMoE-style MoE"}
 MOE = dict(experts=8, top_k=2)  # --model olmoe: ff per expert = the size's ff // 3
 SMOKE = dict(size="smoke", vocab=512, steps=30, max_bytes=300_000, eval_every=10,
              eval_batches=2, ckpt_every=10, warmup=3)
+# Seconds to compile the train step (default preset, Qwen3-style) on a 2-core CPU, for the
+# message before step 1.
+CPU_COMPILE_S = {"smoke": 5, "tiny": 6}
 
 
 def smoke() -> bool:
@@ -78,7 +85,7 @@ def smoke() -> bool:
 
 def make_parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                              formatter_class=argparse.RawDescriptionHelpFormatter,
+                              formatter_class=progress.HelpFormatter,
                               epilog=__doc__.split("\n\n", 1)[1], allow_abbrev=False)
   p.add_argument("--size", choices=[s for s in SIZES if s != "smoke"], default="tiny")
   p.add_argument("--model", choices=MODELS, default="qwen3",
@@ -98,7 +105,7 @@ def make_parser() -> argparse.ArgumentParser:
                       "mlp_in=aurora; ROLE 'hidden' means every attention/MLP role")
   p.add_argument("--schedule", choices=["cosine", "wsd"], default="cosine",
                  help="cosine decay to 10%% of peak, or warmup-stable-decay (last 20%% "
-                      "linear to 0)")
+                      "linear towards 0)")
   p.add_argument("--warmup", type=int, default=None, help="warmup steps (default 5%%)")
   p.add_argument("--steps", type=int, default=400)
   p.add_argument("--batch", type=int, default=None, help="global batch (default per size)")
@@ -168,15 +175,25 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def schedule(args, peak: float) -> optax.Schedule:
-  """Linear warmup to ``peak``, then cosine to 0.1 peak, or WSD (stable, last 20% to 0)."""
+  """Linear warmup to ``peak``, then cosine to 0.1 peak, or WSD (stable, last 20% linear
+  towards 0).
+
+  Written over the update number k = 1..steps: warmup gives peak * k / warmup, reaching the
+  peak at update ``warmup``; cosine ends at 0.1 peak on the last update; WSD's decay would
+  reach 0 one update after the last. optax calls a schedule with the count of updates done
+  so far (0 for the first), hence ``count + 1``: a warmup from 0 at count 0 would make the
+  first update a no-op.
+  """
   if args.schedule == "cosine":
-    return optax.warmup_cosine_decay_schedule(0.0, peak, args.warmup, args.steps, 0.1 * peak)
-  decay = min(max(1, args.steps // 5), args.steps - args.warmup)
-  stable = max(0, args.steps - args.warmup - decay)
-  return optax.join_schedules(
-      [optax.linear_schedule(0.0, peak, args.warmup), optax.constant_schedule(peak),
-       optax.linear_schedule(peak, 0.0, decay)],
-      [args.warmup, args.warmup + stable])
+    base = optax.warmup_cosine_decay_schedule(0.0, peak, args.warmup, args.steps, 0.1 * peak)
+  else:
+    decay = min(max(1, args.steps // 5), args.steps - args.warmup)
+    stable = max(0, args.steps - args.warmup - decay)
+    base = optax.join_schedules(
+        [optax.linear_schedule(0.0, peak, args.warmup), optax.constant_schedule(peak),
+         optax.linear_schedule(peak, 0.0, decay + 1)],
+        [args.warmup, args.warmup + stable])
+  return lambda count: base(count + 1)
 
 
 def overrides(args, as_schedule: bool = True) -> dict:
@@ -364,7 +381,7 @@ def plot_diagnostics(rows: list[dict], path: Path, title: str):
   plt.close(fig)
 
 
-def run(args, log=print) -> list[dict]:
+def run(args, log=progress.say) -> list[dict]:
   """Trains as ``args`` says; returns the metrics rows of the whole run (resumed included)."""
   out = Path(args.out)
   out.mkdir(parents=True, exist_ok=True)
@@ -385,7 +402,9 @@ def run(args, log=print) -> list[dict]:
   except data_lib.DataError as e:
     raise SystemExit(f"pretrain.py: error: {e}") from None
   val = jax.device_put(val, NamedSharding(mesh, P(None, "data")))
-  lr_of = schedule(args, args.lr)
+  # The rate of every update (lrs[k - 1] for step k), computed once: evaluating the schedule
+  # op by op each step would dispatch (and first compile) a dozen small computations.
+  lrs = np.asarray(jax.jit(jax.vmap(schedule(args, args.lr)))(jnp.arange(args.steps)))
 
   ckpt = Checkpoints(out / "checkpoints")
   metrics_path = out / "metrics.jsonl"
@@ -418,16 +437,12 @@ def run(args, log=print) -> list[dict]:
                               scale=args.scale, overrides=overrides(args, as_schedule=False))))
 
   end = min(args.steps, args.stop_at) if args.stop_at else args.steps
-  bar = None
-  if not args.no_progress:
-    try:
-      from tqdm import tqdm
-      bar = tqdm(total=args.steps, initial=start, desc=f"{args.preset}", file=sys.stdout,
-                 dynamic_ncols=True)
-    except ImportError:
-      pass
-  t0, tokens_per_step = time.perf_counter(), args.batch * args.seq
-  t_last, step_last = t0, start
+  if start < end:
+    cpu_s = CPU_COMPILE_S.get(args.size) if args.model == "qwen3" else None
+    log(progress.compile_note(f"the {args.preset} train step", cpu_s))
+  bar = progress.bar(args.steps, args.preset, initial=start, disable=args.no_progress, log=log)
+  meter = progress.Throughput(args.batch * args.seq)
+  last_mark, compile_logged = start + 1, False
   with metrics_path.open("a") as f:
     for step in range(start + 1, end + 1):
       tokens = jax.device_put(data.batch(data_pos, args.batch, args.seq, args.seed),
@@ -436,14 +451,21 @@ def run(args, log=print) -> list[dict]:
       diagnose = step % args.diag_every == 0 or step == args.steps
       params, opt_state, loss, gnorm, max_logit, diag = train_step(
           params, opt_state, tokens, diagnose)
+      if step == start + 1:  # compiled the train step: time it apart from the rest
+        bar.write(f"step {step}: compiled and ran the train step in "
+                  f"{meter.first((params, opt_state, loss)):.1f} s")
       if (step % args.log_every == 0 or step == end or step % args.eval_every == 0
           or diagnose):
-        now = time.perf_counter()
-        row = {"step": step, "loss": float(loss), "lr": float(lr_of(step - 1)),
-               "grad_norm": float(gnorm), "max_logit": float(max_logit),
-               "tokens_per_s": (step - step_last) * tokens_per_step / max(now - t_last, 1e-9),
-               "elapsed_s": now - t0}
-        t_last, step_last = now, step
+        row = {"step": step, "loss": float(loss), "lr": float(lrs[step - 1]),
+               "grad_norm": float(gnorm), "max_logit": float(max_logit)}
+        if step > last_mark:  # the outputs are on the host now: the interval is measured
+          meter.mark(step - last_mark)
+          last_mark = step
+          row["tokens_per_s"] = meter.rate
+        if not compile_logged:  # the first row this process logs
+          row["compile_s"], compile_logged = meter.compile_s, True
+        row["elapsed_s"] = meter.elapsed
+        meter.pause()
         if step % args.eval_every == 0 or step == args.steps:
           row["val_loss"] = float(eval_loss(params, val))
         if diagnose:
@@ -454,15 +476,18 @@ def run(args, log=print) -> list[dict]:
         rows.append(row)
         f.write(json.dumps(row) + "\n")
         f.flush()
-        if bar is not None:
-          bar.set_postfix(loss=f"{row['loss']:.3f}", tok_s=f"{row['tokens_per_s']:.0f}",
-                          lr=f"{row['lr']:.2e}", refresh=False)
-      if bar is not None:
-        bar.update(1)
+        postfix = {"loss": f"{row['loss']:.3f}", "lr": f"{row['lr']:.2e}"}
+        if meter.rate is not None:
+          postfix["tok_s"] = f"{meter.rate:.0f}"
+        bar.set_postfix(**postfix, refresh=False)
+        meter.resume()
+      bar.update(1)
       if step % args.ckpt_every == 0 or step == end:
+        jax.block_until_ready(params)  # the step's own time stays in the measured interval
+        meter.pause()
         ckpt.save(step, params, opt_state, data_pos)
-  if bar is not None:
-    bar.close()
+        meter.resume()
+  bar.close()
   ckpt.close()
   if rows:
     title = f"{MODELS[args.model]} {args.size}, preset {args.preset}"

@@ -25,8 +25,10 @@ import argparse
 import json
 import os
 import sys
-import time
 from pathlib import Path
+
+if __package__ in (None, ""):  # `python examples/quickstart.py`: make `examples` importable
+  sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import jax
 import jax.numpy as jnp
@@ -34,12 +36,8 @@ import numpy as np
 import optax
 
 import symoptax
+from examples import progress
 from symoptax import MatrixAxes
-
-try:
-  from tqdm import trange
-except ImportError:  # tqdm is in the "examples" extra; fall back to a plain range
-  trange = None
 
 # Flax layout: Dense kernels are [in, out] (rows = output units = axis 1), the embedding is
 # [vocab, d] (rows = tokens = axis 0), the head kernel [d, vocab] (rows = vocabulary = axis 1).
@@ -92,8 +90,9 @@ def make_optimizer(name: str, lr: float, steps: int) -> optax.GradientTransforma
   nu-scaled rules (right polar, hybrid) take steps of size lr * ||X||_*, so their rates are
   not comparable with the others'.
   """
-  sched = lambda peak: optax.warmup_cosine_decay_schedule(0.0, peak, steps // 20, steps,
-                                                          peak * 0.1)
+  def sched(peak):  # shifted by one: optax counts from 0, and the first update gets a rate
+    warmup = optax.warmup_cosine_decay_schedule(0.0, peak, steps // 20, steps, peak * 0.1)
+    return lambda count: warmup(count + 1)
   adamw = optax.adamw(sched(3e-3 * lr), b1=0.9, b2=0.95, weight_decay=0.01)
   hidden = symoptax.muon(sched(0.02 * lr), axes=AXES)
   rules = {
@@ -114,7 +113,7 @@ def make_optimizer(name: str, lr: float, steps: int) -> optax.GradientTransforma
 
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                   formatter_class=argparse.RawDescriptionHelpFormatter,
+                                   formatter_class=progress.HelpFormatter,
                                    epilog=__doc__.split("\n\n", 1)[1])
   parser.add_argument("--optimizers", nargs="+", default=["adamw", "muon", "rownorm", "paper"],
                       choices=["adamw", "muon", "rownorm", "paper"])
@@ -128,6 +127,7 @@ def main(argv=None):
   parser.add_argument("--corpus-bytes", type=int, default=4_000_000)
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--out", default="runs/quickstart/results.json")
+  parser.add_argument("--no-progress", action="store_true", help="no tqdm bars")
   args = parser.parse_args(argv)
   if os.environ.get("SYMOPTAX_SMOKE"):
     args.steps, args.hidden, args.corpus_bytes = 20, 64, 200_000
@@ -156,23 +156,31 @@ def main(argv=None):
       return optax.apply_updates(params, updates), state, loss
 
     params, state = params0, tx.init(params0)
-    t0 = time.perf_counter()
-    steps = trange(args.steps, desc=name, file=sys.stdout) if trange else range(args.steps)
-    for i in steps:
+    progress.say(progress.compile_note(f"the {name} train step", 3))
+    bar = progress.bar(args.steps, name, disable=args.no_progress)
+    meter, marked = progress.Throughput(args.batch), 0  # one predicted byte per example
+    for i in range(args.steps):
       s = starts[i]
       params, state, loss = step(params, state, train[s[:, None] + window],
                                  train[s + args.context])
-      if trange and i % 50 == 0:
-        steps.set_postfix(loss=f"{float(loss):.3f}")
-    seconds = time.perf_counter() - t0
+      if i == 0:
+        bar.write(f"{name}: compiled and ran the first step in {meter.first(loss):.1f} s")
+      elif i % 50 == 0 or i == args.steps - 1:  # waits for the step: the rate since the last
+        meter.mark(i - marked, loss)
+        marked = i
+        bar.set_postfix(loss=f"{float(loss):.3f}", tok_s=f"{meter.rate:.0f}", refresh=False)
+      bar.update(1)
+    bar.close()
     results[name] = {"train_loss": float(loss), "val_loss": float(val_loss(params, val_x, val_y)),
-                     "seconds": seconds}
+                     "seconds": meter.elapsed, "compile_s": meter.compile_s}
     if not np.isfinite(results[name]["val_loss"]):
       raise SystemExit(f"{name}: validation loss is not finite")
 
-  print(f"\n{'optimizer':10s} {'train loss':>10s} {'val loss':>9s} {'seconds':>8s}")
+  print(f"\n{'optimizer':10s} {'train loss':>10s} {'val loss':>9s} {'seconds':>8s} "
+        f"{'compile s':>9s}")
   for name, r in results.items():
-    print(f"{name:10s} {r['train_loss']:10.4f} {r['val_loss']:9.4f} {r['seconds']:8.1f}")
+    print(f"{name:10s} {r['train_loss']:10.4f} {r['val_loss']:9.4f} {r['seconds']:8.1f} "
+          f"{r['compile_s']:9.1f}")
   out = Path(args.out)
   out.parent.mkdir(parents=True, exist_ok=True)
   out.write_text(json.dumps({"args": vars(args), "results": results}, indent=1))

@@ -1,6 +1,7 @@
 """The runnable examples, in smoke mode (SYMOPTAX_SMOKE=1): pretrain.py (metrics, checkpoint,
-PNG, bitwise resume, --data errors, data parallel on 8 CPU devices), the MaxText-style example
-on 8 CPU devices, custom_hybrid.py."""
+PNG, bitwise resume, --data errors, data parallel on 8 CPU devices, the first step's rate,
+throughput without compilation), the MaxText-style example on 8 CPU devices, custom_hybrid.py;
+every script's --help; benchmarks/accelerator.sh --quick."""
 
 from __future__ import annotations
 
@@ -366,3 +367,110 @@ def test_quality_tune_starts_where_told_and_a_second_pass_descends_further(monke
   assert len({s.base for s in seen2[6:9]}) == 3
   _, seen3 = tune("--start", "vocab=4")
   assert [s.mult("vocab") for s in seen3[:3]] == [4.0] * 3  # the base sweep starts there
+
+
+def test_pretrain_first_step_uses_a_nonzero_rate_and_logs_it(full_run):
+  """Step k's logged lr is the schedule's rate for update k (optax's count k - 1), and the
+  warmup does not make the first update a no-op."""
+  out, rows = full_run
+  args = pretrain.parse_args(["--out", str(out)])
+  lr_of = pretrain.schedule(args, args.lr)
+  assert float(lr_of(0)) == pytest.approx(args.lr / args.warmup)  # 1/3 of the peak in smoke
+  for r in rows:
+    assert r["lr"] == pytest.approx(float(lr_of(r["step"] - 1)), rel=1e-6), r["step"]
+  assert max(r["lr"] for r in rows) == pytest.approx(args.lr)
+  assert rows[-1]["lr"] == pytest.approx(0.1 * args.lr)  # cosine ends at 0.1 peak
+  # The optimizer the run builds: every leaf moves on the first update.
+  import jax
+  import jax.numpy as jnp
+  _, _, params, _, tx, opt_state, _ = pretrain.build(args, vocab=args.vocab)
+  grads = jax.tree.map(lambda p: jax.random.normal(jax.random.key(0), p.shape, p.dtype), params)
+  updates, _ = jax.jit(tx.update)(grads, opt_state, params)
+  assert all(float(jnp.abs(u).max()) > 0 for u in jax.tree.leaves(updates))
+  # WSD too: the first update gets a rate, the last one is not wasted on a zero rate.
+  wsd = pretrain.parse_args(["--out", str(out), "--schedule", "wsd"])
+  lr_of = pretrain.schedule(wsd, wsd.lr)
+  assert float(lr_of(0)) > 0 and float(lr_of(wsd.steps - 1)) > 0
+
+
+def test_pretrain_tokens_per_s_leaves_compilation_out(full_run):
+  out, rows = full_run
+  config = json.loads((out / "config.json").read_text())
+  tokens = config["batch"] * config["seq"]
+  first, rest = rows[0], rows[1:]
+  assert first["compile_s"] > 0 and "tokens_per_s" not in first
+  assert all("compile_s" not in r and r["tokens_per_s"] > 0 for r in rest)
+  # Step 1 (compiling) is far slower than the steps after it; none of them is dragged down to
+  # its rate.
+  assert min(r["tokens_per_s"] for r in rest) > 2 * tokens / first["compile_s"]
+
+
+def test_throughput_meter_leaves_paused_time_out():
+  import time
+
+  from examples import progress
+  meter = progress.Throughput(tokens_per_step=100, halflife=1.0)
+  time.sleep(0.05)
+  assert meter.first() >= 0.05 and meter.rate is None
+  time.sleep(0.05)
+  meter.mark(1)
+  meter.pause()
+  time.sleep(0.3)  # evaluation, a checkpoint: not training time
+  meter.resume()
+  time.sleep(0.05)
+  meter.mark(1)
+  assert 100 / 0.1 < meter.rate <= 100 / 0.05  # ~2000/s; 500/s with the pause counted
+
+
+def _help_text(path, monkeypatch, capsys) -> str:
+  import runpy
+  monkeypatch.setattr(sys, "path", [str(path.parent), str(ROOT), *sys.path])
+  monkeypatch.setattr(sys, "argv", [str(path), "--help"])
+  with pytest.raises(SystemExit) as e:
+    runpy.run_path(str(path), run_name="__main__")
+  assert e.value.code in (0, None)
+  return capsys.readouterr().out
+
+
+SCRIPTS = ["examples/pretrain.py", "examples/maxtext_style.py", "examples/custom_hybrid.py",
+           "examples/quickstart.py", *(f"benchmarks/{n}.py" for n in (
+               "step_time", "polar_accuracy", "polar_loop", "sharded_step", "head_drift",
+               "quality"))]
+
+
+def test_every_script_help_shows_the_defaults(monkeypatch, capsys):
+  import re
+  checked = 0
+  for script in SCRIPTS:
+    text = _help_text(ROOT / script, monkeypatch, capsys)
+    options = text.split("\noptions:\n", 1)[1].split("\n\n")[0]
+    # One entry per option: its first line and the indented help lines under it.
+    entries = re.split(r"\n(?=  -)", options)
+    for entry in entries:
+      name = entry.split()[0].rstrip(",")
+      takes_value = re.match(r"\s*-[-\w]+(,\s*-[-\w]+)*\s+[A-Z{\[]", entry)
+      if takes_value:
+        assert "default" in entry, f"{script} {name}: {entry!r}"
+        checked += 1
+  assert checked > 50
+
+
+def test_accelerator_script_quick_writes_every_json(tmp_path):
+  """benchmarks/accelerator.sh --quick on the CPU: every benchmark's JSON, under a folder named
+  after the device kind and the date (about 45 s on a 2-core CPU)."""
+  env = {**os.environ, "PYTHON": sys.executable, "JAX_PLATFORMS": "cpu"}
+  env.pop("XLA_FLAGS", None)
+  proc = subprocess.run(["bash", str(ROOT / "benchmarks" / "accelerator.sh"), "--quick",
+                         str(tmp_path)], env=env, cwd=ROOT, capture_output=True, text=True,
+                        timeout=600, check=False)
+  assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+  assert "No accelerator: running on the CPU." in proc.stderr
+  (dest,) = tmp_path.iterdir()
+  assert dest.name.startswith("cpu_") and len(dest.name.split("_")[1]) == 10  # YYYY-MM-DD
+  results = {n: json.loads((dest / f"{n}.json").read_text())
+             for n in ("step_time", "polar_accuracy", "polar_loop", "sharded_step")}
+  assert all(r["device"] == "cpu" for r in results.values())
+  assert set(results["step_time"]["results"]) == {"optax.adamw", "symoptax:hybrid"}
+  assert results["polar_accuracy"]["rows"] and len(results["polar_loop"]["results"]) == 2
+  assert results["sharded_step"]["device_count"] == 8
+  assert {r["path"] for r in results["sharded_step"]["rows"]} == {"sharded", "jit"}
