@@ -163,10 +163,19 @@ class Runner:
     self.args, self.out, self.runs = args, out, []
     # Runs keyed by their pretrain argv without --out (the rates in it are absolute): the
     # same run reached twice in a sweep, or found in a --reuse file, is not run again.
+    # A run made by another version of pretrain's computation (pretrain.RESULTS_VERSION) is
+    # never reused: the same arguments no longer give the same run.
     self._cache: dict[tuple, dict] = {}
+    stale = 0
     for path in args.reuse:
       for r in json.loads(Path(path).read_text())["runs"]:
+        if r.get("pretrain_version", 1) != pretrain.RESULTS_VERSION:
+          stale += 1
+          continue
         self._cache.setdefault(_key(r["argv"]), r)
+    if stale:
+      print(f"--reuse: {stale} run(s) from an earlier pretrain version "
+            f"(< {pretrain.RESULTS_VERSION}) will be run again.", flush=True)
 
   def __call__(self, size: str, s: Setting, seed: int, steps: int) -> dict:
     tag = f"{size}-{s.entry.replace(':', '-')}-{len(self.runs)}-s{seed}"
@@ -198,7 +207,8 @@ class Runner:
     val = [(r["step"], r["elapsed_s"], r["val_loss"]) for r in rows if "val_loss" in r]
     final = val[-1][2] if val and val[-1][0] == steps else float("nan")
     r = {"size": size, "entry": s.entry, "setting": dataclasses.asdict(s), "seed": seed,
-         "steps": steps, "argv": argv, "final_val_loss": final, "val_curve": val,
+         "steps": steps, "argv": argv, "pretrain_version": pretrain.RESULTS_VERSION,
+         "final_val_loss": final, "val_curve": val,
          "spikes": spikes([row["loss"] for row in rows]),
          "seconds": time.perf_counter() - t0, "error": error,
          "s_per_step": float(np.median(np.diff([r["elapsed_s"] for r in rows])))

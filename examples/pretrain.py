@@ -77,6 +77,10 @@ SMOKE = dict(size="smoke", vocab=512, steps=30, max_bytes=300_000, eval_every=10
 # Seconds to compile the train step (default preset, Qwen3-style) on a 2-core CPU, for the
 # message before step 1.
 CPU_COMPILE_S = {"smoke": 5, "tiny": 6}
+# What a run with given arguments computes; bumped when that changes, so that benchmark
+# results of an earlier version are not reused (benchmarks/quality.py --reuse). 2: the first
+# update's rate is the schedule's rate after one step, no longer 0.
+RESULTS_VERSION = 2
 
 
 def smoke() -> bool:

@@ -323,8 +323,11 @@ def test_quality_second_pass_holds_group_rates_and_reuse_skips_known_runs(tmp_pa
   argv = lambda out: s.argv() + ["--size", "tiny", "--seed", "0", "--steps", "6", "--out", out,
                                  "--data", "builtin", "--eval-every", "3", "--ckpt-every", "6",
                                  "--no-progress"]
-  earlier = {"argv": argv("elsewhere"), "final_val_loss": 4.5, "entry": "muon"}
-  (tmp_path / "old.json").write_text(json.dumps({"runs": [earlier]}))
+  earlier = {"argv": argv("elsewhere"), "final_val_loss": 4.5, "entry": "muon",
+             "pretrain_version": quality.pretrain.RESULTS_VERSION}
+  # The same run made by an earlier pretrain (other results for the same arguments): stale.
+  stale = {**earlier, "final_val_loss": 9.9, "pretrain_version": 1}
+  (tmp_path / "old.json").write_text(json.dumps({"runs": [stale, earlier]}))
   args.reuse, args.evals, args.seq = [str(tmp_path / "old.json")], 2, None
   monkeypatch.setattr(quality.pretrain, "run", lambda *a, **k: pytest.fail("ran again"))
   runner = quality.Runner(args, tmp_path)
