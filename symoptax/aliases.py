@@ -48,6 +48,8 @@ def _keeps_shardings(alias):
     if kwargs.get("shardings") is None:
       return tx
     return keep_shardings(tx, kwargs["shardings"], mesh=kwargs.get("mesh"))
+  # The optimizer without the pinning, for callers that pin a whole stack once.
+  wrapped.unpinned = alias
   return wrapped
 
 
@@ -103,6 +105,7 @@ def rownorm_m(
     scale: str | None = None,
     rms: ArrayLike = 0.2,
     axes: AxesLike = None,
+    mu_dtype: Any = None,
     shardings: Any = None,
     mesh: Any = None,
 ) -> optax.GradientTransformation:
@@ -113,7 +116,9 @@ def rownorm_m(
     W_{t+1} = W_t (1 - \eta\lambda) - \eta\, C\!\left(R(C(M_t))\right)
 
   with :math:`R` row normalisation and :math:`C` row centring (identity unless ``center``).
-  Symmetry group: left-permutation / right-orthogonal (``W -> P W Q``).
+  Symmetry group: left-permutation / right-orthogonal (``W -> P W Q``). Scale-invariant for
+  momentum rows of norm far above :math:`R`'s absolute ``eps`` = 1e-8 (smaller rows are
+  shrunk, not normalised; :func:`symoptax.scale_by_row_norm`), up to ~1e30.
 
   Args:
     learning_rate: float or optax schedule.
@@ -128,6 +133,7 @@ def rownorm_m(
       muP); see README "Update scales".
     rms: the target RMS of ``scale="rms"``.
     axes: which axes form rows and cols (see :func:`symoptax.axes.resolve_axes`).
+    [[mu_dtype]]
     [[shardings]]
 
   Returns:
@@ -147,19 +153,22 @@ def rownorm_m(
   _check_scale(scale, (None, "rms", "spectral"), "rownorm_m")
   sh = _sh(shardings, mesh)
   c = _centring(center, axes, sh)
-  return _chain(optax.ema(beta, debias=False), c, scale_by_row_norm(axes=axes, **sh), c,
+  return _chain(optax.ema(beta, debias=False, accumulator_dtype=mu_dtype), c,
+                scale_by_row_norm(axes=axes, **sh), c,
                 *_rescale(scale, rms, axes, sh, orthogonal=False),
                 *_tail(learning_rate, weight_decay, axes))
 
 
-def _one_sided(side: str, learning_rate, beta, weight_decay, nuclear_power, center, method,
-               axes, compute_dtype, sh, nu_scope="matrix", scale="nuclear", rms=0.2,
-               name=""):
+def _one_sided(side: str, *, name: str, learning_rate, beta, weight_decay, nuclear_power,
+               center, method, axes, compute_dtype, nu_scope, scale, rms, mu_dtype,
+               shardings, mesh):
+  """ema -> centre -> nu-scaled polar (``side``) -> centre -> rescale -> weight decay -> lr."""
   _check_scale(scale, SCALES, name)
+  sh = _sh(shardings, mesh)
   power, relative = _nu_args(scale, nuclear_power)
   c = _centring(center, axes, sh)
   return _chain(
-      optax.ema(beta, debias=False), c,
+      optax.ema(beta, debias=False, accumulator_dtype=mu_dtype), c,
       scale_by_polar(method, side=side, nuclear_power=power, axes=axes, **sh,
                      compute_dtype=compute_dtype, nu_scope=nu_scope, relative=relative),
       c, *_rescale(scale, rms, axes, sh, orthogonal=True),
@@ -181,6 +190,7 @@ def right_polargrad_m(
     nu_scope: str = "matrix",
     scale: str = "nuclear",
     rms: ArrayLike = 0.2,
+    mu_dtype: Any = None,
     shardings: Any = None,
     mesh: Any = None,
 ) -> optax.GradientTransformation:
@@ -206,6 +216,7 @@ def right_polargrad_m(
     [[compute_dtype]]
     [[nu_scope]]
     [[nu_scale]]
+    [[mu_dtype]]
     [[shardings]]
 
   Returns:
@@ -214,10 +225,21 @@ def right_polargrad_m(
   References:
     arXiv:2605.18106, 2026; Lau et al., "PolarGrad", arXiv:2505.21799, 2025;
     Amsel et al., "The Polar Express", arXiv:2505.16932, 2025.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp, numpy as np, symoptax
+    >>> params = {"embed": jnp.zeros((64, 8))}  # a tall vocabulary matrix [V, d]
+    >>> opt = symoptax.right_polargrad_m(1.0, nuclear_power=0.0, method="eigh")
+    >>> grads = {"embed": jax.random.normal(jax.random.key(0), (64, 8))}
+    >>> u, _ = opt.update(grads, opt.init(params), params)
+    >>> np.round(np.linalg.svd(u["embed"], compute_uv=False), 3)  # one 8 x 8 Gram: U
+    array([1., 1., 1., 1., 1., 1., 1., 1.], dtype=float32)
   """
-  sh = _sh(shardings, mesh)
-  return _one_sided("right", learning_rate, beta, weight_decay, nuclear_power, center,
-                    method, axes, compute_dtype, sh, nu_scope, scale, rms, "right_polargrad_m")
+  return _one_sided(
+      "right", name="right_polargrad_m", learning_rate=learning_rate, beta=beta,
+      weight_decay=weight_decay, nuclear_power=nuclear_power, center=center, method=method,
+      axes=axes, compute_dtype=compute_dtype, nu_scope=nu_scope, scale=scale, rms=rms,
+      mu_dtype=mu_dtype, shardings=shardings, mesh=mesh)
 
 
 @_keeps_shardings
@@ -235,6 +257,7 @@ def left_polargrad_m(
     nu_scope: str = "matrix",
     scale: str = "nuclear",
     rms: ArrayLike = 0.2,
+    mu_dtype: Any = None,
     shardings: Any = None,
     mesh: Any = None,
 ) -> optax.GradientTransformation:
@@ -248,17 +271,27 @@ def left_polargrad_m(
   Symmetry group: left-permutation / right-orthogonal (and bi-orthogonal for full-rank X).
 
   Args: as :func:`right_polargrad_m`.
-    [[shardings]]
 
   Returns:
     An ``optax.GradientTransformation``.
 
   References:
     arXiv:2605.18106, 2026; Lau et al., "PolarGrad", arXiv:2505.21799, 2025.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp, numpy as np, symoptax
+    >>> params = {"router": jnp.zeros((4, 32))}  # E = 4 experts as rows, centred
+    >>> opt = symoptax.left_polargrad_m(1.0, nuclear_power=0.0, method="eigh", center=True)
+    >>> grads = {"router": jax.random.normal(jax.random.key(0), (4, 32))}
+    >>> u, _ = opt.update(grads, opt.init(params), params)
+    >>> np.round(np.linalg.svd(u["router"], compute_uv=False), 3)  # rank E - 1 once centred
+    array([1., 1., 1., 0.], dtype=float32)
   """
-  sh = _sh(shardings, mesh)
-  return _one_sided("left", learning_rate, beta, weight_decay, nuclear_power, center,
-                    method, axes, compute_dtype, sh, nu_scope, scale, rms, "left_polargrad_m")
+  return _one_sided(
+      "left", name="left_polargrad_m", learning_rate=learning_rate, beta=beta,
+      weight_decay=weight_decay, nuclear_power=nuclear_power, center=center, method=method,
+      axes=axes, compute_dtype=compute_dtype, nu_scope=nu_scope, scale=scale, rms=rms,
+      mu_dtype=mu_dtype, shardings=shardings, mesh=mesh)
 
 
 @_keeps_shardings
@@ -278,6 +311,7 @@ def hybrid_polargrad_m(
     nu_scope: str = "matrix",
     scale: str = "nuclear",
     rms: ArrayLike = 0.2,
+    mu_dtype: Any = None,
     shardings: Any = None,
     mesh: Any = None,
 ) -> optax.GradientTransformation:
@@ -309,6 +343,7 @@ def hybrid_polargrad_m(
     [[compute_dtype]]
     [[nu_scope]]
     [[nu_scale]]
+    [[mu_dtype]]
     [[shardings]]
 
   Returns:
@@ -316,6 +351,15 @@ def hybrid_polargrad_m(
 
   References:
     arXiv:2605.18106, 2026.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp, numpy as np, symoptax
+    >>> params = {"lm_head": jnp.zeros((32, 8))}  # [V, d] rows, centred
+    >>> opt = symoptax.hybrid_polargrad_m(1e-2, center=True)
+    >>> grads = {"lm_head": jax.random.normal(jax.random.key(0), (32, 8))}
+    >>> u, _ = opt.update(grads, opt.init(params), params)
+    >>> bool(np.allclose(u["lm_head"].mean(axis=0), 0, atol=1e-7))  # no drift along 1 v^T
+    True
   """
   sh = _sh(shardings, mesh)
   if order not in HYBRID_ORDERS:
@@ -333,7 +377,8 @@ def hybrid_polargrad_m(
     polar = scale_by_polar(method, side=side, axes=axes, **sh, compute_dtype=compute_dtype)
     body = (c, polar, row, c)
   rescale = _rescale(scale, rms, axes, sh, orthogonal=order == "row_then_polar")
-  return _chain(optax.ema(beta, debias=False), *body, *rescale,
+  return _chain(optax.ema(beta, debias=False, accumulator_dtype=mu_dtype), *body,
+                *rescale,
                 *_tail(learning_rate, weight_decay, axes))
 
 
@@ -352,6 +397,7 @@ def polargrad(
     nu_scope: str = "matrix",
     scale: str = "nuclear",
     rms: ArrayLike = 0.2,
+    mu_dtype: Any = None,
     shardings: Any = None,
     mesh: Any = None,
 ) -> optax.GradientTransformation:
@@ -375,6 +421,7 @@ def polargrad(
     [[compute_dtype]]
     [[nu_scope]]
     [[nu_scale]]
+    [[mu_dtype]]
     [[shardings]]
 
   Returns:
@@ -382,10 +429,22 @@ def polargrad(
 
   References:
     Lau, Long, Su, "PolarGrad", arXiv:2505.21799, 2025.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp, numpy as np, symoptax
+    >>> params = {"w": jnp.zeros((8, 32))}
+    >>> opt = symoptax.polargrad(1.0, method="svd")
+    >>> grads = {"w": jax.random.normal(jax.random.key(0), (8, 32))}
+    >>> u, _ = opt.update(grads, opt.init(params), params)
+    >>> s = np.linalg.svd(u["w"], compute_uv=False)  # nu U: all equal to ||M||_*
+    >>> bool(np.allclose(s, s[0], rtol=1e-4))
+    True
   """
-  sh = _sh(shardings, mesh)
-  return _one_sided("full", learning_rate, beta, weight_decay, nuclear_power, center,
-                    method, axes, compute_dtype, sh, nu_scope, scale, rms, "polargrad")
+  return _one_sided(
+      "full", name="polargrad", learning_rate=learning_rate, beta=beta,
+      weight_decay=weight_decay, nuclear_power=nuclear_power, center=center, method=method,
+      axes=axes, compute_dtype=compute_dtype, nu_scope=nu_scope, scale=scale, rms=rms,
+      mu_dtype=mu_dtype, shardings=shardings, mesh=mesh)
 
 
 MOMENTA = ("jordan", "optax")
@@ -405,6 +464,7 @@ def muon(
     rms: ArrayLike = 0.2,
     axes: AxesLike = None,
     compute_dtype: Any = "auto",
+    mu_dtype: Any = None,
     shardings: Any = None,
     mesh: Any = None,
 ) -> optax.GradientTransformation:
@@ -440,6 +500,7 @@ def muon(
     rms: target RMS for ``shape_rule="rms"``.
     axes: which axes form rows and cols.
     [[compute_dtype]]
+    [[mu_dtype]]
     [[shardings]]
 
   Returns:
@@ -450,25 +511,39 @@ def muon(
     (https://kellerjordan.github.io/posts/muon/); Liu et al., "Muon is Scalable for LLM
     Training", arXiv:2502.16982, 2025; Amsel et al., "The Polar Express",
     arXiv:2505.16932, 2025.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp, numpy as np, symoptax
+    >>> params = {"w": jnp.zeros((8, 32))}
+    >>> opt = symoptax.muon(1.0, method="svd")
+    >>> grads = {"w": jax.random.normal(jax.random.key(0), (8, 32))}
+    >>> u, _ = opt.update(grads, opt.init(params), params)
+    >>> np.round(np.linalg.svd(u["w"], compute_uv=False), 3)  # -polar(M), shape factor 1
+    array([1., 1., 1., 1., 1., 1., 1., 1.], dtype=float32)
   """
   sh = _sh(shardings, mesh)
   if momentum not in MOMENTA:
     raise ValueError(f"Unknown momentum {momentum!r}; valid choices are "
                      f"{', '.join(map(repr, MOMENTA))}.")
-  return _muon_like((), learning_rate, beta, nesterov, weight_decay, method, shape_rule, rms,
-                    axes, compute_dtype, sh, momentum=momentum)
+  return _muon_like(
+      learning_rate=learning_rate, beta=beta, nesterov=nesterov, weight_decay=weight_decay,
+      method=method, shape_rule=shape_rule, rms=rms, axes=axes, compute_dtype=compute_dtype,
+      mu_dtype=mu_dtype, sh=sh, momentum=momentum)
 
 
 MUONEQ_MODES = ("R", "C", "RC")
 
 
-def _muon_like(pre, learning_rate, beta, nesterov, weight_decay, method, shape_rule, rms,
-               axes, compute_dtype, sh, post=(), orthogonalise=None, momentum="jordan"):
+def _muon_like(*, learning_rate, beta, nesterov, weight_decay, method, shape_rule, rms, axes,
+               compute_dtype, mu_dtype, sh, pre=(), post=(), orthogonalise=None,
+               momentum="jordan"):
   """trace -> pre... -> polar (full) -> post... -> shape factor -> weight decay -> lr."""
   if orthogonalise is None:
-    orthogonalise = scale_by_polar(method, side="full", axes=axes, **sh, compute_dtype=compute_dtype)
-  mom = (optax.trace(decay=beta, nesterov=nesterov) if momentum == "jordan"
-         else scale_by_debiased_momentum(beta, nesterov))
+    orthogonalise = scale_by_polar(method, side="full", axes=axes, **sh,
+                                   compute_dtype=compute_dtype)
+  mom = (optax.trace(decay=beta, nesterov=nesterov, accumulator_dtype=mu_dtype)
+         if momentum == "jordan"
+         else scale_by_debiased_momentum(beta, nesterov, mu_dtype=mu_dtype))
   return _chain(
       mom, *pre, orthogonalise, *post,
       scale_by_shape(shape_rule, rms=rms, axes=axes, **sh),
@@ -488,6 +563,7 @@ def muoneq(
     rms: ArrayLike = 0.2,
     axes: AxesLike = None,
     compute_dtype: Any = "auto",
+    mu_dtype: Any = None,
     shardings: Any = None,
     mesh: Any = None,
 ) -> optax.GradientTransformation:
@@ -507,13 +583,23 @@ def muoneq(
     learning_rate: float or optax schedule.
     mode: "R", "C" or "RC".
     beta, nesterov, weight_decay, method, shape_rule, rms, axes, compute_dtype,
-      shardings, mesh: as :func:`muon`.
+      mu_dtype, shardings, mesh: as :func:`muon`.
 
   Returns:
     An ``optax.GradientTransformation``.
 
   References:
     MuonEq, arXiv:2603.28254, 2026.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp, numpy as np, symoptax
+    >>> params = {"w": jnp.zeros((8, 16))}
+    >>> opt = symoptax.muoneq(1.0, mode="R", method="svd")
+    >>> rows = jnp.arange(1.0, 9.0)[:, None]  # rows of very different sizes
+    >>> grads = {"w": jax.random.normal(jax.random.key(0), (8, 16)) * rows}
+    >>> u, _ = opt.update(grads, opt.init(params), params)
+    >>> np.round(np.linalg.svd(u["w"], compute_uv=False), 3)  # rows equalised, then polar
+    array([1., 1., 1., 1., 1., 1., 1., 1.], dtype=float32)
   """
   sh = _sh(shardings, mesh)
   if mode not in MUONEQ_MODES:
@@ -522,8 +608,10 @@ def muoneq(
   pre = {"R": (scale_by_row_norm(axes=axes, **sh),),
          "C": (scale_by_col_norm(axes=axes, **sh),),
          "RC": (scale_by_row_norm(axes=axes, **sh), scale_by_col_norm(axes=axes, **sh))}[mode]
-  return _muon_like(pre, learning_rate, beta, nesterov, weight_decay, method, shape_rule, rms,
-                    axes, compute_dtype, sh)
+  return _muon_like(
+      learning_rate=learning_rate, beta=beta, nesterov=nesterov, weight_decay=weight_decay,
+      method=method, shape_rule=shape_rule, rms=rms, axes=axes, compute_dtype=compute_dtype,
+      mu_dtype=mu_dtype, sh=sh, pre=pre)
 
 
 @_keeps_shardings
@@ -540,6 +628,7 @@ def normuon(
     rms: ArrayLike = 0.2,
     axes: AxesLike = None,
     compute_dtype: Any = "auto",
+    mu_dtype: Any = None,
     shardings: Any = None,
     mesh: Any = None,
 ) -> optax.GradientTransformation:
@@ -556,7 +645,7 @@ def normuon(
   Args:
     learning_rate: float or optax schedule.
     beta, nesterov, weight_decay, method, shape_rule, rms, axes, compute_dtype,
-      shardings, mesh: as :func:`muon`.
+      mu_dtype, shardings, mesh: as :func:`muon`.
     b2: EMA coefficient of the per-row second moment.
     eps: added to its square root.
 
@@ -565,11 +654,23 @@ def normuon(
 
   References:
     Li et al., "NorMuon: Making Muon more efficient and scalable", arXiv:2510.05491, 2025.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp, numpy as np, symoptax
+    >>> params = {"w": jnp.zeros((8, 32))}
+    >>> opt = symoptax.normuon(1.0, method="svd")
+    >>> grads = {"w": jax.random.normal(jax.random.key(0), (8, 32))}
+    >>> u, _ = opt.update(grads, opt.init(params), params)
+    >>> n = np.linalg.norm(u["w"], axis=1)  # per-row second moments equalise the rows
+    >>> bool(np.allclose(n, n[0], rtol=1e-3))
+    True
   """
   sh = _sh(shardings, mesh)
-  return _muon_like((), learning_rate, beta, nesterov, weight_decay, method, shape_rule, rms,
-                    axes, compute_dtype, sh,
-                    post=(scale_by_row_second_moment(b2, eps, axes=axes, **sh),))
+  return _muon_like(
+      learning_rate=learning_rate, beta=beta, nesterov=nesterov, weight_decay=weight_decay,
+      method=method, shape_rule=shape_rule, rms=rms, axes=axes, compute_dtype=compute_dtype,
+      mu_dtype=mu_dtype, sh=sh,
+      post=(scale_by_row_second_moment(b2, eps, axes=axes, **sh),))
 
 
 @_keeps_shardings
@@ -583,6 +684,7 @@ def spectral_clip(
     method: str = "dsv4",
     axes: AxesLike = None,
     compute_dtype: Any = "auto",
+    mu_dtype: Any = None,
     shardings: Any = None,
     mesh: Any = None,
 ) -> optax.GradientTransformation:
@@ -592,9 +694,10 @@ def spectral_clip(
     M_t = \beta M_{t-1} + (1-\beta) G_t = U \Sigma V^\top,\quad
     W_{t+1} = W_t (1 - \eta\lambda) - \eta\, U \min(\Sigma, c) V^\top
 
-  computed with two polar factors (no SVD on the hot path; see
-  :func:`symoptax.transforms.clip_singular_values`). Small directions keep their size
-  instead of being inflated to 1 as in Muon. Symmetry: bi-orthogonal.
+  computed with two polar calls (no SVD on the hot path; see
+  :func:`symoptax.transforms.clip_singular_values`), within ``c`` at any gradient scale.
+  Small directions keep their size instead of being inflated to 1 as in Muon. Symmetry:
+  bi-orthogonal.
 
   Args:
     learning_rate: float or optax schedule.
@@ -604,6 +707,7 @@ def spectral_clip(
     method: full-side polar oracle (default "dsv4", see :func:`scale_by_spectral_clip`).
     axes: which axes form rows and cols.
     [[compute_dtype]]
+    [[mu_dtype]]
     [[shardings]]
 
   Returns:
@@ -612,9 +716,18 @@ def spectral_clip(
   References:
     SPECTRA (spectral clipping of optimizer updates); the two-polar construction is
     symoptax's.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp, numpy as np, symoptax
+    >>> params = {"w": jnp.zeros((8, 16))}
+    >>> opt = symoptax.spectral_clip(1.0, bound=0.5, method="svd")
+    >>> grads = {"w": 100.0 * jax.random.normal(jax.random.key(0), (8, 16))}
+    >>> u, _ = opt.update(grads, opt.init(params), params)
+    >>> float(np.linalg.norm(u["w"], ord=2)) <= 0.5 + 1e-4  # every singular value clipped
+    True
   """
   sh = _sh(shardings, mesh)
-  return _chain(optax.ema(beta, debias=False),
+  return _chain(optax.ema(beta, debias=False, accumulator_dtype=mu_dtype),
                 scale_by_spectral_clip(bound, method=method, axes=axes, **sh,
                                        compute_dtype=compute_dtype),
                 *_tail(learning_rate, weight_decay, axes))
@@ -632,6 +745,7 @@ def namo(
     method: str = "polar_express",
     axes: AxesLike = None,
     compute_dtype: Any = "auto",
+    mu_dtype: Any = None,
     shardings: Any = None,
     mesh: Any = None,
 ) -> optax.GradientTransformation:
@@ -643,7 +757,9 @@ def namo(
 
   with :math:`M_t` the EMA of gradients and :math:`v_t` the EMA of :math:`\|G_t\|_F^2`
   (:func:`symoptax.scale_by_namo`). One extra float per matrix of state. Symmetry:
-  bi-orthogonal.
+  bi-orthogonal. Scale-invariant while :math:`\sqrt{v_t} \gg \epsilon` (``eps`` is absolute,
+  as Adam's: gradients of norm ~``eps`` and below take smaller steps); finite for gradients
+  from ~1e-30 to ~1e30.
 
   Args:
     learning_rate: float or optax schedule.
@@ -652,6 +768,7 @@ def namo(
     method: full-side polar oracle.
     axes: which axes form rows and cols.
     [[compute_dtype]]
+    [[mu_dtype]]
     [[shardings]]
 
   Returns:
@@ -660,11 +777,21 @@ def namo(
   References:
     Zhang, Liu, Schaeffer, "Adam Improves Muon: Adaptive Moment Estimation with
     Orthogonalized Momentum", arXiv:2602.17080, 2026.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp, numpy as np, symoptax
+    >>> params = {"w": jnp.zeros((8, 32))}
+    >>> opt = symoptax.namo(1.0, method="svd")
+    >>> grads = {"w": jax.random.normal(jax.random.key(0), (8, 32))}
+    >>> u, _ = opt.update(grads, opt.init(params), params)
+    >>> s = np.linalg.svd(u["w"], compute_uv=False)  # alpha polar(M): one step size
+    >>> bool(np.allclose(s, s[0], rtol=1e-4))
+    True
   """
   sh = _sh(shardings, mesh)
   return optax.chain(
       scale_by_namo(b1, b2, eps, weight_decay, method=method, axes=axes, **sh,
-                    compute_dtype=compute_dtype),
+                    compute_dtype=compute_dtype, mu_dtype=mu_dtype),
       optax.scale_by_learning_rate(learning_rate))
 
 
@@ -676,6 +803,7 @@ def rmnp(
     beta: ArrayLike = 0.95,
     weight_decay: ArrayLike = 0.0,
     axes: AxesLike = None,
+    mu_dtype: Any = None,
     shardings: Any = None,
     mesh: Any = None,
 ) -> optax.GradientTransformation:
@@ -700,6 +828,7 @@ def rmnp(
     beta: EMA coefficient of the momentum.
     weight_decay: decoupled weight decay (matrix leaves only).
     axes: which axes form rows and cols.
+    [[mu_dtype]]
     [[shardings]]
 
   Returns:
@@ -708,10 +837,20 @@ def rmnp(
   References:
     Deng et al., "RMNP: Row-Momentum Normalized Preconditioning for Scalable Matrix-Based
     Optimization", arXiv:2603.20527, 2026.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp, numpy as np, symoptax
+    >>> params = {"w": jnp.zeros((16, 8))}
+    >>> opt = symoptax.rmnp(1.0)
+    >>> grads = {"w": jax.random.normal(jax.random.key(0), (16, 8))}
+    >>> u, _ = opt.update(grads, opt.init(params), params)
+    >>> np.round(np.linalg.norm(u["w"], axis=1), 3)  # unit rows, no polar step
+    array([1., 1., 1., 1., 1., 1., 1., 1., 1., 1., 1., 1., 1., 1., 1., 1.], dtype=float32)
   """
   sh = _sh(shardings, mesh)
-  return rownorm_m.__wrapped__(learning_rate, beta=beta, weight_decay=weight_decay,
-                               center=False, axes=axes, **sh)  # rmnp itself keeps shardings
+  return rownorm_m.unpinned(learning_rate, beta=beta, weight_decay=weight_decay,
+                           center=False, axes=axes, mu_dtype=mu_dtype,
+                           **sh)  # rmnp itself keeps shardings
 
 
 @_keeps_shardings
@@ -728,6 +867,7 @@ def aurora(
     rms: ArrayLike = 0.2,
     axes: AxesLike = None,
     compute_dtype: Any = "auto",
+    mu_dtype: Any = None,
     shardings: Any = None,
     mesh: Any = None,
 ) -> optax.GradientTransformation:
@@ -749,7 +889,7 @@ def aurora(
     row_power: exponent of the row-scaling refinements on the leverage scores (0.5 =
       undamped, the reference's default; smaller damps).
     beta, nesterov, weight_decay, method, shape_rule, rms, axes, compute_dtype,
-      shardings, mesh: as :func:`muon`.
+      mu_dtype, shardings, mesh: as :func:`muon`.
 
   Returns:
     An ``optax.GradientTransformation``.
@@ -757,12 +897,25 @@ def aurora(
   References:
     Dewulf, Pai, Yang, Zhang, Keigwin, "Aurora: A Leverage-Aware Spectral Optimizer",
     arXiv:2606.27715, 2026.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp, numpy as np, symoptax
+    >>> params = {"w": jnp.zeros((32, 8))}  # tall: leverage matters
+    >>> opt = symoptax.aurora(1.0, steps=4, method="svd")
+    >>> rows = jnp.arange(1.0, 33.0)[:, None]
+    >>> grads = {"w": jax.random.normal(jax.random.key(0), (32, 8)) * rows}
+    >>> u, _ = opt.update(grads, opt.init(params), params)
+    >>> n = np.linalg.norm(u["w"], axis=1)  # rows of near-equal norm, unlike polar(M)'s
+    >>> bool(n.max() / n.min() < 1.5)
+    True
   """
   sh = _sh(shardings, mesh)
   orth = scale_by_leverage_polar(steps, row_power, method=method, axes=axes, **sh,
                                  compute_dtype=compute_dtype)
-  return _muon_like((), learning_rate, beta, nesterov, weight_decay, method, shape_rule, rms,
-                    axes, compute_dtype, sh, orthogonalise=orth)
+  return _muon_like(
+      learning_rate=learning_rate, beta=beta, nesterov=nesterov, weight_decay=weight_decay,
+      method=method, shape_rule=shape_rule, rms=rms, axes=axes, compute_dtype=compute_dtype,
+      mu_dtype=mu_dtype, sh=sh, orthogonalise=orth)
 
 
 @_keeps_shardings
@@ -779,6 +932,7 @@ def pion(
     rms: ArrayLike = 0.2,
     axes: AxesLike = None,
     compute_dtype: Any = "auto",
+    mu_dtype: Any = None,
     shardings: Any = None,
     mesh: Any = None,
 ) -> optax.GradientTransformation:
@@ -798,7 +952,7 @@ def pion(
     threshold: ``tau`` relative to the RMS singular value.
     strength: 0 (Muon) .. 1 (singular values below ``tau`` go linearly to 0).
     beta, nesterov, weight_decay, shape_rule, rms, axes, compute_dtype,
-      shardings, mesh: as :func:`muon`.
+      mu_dtype, shardings, mesh: as :func:`muon`.
     method: full-side polar oracle (default "dsv4": the clip needs converged factors).
 
   Returns:
@@ -809,12 +963,25 @@ def pion(
     and High-Pass Remedies for VLA and RLVR", arXiv:2605.19282, 2026 (Pion: a high-pass
     filter from promotion then suppression polynomials). symoptax's filter has an explicit,
     scale-invariant threshold and strength and is built from two polar calls.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp, numpy as np, symoptax
+    >>> params = {"w": jnp.zeros((8, 32))}
+    >>> opt = symoptax.pion(1.0, threshold=0.5, strength=1.0)
+    >>> rows = jnp.arange(1.0, 9.0)[:, None]
+    >>> grads = {"w": jax.random.normal(jax.random.key(0), (8, 32)) * rows}
+    >>> u, _ = opt.update(grads, opt.init(params), params)
+    >>> s = np.linalg.svd(u["w"], compute_uv=False)  # weak directions damped below 1
+    >>> bool(s.max() > 0.9 and s.min() < 0.9)
+    True
   """
   sh = _sh(shardings, mesh)
   orth = scale_by_high_pass_polar(threshold, strength, method=method, axes=axes, **sh,
                                   compute_dtype=compute_dtype)
-  return _muon_like((), learning_rate, beta, nesterov, weight_decay, method, shape_rule, rms,
-                    axes, compute_dtype, sh, orthogonalise=orth)
+  return _muon_like(
+      learning_rate=learning_rate, beta=beta, nesterov=nesterov, weight_decay=weight_decay,
+      method=method, shape_rule=shape_rule, rms=rms, axes=axes, compute_dtype=compute_dtype,
+      mu_dtype=mu_dtype, sh=sh, orthogonalise=orth)
 
 
 @_keeps_shardings
@@ -830,6 +997,7 @@ def namo_d(
     method: str = "polar_express",
     axes: AxesLike = None,
     compute_dtype: Any = "auto",
+    mu_dtype: Any = None,
     shardings: Any = None,
     mesh: Any = None,
 ) -> optax.GradientTransformation:
@@ -842,7 +1010,9 @@ def namo_d(
   with :math:`\tilde d_{t,j}` the Adam-type ratio
   :math:`\frac{\sqrt{1-\beta_2^t}}{1-\beta_1^t} \|M_{t,:,j}\| / (\sqrt{v_{t,j}}+\epsilon)`
   clamped to :math:`[c \bar d, \bar d / c]` around its mean (:func:`symoptax.scale_by_namo_d`).
-  One extra float per column. Symmetry: left orthogonal x column permutations.
+  One extra float per column. Symmetry: left orthogonal x column permutations. Scale-invariant
+  while :math:`\sqrt{v_{t,j}} \gg \epsilon` (an absolute, Adam-style stabiliser); finite for
+  gradients from ~1e-30 to ~1e30.
 
   Args:
     learning_rate: float or optax schedule.
@@ -852,6 +1022,7 @@ def namo_d(
     method: full-side polar oracle.
     axes: which axes form rows and cols.
     [[compute_dtype]]
+    [[mu_dtype]]
     [[shardings]]
 
   Returns:
@@ -860,9 +1031,19 @@ def namo_d(
   References:
     Zhang, Liu, Schaeffer, "Adam Improves Muon: Adaptive Moment Estimation with
     Orthogonalized Momentum", arXiv:2602.17080, 2026.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp, numpy as np, symoptax
+    >>> params = {"w": jnp.zeros((8, 32))}
+    >>> opt = symoptax.namo_d(1.0, clamp=1.0, method="svd")  # clamp 1: one step size
+    >>> grads = {"w": jax.random.normal(jax.random.key(0), (8, 32))}
+    >>> u, _ = opt.update(grads, opt.init(params), params)
+    >>> s = np.linalg.svd(u["w"], compute_uv=False)
+    >>> bool(np.allclose(s, s[0], rtol=1e-4))
+    True
   """
   sh = _sh(shardings, mesh)
   return optax.chain(
       scale_by_namo_d(b1, b2, eps, weight_decay, clamp, method=method, axes=axes, **sh,
-                      compute_dtype=compute_dtype),
+                      compute_dtype=compute_dtype, mu_dtype=mu_dtype),
       optax.scale_by_learning_rate(learning_rate))

@@ -33,8 +33,8 @@ compute_dtype: ``"auto"`` (bf16 on GPU/TPU where the oracle tolerates it, fp32
   (per-entry RMS ``rms``: AdamW's rate carries over) or ``"spectral"``
   (:math:`\|\Delta W\|_{op} = \sqrt{\mathrm{fan\_out}/\mathrm{fan\_in}}`: muP).
 rms: the target RMS of ``scale="rms"``.""",
-    "nu_scope": r"""nu_scope: ``"matrix"`` (one :math:`\nu` per matrix) or ``"leaf"`` (one over a stacked
-  leaf's matrices, as the reference does for ``[E, m, n]`` experts): see
+    "nu_scope": r"""nu_scope: ``"matrix"`` (one :math:`\nu` per matrix) or ``"leaf"`` (one over a
+  stacked leaf's matrices, as the reference does for ``[E, m, n]`` experts): see
   :func:`symoptax.scale_by_polar`.""",
     "mu_dtype": """\
 mu_dtype: the dtype of the momentum (``None``: the parameters' dtype, as

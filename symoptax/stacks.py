@@ -28,6 +28,7 @@ RULES = ("adamw", "muon", "rownorm", "right_polar", "left_polar", "hybrid", "pol
 # four go by short names in the stack, and their function names are accepted as well.
 RULE_FUNCTIONS = {"rownorm_m": "rownorm", "right_polargrad_m": "right_polar",
                   "left_polargrad_m": "left_polar", "hybrid_polargrad_m": "hybrid"}
+_FUNCTION_OF_RULE = {rule: function for function, rule in RULE_FUNCTIONS.items()}
 _SOFTMAX_ROLES = ("lm_head", "router")
 # Roles of the hidden (bi-orthogonal) matrices: Muon in every preset but "adamw".
 HIDDEN_ROLES = ("attn_q", "attn_k", "attn_v", "attn_qkv", "attn_o", "mlp_in", "mlp_out", "matrix")
@@ -348,29 +349,24 @@ def _leaf_learning_rates(learning_rate, ratios: Mapping[str, float], roles_like
   return optax.GradientTransformation(init_fn, update_fn)
 
 
-def _build(b: _Branch, roles_like, axes, sh: Mapping[str, Any], learning_rate,
-           nu_scope: str = "matrix", scale: str | None = None
+def _build(b: _Branch, roles_like, axes, sh: Mapping[str, Any], learning_rate, *,
+           nu_scope: str = "matrix", scale: str | None = None, mu_dtype: Any = None
            ) -> optax.GradientTransformation:
   if b.rule == "adamw":
     mask = (None if set(b.decayed) in (set(), set(b.roles))
             else _role_mask(b.decayed, roles_like))
     tx = optax.adamw(b.learning_rate, weight_decay=b.weight_decay, mask=mask,
-                     **{**ADAMW, **dict(b.options)})
-  elif b.rule in ("muon", "normuon", "muoneq", "spectral_clip", "namo", "namo_d", "aurora",
-                  "pion", "rmnp"):
-    opts = {**_scale_options(b.rule, scale), **dict(b.options)}
-    tx = _unpinned(getattr(aliases, b.rule))(b.learning_rate, weight_decay=b.weight_decay,
-                                              axes=axes, **opts, **sh)
+                     **{**ADAMW, "mu_dtype": mu_dtype, **dict(b.options)})
   else:
-    center: Any = (bool(b.centred) if set(b.centred) in (set(), set(b.roles))
-                   else _role_mask(b.centred, roles_like))
-    alias = {"rownorm": aliases.rownorm_m, "right_polar": aliases.right_polargrad_m,
-             "left_polar": aliases.left_polargrad_m, "hybrid": aliases.hybrid_polargrad_m,
-             "polargrad": aliases.polargrad}[b.rule]
-    nu = {"nu_scope": nu_scope} if b.rule in _NU_RULES else {}
-    tx = _unpinned(alias)(b.learning_rate, weight_decay=b.weight_decay, center=center,
-                          axes=axes, **{**nu, **_scale_options(b.rule, scale),
-                                        **dict(b.options)}, **sh)
+    alias = getattr(aliases, _FUNCTION_OF_RULE.get(b.rule, b.rule))
+    kw = {"mu_dtype": mu_dtype, **_scale_options(b.rule, scale)}
+    if b.rule in _CENTRED_RULES:
+      kw["center"] = (bool(b.centred) if set(b.centred) in (set(), set(b.roles))
+                      else _role_mask(b.centred, roles_like))
+    if b.rule in _NU_RULES:
+      kw["nu_scope"] = nu_scope
+    tx = _unpinned(alias)(b.learning_rate, weight_decay=b.weight_decay, axes=axes,
+                          **{**kw, **dict(b.options)}, **sh)
   if b.leaf_rates is None:
     return tx
   return optax.chain(tx, _leaf_learning_rates(learning_rate, b.leaf_rates, roles_like))
@@ -379,7 +375,7 @@ def _build(b: _Branch, roles_like, axes, sh: Mapping[str, Any], learning_rate,
 def _unpinned(alias):
   # The stack pins its whole state once (keep_shardings around the multi_transform); its
   # branches skip the named optimizers' own pinning.
-  return getattr(alias, "__wrapped__", alias)
+  return getattr(alias, "unpinned", alias)
 
 
 def symmetry_stack(
@@ -398,6 +394,7 @@ def symmetry_stack(
     gate_up: str | None = None,
     tied_embedding: str = "embedding",
     axes: Any = None,
+    mu_dtype: Any = None,
     shardings: Any = None,
     mesh: Any = None,
 ) -> optax.GradientTransformation:
@@ -480,6 +477,9 @@ def symmetry_stack(
       or a callable ``params -> pytree``. Checked against each leaf's shape now (with
       ``params``); a vector (AdamW) leaf takes none. ``rules`` with a third item name axes
       by path instead.
+    mu_dtype: the dtype of every rule's momentum and of AdamW's first moment (``None``: the
+      parameters' dtype, as optax); e.g. ``jnp.float32`` for bf16 parameters. A role's
+      ``overrides`` options may set their own.
     shardings: the parameters' shardings: a pytree like ``params`` (or a prefix of it) of
       ``jax.sharding.NamedSharding`` -- or of ``PartitionSpec`` with ``mesh`` -- or a
       callable ``params -> pytree`` (then ``params`` is required). Every matrix rule then
@@ -558,7 +558,8 @@ def symmetry_stack(
     # whole masked copy of the tree in the state (and cost its flattening every step).
     branches = _branches(table, set(jax.tree_util.tree_leaves(role_tree)))
     transforms = {b.name: _build(b, roles_like, axes_like(b.rule), sh, learning_rate,
-                                 opts["nu_scope"], opts["scale"]) for b in branches}
+                                 nu_scope=opts["nu_scope"], scale=opts["scale"],
+                                 mu_dtype=mu_dtype) for b in branches}
     branch_of = {role: b.name for b in branches for role in b.roles}
     return optax.multi_transform(transforms,
                                  jax.tree_util.tree_map(branch_of.__getitem__, role_tree))

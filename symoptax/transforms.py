@@ -69,8 +69,13 @@ def _checked_init(axes: AxesLike, shardings: Any, mesh: Any):
 
 
 def row_norm(x: jax.Array, eps: ArrayLike = 1e-8, shards: MatrixShards = LOCAL) -> jax.Array:
-  r"""Row normalisation of ``[..., rows, cols]``: :math:`x_i / (\|x_i\|_2 + \epsilon)`."""
-  return x / (jnp.sqrt(shards.sum(jnp.square(x), -1)) + eps)
+  r"""Row normalisation of ``[..., rows, cols]``: :math:`x_i / (\|x_i\|_2 + \epsilon)`.
+
+  The norms are taken in units of each row's largest entry (:func:`safe_norm`), so they are
+  exact for entries from ~1e-30 to ~1e30; ``eps`` is absolute, so rows whose norm is not
+  far above it are shrunk rather than normalised.
+  """
+  return (x / (safe_norm(x, -1, shards) + eps)).astype(x.dtype)
 
 
 @shared_args
@@ -82,7 +87,10 @@ def scale_by_row_norm(eps: ArrayLike = 1e-8, *, axes: AxesLike = None, shardings
     R(G)_i = \frac{G_i}{\|G_i\|_2 + \epsilon}
 
   Equivariant under ``G -> P G Q`` for a row permutation ``P`` and an orthogonal ``Q``
-  (left-permutation / right-orthogonal, "LPRO"); not under a left rotation.
+  (left-permutation / right-orthogonal, "LPRO"); not under a left rotation. Scale-invariant
+  (``G -> kG``) for rows whose norm is far above ``eps``: the norms are computed without
+  overflow (:func:`safe_norm`), so gradients up to ~1e30 are normalised too, while ``eps`` is
+  absolute, as Adam's, and shrinks rows of norm ~``eps`` and below instead.
 
   Args:
     eps: added to each row norm (a zero row stays zero).
@@ -196,6 +204,23 @@ def scale_by_shape(rule: str = "muon", *, rms: ArrayLike = 0.2, axes: AxesLike =
   return optax.GradientTransformation(_checked_init(axes, shardings, mesh), update_fn)
 
 
+def safe_norm(x: jax.Array, axis, shards: MatrixShards = LOCAL) -> jax.Array:
+  r"""The Euclidean norm over ``axis`` (-1, -2 or both; ``keepdims``, at least fp32), in units
+  of the largest entry there.
+
+  .. math::
+    \|x\| = a \sqrt{\textstyle\sum (x / a)^2},\qquad a = \max |x|
+
+  The squares lie in [0, 1], so the norm neither overflows nor underflows (float32: entries
+  from ~1e-30 to ~1e30, where the plain sum of squares gives inf or 0 beyond ~1e19 and
+  ~1e-19). ``shards`` adds the ``pmax``/``psum`` over split axes. Zero (or empty) slices give 0.
+  """
+  x = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+  a = shards.max(jnp.abs(x), axis)
+  a = jnp.where(a > 0, a, 1.0)
+  return a * jnp.sqrt(shards.sum(jnp.square(x / a), axis))
+
+
 def _safe_scale(x: jax.Array, shards: MatrixShards) -> tuple[jax.Array, jax.Array]:
   """``(x / a, a)`` with ``a`` the largest entry magnitude of each matrix (1 for a zero
   matrix), so that sums of squares neither overflow nor underflow at any gradient scale."""
@@ -307,8 +332,9 @@ class DebiasedMomentumState(NamedTuple):
   mu: Any  # EMA of the gradients, like the params
 
 
-def scale_by_debiased_momentum(beta: ArrayLike = 0.95, nesterov: bool = True
-                               ) -> optax.GradientTransformation:
+@shared_args
+def scale_by_debiased_momentum(beta: ArrayLike = 0.95, nesterov: bool = True, *,
+                               mu_dtype: Any = None) -> optax.GradientTransformation:
   r"""``optax.contrib.muon``'s momentum: a bias-corrected EMA, with Nesterov's look-ahead.
 
   :func:`symoptax.muon` with ``momentum="optax"`` uses it in place of Jordan's
@@ -323,21 +349,23 @@ def scale_by_debiased_momentum(beta: ArrayLike = 0.95, nesterov: bool = True
   Args:
     beta: EMA coefficient.
     nesterov: use the look-ahead.
+    [[mu_dtype]]
 
   Returns:
     An ``optax.GradientTransformation`` whose state holds the EMA (like the params).
   """
 
   if not nesterov:
-    return optax.ema(beta, debias=True)
+    return optax.ema(beta, debias=True, accumulator_dtype=mu_dtype)
 
   def init_fn(params):
     return DebiasedMomentumState(jnp.zeros([], jnp.int32),
-                                 optax.tree_utils.tree_zeros_like(params))
+                                 optax.tree_utils.tree_zeros_like(params, dtype=mu_dtype))
 
   def update_fn(updates, state, params=None):
     del params
     mu = optax.tree_utils.tree_update_moment(updates, state.mu, beta, 1)
+    mu = optax.tree_utils.tree_cast(mu, mu_dtype)
     count = optax.safe_increment(state.count)
     out = jax.tree.map(
         lambda m, g: beta * m + (1 - beta) * g,
@@ -506,7 +534,8 @@ def scale_by_col_norm(eps: ArrayLike = 1e-8, *, axes: AxesLike = None, shardings
     G_{:, j} \mapsto \frac{G_{:, j}}{\|G_{:, j}\|_2 + \epsilon}
 
   The mirror image of :func:`scale_by_row_norm`: equivariant under ``G -> U G P`` for an
-  orthogonal ``U`` and a column permutation ``P``.
+  orthogonal ``U`` and a column permutation ``P``; scale-invariant for columns whose norm is
+  far above ``eps`` (an absolute stabiliser), at any scale up to ~1e30 (:func:`safe_norm`).
 
   Args:
     eps: added to each column norm.
@@ -516,26 +545,76 @@ def scale_by_col_norm(eps: ArrayLike = 1e-8, *, axes: AxesLike = None, shardings
   Returns:
     An ``optax.GradientTransformation``.
   """
-  return _stateless(lambda x, sh: x / (jnp.sqrt(sh.sum(jnp.square(x), -2)) + eps), axes,
+  return _stateless(lambda x, sh: (x / (safe_norm(x, -2, sh) + eps)).astype(x.dtype), axes,
                     shardings=shardings, mesh=mesh, reductions_only=True)
 
 
 def clip_singular_values(x: jax.Array, bound: ArrayLike, *, method: str = "polar_express",
                          compute_dtype: Any = "auto") -> jax.Array:
-  r"""Clips the singular values of ``x`` at ``bound`` with two polar calls (no SVD).
+  r"""Clips the singular values of ``x`` at ``bound`` with polar calls (no SVD).
 
-  With :math:`Q = \mathrm{polar}(X)` and :math:`P = \mathrm{polar}(X - cQ)`, for
-  :math:`X = U \Sigma V^\top`: :math:`Q P^\top (X - cQ) = U |\Sigma - c| V^\top`, so
+  For a tall :math:`X = U \Sigma V^\top` (a wide one is transposed) and :math:`c` =
+  ``bound``, one polar factor of the stacked :math:`(m+n) \times n` matrix gives two
+  bounded functions of :math:`\Sigma`, one polar factor of a symmetric :math:`n \times n`
+  matrix (its sign) decides which of :math:`\sigma, c` is smaller, and a Newton-Schulz
+  inverse square root of a matrix with spectrum in :math:`[\tfrac12, 1]` combines them:
 
   .. math::
-    \mathrm{clip}_c(X) = \tfrac12 \left(X + cQ - Q P^\top (X - cQ)\right)
-      = U \min(\Sigma, c) V^\top .
+    \mathrm{polar}\begin{bmatrix} X \\ cI \end{bmatrix} = \begin{bmatrix} T \\ B
+    \end{bmatrix},\quad T = U \tfrac{\Sigma}{\sqrt{\Sigma^2 + c^2}} V^\top,\quad
+    B = V \tfrac{c}{\sqrt{\Sigma^2 + c^2}} V^\top,\\
+    D = I - 2B^2,\quad K = \tfrac12 \left(I + D\,\mathrm{sign}(D)\right)
+    = V \tfrac{\max(\Sigma, c)^2}{\Sigma^2 + c^2} V^\top,\\
+    \mathrm{clip}_c(X) = c\, T K^{-1/2} = U \min(\Sigma, c) V^\top .
+
+  Every intermediate lies in [-1, 1] whatever :math:`\sigma_{max}/c`, and no two nearly
+  equal terms are subtracted, so the result stays within ``bound`` (up to the oracle's error
+  on :math:`T`, :math:`B`) at any ratio, and directions below ``bound`` keep their size to
+  the oracle's relative accuracy (their :math:`c \tau / \beta` is a ratio of two outputs of
+  the same polar call). Directions the oracle cannot resolve (singular values below ~1e-4
+  of the largest for the polynomial oracles) come out no larger than ``bound``.
   """
-  return _clip_and_polar(x, bound, method, compute_dtype)[0]
+  m, n = x.shape[-2:]
+  if m < n:
+    return jnp.swapaxes(clip_singular_values(jnp.swapaxes(x, -1, -2), bound, method=method,
+                                             compute_dtype=compute_dtype), -1, -2)
+  f32 = jnp.promote_types(x.dtype, jnp.float32)
+  c = jnp.asarray(bound, f32)
+  eye = jnp.eye(n, dtype=f32)
+  stacked = jnp.concatenate([x.astype(f32), jnp.broadcast_to(c * eye, x.shape[:-2] + (n, n))],
+                            axis=-2)
+  polar = lambda a: polar_lib.polar(a, method=method, side="full", compute_dtype=compute_dtype)
+  pz = polar(stacked)
+  t, b = pz[..., :m, :], pz[..., m:, :]
+  b = 0.5 * (b + jnp.swapaxes(b, -1, -2))
+  d = eye - 2.0 * polar_lib.matmul(b, b)  # eigenvalues (s^2 - c^2) / (s^2 + c^2)
+  abs_d = polar_lib.matmul(d, polar(d))
+  k = 0.5 * eye + 0.25 * (abs_d + jnp.swapaxes(abs_d, -1, -2))
+  return (c * polar_lib.matmul(t, _inv_sqrt_half_to_one(k))).astype(x.dtype)
+
+
+def _inv_sqrt_half_to_one(k: jax.Array, iters: int = 4) -> jax.Array:
+  """``K^{-1/2}`` for symmetric ``K`` with spectrum in [1/2, 1]: coupled Newton-Schulz on
+  ``4/3 K`` (spectrum within 1/3 of 1: residual 1/3 -> 1e-9 in four steps)."""
+  eye = jnp.eye(k.shape[-1], dtype=k.dtype)
+  y, z = k * (4.0 / 3.0), jnp.broadcast_to(eye, k.shape)
+  for _ in range(iters):
+    t = 1.5 * eye - 0.5 * polar_lib.matmul(z, y)
+    y, z = polar_lib.matmul(y, t), polar_lib.matmul(t, z)
+  return z * (4.0 / 3.0) ** 0.5
 
 
 def _clip_and_polar(x, bound, method, compute_dtype):
-  """(clip_c(x), polar(x)): the clipped matrix and the polar factor it was built from."""
+  r"""(clip_c(x), polar(x)) from two polar calls of ``x``'s shape.
+
+  With :math:`Q = \mathrm{polar}(X)` and :math:`P = \mathrm{polar}(X - cQ)`,
+  :math:`Q P^\top (X - cQ) = U |\Sigma - c| V^\top`, so :math:`\mathrm{clip}_c(X) =
+  \tfrac12 (X + cQ - Q P^\top (X - cQ))`. The oracle's relative error on :math:`P` enters
+  as an absolute error of order :math:`\delta \, |\sigma - c|`, so this form is accurate
+  only for moderate :math:`\sigma_{max}/c` (it stops clipping beyond ~1e3 with "dsv4"):
+  :func:`high_pass_polar` uses it (its ratio is at most :math:`\sqrt{\min(m, n)}` /
+  threshold and it needs :math:`Q` anyway); :func:`clip_singular_values` does not.
+  """
   q = polar_lib.polar(x, method=method, side="full", compute_dtype=compute_dtype)
   r = x - bound * q
   p = polar_lib.polar(r, method=method, side="full", compute_dtype=compute_dtype)
@@ -558,10 +637,14 @@ def scale_by_spectral_clip(bound: ArrayLike = 1.0, *, method: str = "dsv4",
   .. math::
     U \Sigma V^\top \mapsto U \min(\Sigma, c) V^\top
 
-  Computed with two polar factors (:func:`clip_singular_values`), exact with
-  ``method="svd"``/``"qdwh"``. The default "dsv4" converges (sigma within ~5e-4 of 1 up to
-  cond ~1e3); Polar Express's 14% spread is too coarse here (it leaves clipped singular values
-  between 0.8c and 1.3c). Bi-orthogonally equivariant.
+  Computed with two polar calls (:func:`clip_singular_values`: one of the stacked
+  :math:`[X; cI]`, one of a small symmetric matrix), exact with ``method="svd"``/``"qdwh"``.
+  The default "dsv4" converges (sigma within ~5e-4 of 1 up to cond ~1e3): measured relative
+  error to the SVD clip <= 3e-4 and spectral norm <= ``bound`` (to 1e-4) for
+  :math:`\sigma_{max}/c` from 1e-3 to 1e8, i.e. at any gradient scale. Polar Express's 14%
+  spread is too coarse here (clipped singular values up to ~1.15c). Bi-orthogonally
+  equivariant; not scale-invariant (``bound`` is absolute): linear in the input below it,
+  ``bound`` times the polar factor far above it.
 
   Args:
     bound: the largest singular value ``c`` an update may keep.
@@ -596,10 +679,12 @@ def high_pass_polar(x: jax.Array, threshold: ArrayLike = 0.5, strength: ArrayLik
   factor (Muon); ``strength=1`` sends singular values below ``tau`` linearly to 0.
   """
   m, n = x.shape[-2:]
-  tau = threshold * jnp.linalg.norm(x, axis=(-2, -1), keepdims=True) / jnp.sqrt(min(m, n))
+  y, _ = _safe_scale(x, LOCAL)  # scale-free map: in units of the largest entry, so that
+  # ||X||_F neither overflows nor underflows (inputs from ~1e-30 to ~1e30)
+  tau = threshold * jnp.sqrt(jnp.sum(y * y, axis=(-2, -1), keepdims=True)) / jnp.sqrt(min(m, n))
   tau = jnp.maximum(tau, jnp.finfo(jnp.float32).tiny)
-  clipped, q = _clip_and_polar(x, tau, method, compute_dtype)
-  return (1 - strength) * q + strength * clipped / tau
+  clipped, q = _clip_and_polar(y, tau, method, compute_dtype)
+  return ((1 - strength) * q + strength * clipped / tau).astype(x.dtype)
 
 
 @shared_args
@@ -649,7 +734,9 @@ def leverage_polar(x: jax.Array, steps: int = 2, row_power: ArrayLike = 0.5,
   :func:`symoptax.hybrid_polargrad_m` (no nu scaling, no centring). Square and wide matrices
   already have polar factors with equal row norms (orthonormal rows) and get the plain polar
   factor, whatever ``steps``. Zero rows stay zero. Equivariant under row permutations and
-  right orthogonal maps (LPRO).
+  right orthogonal maps (LPRO). Scale-invariant at any scale: ``X`` is first divided by its
+  largest entry, so the row norms cannot overflow and ``eps`` (which only keeps zero rows
+  finite) is relative to that entry.
   """
   if steps < 1:
     raise ValueError(f"leverage_polar: steps must be >= 1, got {steps}.")
@@ -657,14 +744,16 @@ def leverage_polar(x: jax.Array, steps: int = 2, row_power: ArrayLike = 0.5,
   polar = lambda a: polar_lib.polar(a, method=method, side="full", compute_dtype=compute_dtype)
   if m <= n:
     return polar(x)
-  d = 1.0 / (jnp.linalg.norm(x, axis=-1, keepdims=True) + eps)
+  dtype = x.dtype
+  x, _ = _safe_scale(x, LOCAL)
+  d = 1.0 / (jnp.sqrt(jnp.sum(jnp.square(x), axis=-1, keepdims=True)) + eps)
   u = polar(d * x)
   for _ in range(steps - 1):
     leverage = jnp.sum(jnp.square(u), axis=-1, keepdims=True)
     # Rows with no leverage (zero rows of x) keep their scaling instead of growing to inf.
     d = jnp.where(leverage > eps, d * jnp.power((n / m) / (leverage + eps), row_power), d)
     u = polar(d * x)
-  return u
+  return u.astype(dtype)
 
 
 @shared_args
@@ -680,7 +769,7 @@ def scale_by_leverage_polar(steps: int | None = None, row_power: ArrayLike = 0.5
       under ``optax.inject_hyperparams`` pass ``static_args=("steps",)``.
     row_power: exponent of each row-scaling correction on the leverage scores (0.5:
       undamped; smaller: damped).
-    eps: added to row norms and leverage scores.
+    eps: added to row norms (in units of the largest entry) and leverage scores.
     method: full-side polar oracle.
     axes: which axes form rows and cols.
     [[compute_dtype]]
@@ -775,15 +864,16 @@ class ScaleByNamoState(NamedTuple):
   """State of :func:`scale_by_namo`."""
   count: jax.Array  # int32 scalar, steps taken
   mu: Any  # first moment (EMA of gradients), like the params
-  nu: Any  # per matrix leaf: [*batch] EMA of ||G||_F^2 (NAMO), [*batch, *cols] of column
-  # norms^2 (NAMO-D)
+  nu: Any  # per matrix leaf: sqrt(v_t), the root of the EMA of ||G||_F^2 ([*batch], NAMO)
+  # or of the squared column norms ([*batch, *cols], NAMO-D): the root keeps it finite for
+  # gradients up to ~1e30 (v_t itself overflows float32 from ~1e19)
 
 
 @shared_args
 def scale_by_namo(b1: ArrayLike = 0.95, b2: ArrayLike = 0.99, eps: ArrayLike = 1e-8,
                   weight_decay: ArrayLike = 0.0, *, method: str = "polar_express",
-                  axes: AxesLike = None, compute_dtype: Any = "auto", shardings: Any = None,
-                  mesh: Any = None) -> optax.GradientTransformation:
+                  axes: AxesLike = None, compute_dtype: Any = "auto", mu_dtype: Any = None,
+                  shardings: Any = None, mesh: Any = None) -> optax.GradientTransformation:
   r"""NAMO's step: orthogonalised momentum times an Adam-type scalar step size per matrix.
 
   .. math::
@@ -794,7 +884,11 @@ def scale_by_namo(b1: ArrayLike = 0.95, b2: ArrayLike = 0.99, eps: ArrayLike = 1
 
   The decoupled weight decay ``lambda`` is scaled by ``alpha`` as in the paper, so it lives
   here rather than in a later ``optax.add_decayed_weights``. Bi-orthogonally equivariant
-  (every quantity is a Frobenius norm or the polar factor). Leaves without axes (vectors) get
+  (every quantity is a Frobenius norm or the polar factor). Scale-invariant (``G -> kG``)
+  while :math:`\sqrt{v_t} \gg \epsilon`: ``eps`` is absolute, as Adam's, so gradients of
+  norm ~``eps`` and below get proportionally smaller steps (the reference formula). The state
+  keeps :math:`\sqrt{v_t}` and the norms are taken in units of the largest entry, so the
+  step is finite and exact for gradients from ~1e-30 to ~1e30. Leaves without axes (vectors) get
   the plain EMA momentum, as the other named optimizers give them.
 
   Args:
@@ -805,6 +899,7 @@ def scale_by_namo(b1: ArrayLike = 0.95, b2: ArrayLike = 0.99, eps: ArrayLike = 1
     method: full-side polar oracle.
     axes: which axes form rows and cols.
     [[compute_dtype]]
+    [[mu_dtype]]
     [[shardings_stateless]]
 
   Returns:
@@ -814,15 +909,17 @@ def scale_by_namo(b1: ArrayLike = 0.95, b2: ArrayLike = 0.99, eps: ArrayLike = 1
     Zhang, Liu, Schaeffer, "Adam Improves Muon: Adaptive Moment Estimation with
     Orthogonalized Momentum", arXiv:2602.17080, 2026.
   """
-  return _adaptive_polar(b1, b2, eps, weight_decay, None, method, axes, compute_dtype,
-                         "scale_by_namo", shardings, mesh)
+  return _adaptive_polar(name="scale_by_namo", b1=b1, b2=b2, eps=eps,
+                         weight_decay=weight_decay, clamp=None, method=method, axes=axes,
+                         compute_dtype=compute_dtype, mu_dtype=mu_dtype,
+                         shardings=shardings, mesh=mesh)
 
 
 @shared_args
 def scale_by_namo_d(b1: ArrayLike = 0.95, b2: ArrayLike = 0.99, eps: ArrayLike = 1e-8,
                     weight_decay: ArrayLike = 0.0, clamp: ArrayLike = 0.5, *,
                     method: str = "polar_express", axes: AxesLike = None,
-                    compute_dtype: Any = "auto", shardings: Any = None,
+                    compute_dtype: Any = "auto", mu_dtype: Any = None, shardings: Any = None,
                     mesh: Any = None) -> optax.GradientTransformation:
   r"""NAMO-D's step: orthogonalised momentum right-multiplied by a clamped diagonal of
   per-column Adam-type step sizes.
@@ -837,9 +934,11 @@ def scale_by_namo_d(b1: ArrayLike = 0.95, b2: ArrayLike = 0.99, eps: ArrayLike =
 
   ``clamp`` :math:`c \in (0, 1]` bounds the condition number of the diagonal by
   :math:`1/c^2`: ``c = 1`` gives one step size per matrix (the mean), small ``c`` lets every
-  column adapt to its own noise level. One float per column of state besides the momentum.
-  Equivariant under left orthogonal maps and column permutations (every statistic is a
-  column norm).
+  column adapt to its own noise level. One float per column of state besides the momentum
+  (:math:`\sqrt{v_{t,j}}`, kept as a root so that it cannot overflow). Equivariant under left
+  orthogonal maps and column permutations (every statistic is a column norm). Scale-invariant
+  while :math:`\sqrt{v_{t,j}} \gg \epsilon` (an absolute, Adam-style stabiliser, as in the
+  reference); finite for gradients from ~1e-30 to ~1e30.
 
   Args:
     b1: EMA coefficient of the momentum.
@@ -850,6 +949,7 @@ def scale_by_namo_d(b1: ArrayLike = 0.95, b2: ArrayLike = 0.99, eps: ArrayLike =
     method: full-side polar oracle.
     axes: which axes form rows and cols.
     [[compute_dtype]]
+    [[mu_dtype]]
     [[shardings_stateless]]
 
   Returns:
@@ -861,12 +961,14 @@ def scale_by_namo_d(b1: ArrayLike = 0.95, b2: ArrayLike = 0.99, eps: ArrayLike =
   """
   if isinstance(clamp, (int, float)) and not 0 < clamp <= 1:
     raise ValueError(f"scale_by_namo_d: clamp must be in (0, 1], got {clamp!r}.")
-  return _adaptive_polar(b1, b2, eps, weight_decay, clamp, method, axes, compute_dtype,
-                         "scale_by_namo_d", shardings, mesh)
+  return _adaptive_polar(name="scale_by_namo_d", b1=b1, b2=b2, eps=eps,
+                         weight_decay=weight_decay, clamp=clamp, method=method, axes=axes,
+                         compute_dtype=compute_dtype, mu_dtype=mu_dtype,
+                         shardings=shardings, mesh=mesh)
 
 
-def _adaptive_polar(b1, b2, eps, weight_decay, clamp, method, axes, compute_dtype, name,
-                    shardings=None, mesh=None):
+def _adaptive_polar(*, name, b1, b2, eps, weight_decay, clamp, method, axes, compute_dtype,
+                    mu_dtype, shardings, mesh):
   """NAMO (``clamp=None``: one Adam-type step size per matrix, from Frobenius norms) and
   NAMO-D (one per column, from column norms, clamped to ``[c mean, mean / c]``)."""
   _validate_polar(method, "full", None)
@@ -876,7 +978,7 @@ def _adaptive_polar(b1, b2, eps, weight_decay, clamp, method, axes, compute_dtyp
 
   def init_fn(params):
     leaves, treedef, lays = flatten_with_layouts(params, resolve_axes(axes, params))
-    mu = [None if p is None else jnp.zeros_like(p) for p in leaves]
+    mu = [None if p is None else jnp.zeros_like(p, dtype=mu_dtype) for p in leaves]
     nu = [None if lay is None else jnp.zeros(sharding_lib.stat_shape(lay, kind), jnp.float32)
           for lay in lays]
     nu = sharding_lib.shard_stats(treedef.unflatten(nu), params, resolve_axes(axes, params),
@@ -893,10 +995,17 @@ def _adaptive_polar(b1, b2, eps, weight_decay, clamp, method, axes, compute_dtyp
 
     def fn(gb, extras, stats, shards):
       mb, pb = extras
-      (v,) = stats
-      norm_sq = lambda a: shards.sum(jnp.square(a), reduce_axes)  # [B, 1, cols] or [B, 1, 1]
-      v = b2 * v + (1 - b2) * norm_sq(gb).reshape(v.shape)
-      alpha = bias * jnp.sqrt(norm_sq(mb)) / (jnp.sqrt(v).reshape(norm_sq(mb).shape) + eps)
+      (root_v,) = stats  # sqrt(v_{t-1})
+      # Norms in units of the largest entry ([B, 1, cols] or [B, 1, 1]), and
+      # sqrt(v_t) = sqrt(b2 v_{t-1} + (1 - b2) ||G||^2) in units of the larger of its two
+      # terms: nothing is squared outside [0, 1], so no gradient scale overflows.
+      g_norm = safe_norm(gb, reduce_axes, shards).reshape(root_v.shape)
+      top = jnp.maximum(root_v, g_norm)
+      unit = jnp.where(top > 0, top, 1.0)
+      root_v = top * jnp.sqrt(b2 * jnp.square(root_v / unit)
+                              + (1 - b2) * jnp.square(g_norm / unit))
+      m_norm = safe_norm(mb, reduce_axes, shards)
+      alpha = bias * m_norm / (root_v.reshape(m_norm.shape) + eps)
       if per_column:  # clamped around its mean over the (global) columns
         mean = shards.sum(alpha, -1) / shards.matrix_shape(gb)[1]
         alpha = jnp.clip(alpha, clamp * mean, mean / clamp)
@@ -904,7 +1013,7 @@ def _adaptive_polar(b1, b2, eps, weight_decay, clamp, method, axes, compute_dtyp
                                                     compute_dtype=compute_dtype), mb)
       if pb is not None:
         step = step + weight_decay * pb
-      return alpha * step, [v]
+      return alpha * step, [root_v]
 
     tree = params if params is not None else updates
     # Matrix leaves get alpha * (polar(M) + wd W); vectors the plain EMA momentum, as in the

@@ -129,3 +129,50 @@ def test_the_stack_takes_empty_leaves(preset):
   u, _ = jax.jit(tx.update)(grads, tx.init(params), params)
   assert u["mlp"]["up_proj"]["kernel"].shape == (8, 0)
   assert np.isfinite(u["lm_head"]["kernel"]).all() and np.abs(u["lm_head"]["kernel"]).max() > 0
+
+
+def _momentum_dtypes(state, params):
+  """Dtypes of the state leaves shaped like a parameter matrix (the momentum)."""
+  import jax
+  shapes = {x.shape for x in jax.tree_util.tree_leaves(params) if x.ndim == 2}
+  return {str(x.dtype) for x in jax.tree_util.tree_leaves(state)
+          if getattr(x, "shape", None) in shapes}
+
+
+@pytest.mark.parametrize("name", EMPTY_RULES)
+def test_mu_dtype_sets_the_momentum_dtype_as_optax_does(name):
+  """bf16 parameters: the momentum is bf16 by default (as optax) and fp32 with
+  mu_dtype=float32; the update is finite and in the gradients' shapes either way."""
+  import jax
+  import jax.numpy as jnp
+  params = {"w": jnp.asarray(normal((12, 8), 0), jnp.bfloat16),
+            "b": jnp.ones(8, jnp.bfloat16)}
+  grads = jax.tree_util.tree_map(lambda x: x * 0.5, params)
+  for mu_dtype, want in [(None, {"bfloat16"}), (jnp.float32, {"float32"})]:
+    tx = getattr(symoptax, name)(0.02, mu_dtype=mu_dtype)
+    state = tx.init(params)
+    assert _momentum_dtypes(state, params) == want, (name, mu_dtype)
+    u, state = jax.jit(tx.update)(grads, state, params)
+    assert _momentum_dtypes(state, params) == want, (name, mu_dtype)
+    assert all(bool(jnp.all(jnp.isfinite(x.astype(jnp.float32))))
+               for x in jax.tree_util.tree_leaves(u))
+
+
+def test_the_stack_passes_mu_dtype_to_every_rule_and_to_adamw():
+  import jax
+  import jax.numpy as jnp
+  params = {"embed_tokens": {"embedding": jnp.ones((32, 8), jnp.bfloat16)},
+            "mlp": {"up_proj": {"kernel": jnp.ones((8, 16), jnp.bfloat16)}},
+            "lm_head": {"kernel": jnp.ones((8, 32), jnp.bfloat16)},
+            "norm": {"scale": jnp.ones(8, jnp.bfloat16)}}
+  for preset in symoptax.PRESETS:
+    state = symoptax.symmetry_stack(0.02, preset=preset, params=params,
+                                    mu_dtype=jnp.float32).init(params)
+    shapes = {x.shape for x in jax.tree_util.tree_leaves(params)}
+    moments = [x for x in jax.tree_util.tree_leaves(state) if getattr(x, "shape", 0) in shapes]
+    # One first moment per parameter, each fp32 (AdamW's second moments stay bf16).
+    assert sum(x.dtype == jnp.float32 for x in moments) == 4, preset
+    # AdamW's second moment keeps the parameters' dtype (optax's mu_dtype is the first's).
+    default = symoptax.symmetry_stack(0.02, preset=preset, params=params).init(params)
+    assert {str(x.dtype) for x in jax.tree_util.tree_leaves(default)
+            if getattr(x, "shape", 0) in shapes} == {"bfloat16"}, preset
