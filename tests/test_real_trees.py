@@ -106,20 +106,28 @@ def test_every_leaf_of_a_real_tree_gets_its_role_and_axes(name):
   assert set(EXPECTED[name]) <= seen  # every expected pattern names real leaves
 
 
+def paper_step_on(small_leaves, fx, scan_axis=None):
+  """One jitted "paper" step on a tree of ``small_leaves`` (a shrunk copy of the fixture's):
+  the same roles as the real tree, and every update finite and nonzero."""
+  key = iter(jax.random.split(jax.random.key(0), 2 * len(small_leaves)))
+  params = tree_of(small_leaves, lambda p, s, dt: jax.random.normal(next(key), s, jnp.float32))
+  grads = jax.tree_util.tree_map(lambda x: jax.random.normal(next(key), x.shape), params)
+  real = tree_of(fx["leaves"], lambda p, s, dt: jax.ShapeDtypeStruct(s, dt))
+  assert (symoptax.label_roles(params, scan_axis=scan_axis)
+          == symoptax.label_roles(real, scan_axis=scan_axis))
+  tx = symoptax.symmetry_stack(0.02, preset="paper", params=params, scan_axis=scan_axis,
+                               head_dim=HEAD)
+  updates, _ = jax.jit(tx.update)(grads, tx.init(params), params)
+  for path, u in flat(updates).items():
+    assert bool(jnp.all(jnp.isfinite(u))) and float(jnp.abs(u).max()) > 0, path
+
+
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_one_paper_step_on_a_small_tree_of_the_same_layout(name):
   fx = fixture(name)
   small = small_dims(fx)
-  key = iter(jax.random.split(jax.random.key(0), 2 * len(fx["leaves"])))
-  make = lambda p, s, dt: jax.random.normal(next(key), tuple(small.get(n, n) for n in s), dt)
-  params = tree_of(fx["leaves"], make)
-  grads = jax.tree_util.tree_map(lambda x: jax.random.normal(next(key), x.shape), params)
-  real = tree_of(fx["leaves"], lambda p, s, dt: jax.ShapeDtypeStruct(s, dt))
-  assert symoptax.label_roles(params) == symoptax.label_roles(real)
-  tx = symoptax.symmetry_stack(0.02, preset="paper", params=params, head_dim=HEAD)
-  updates, _ = jax.jit(tx.update)(grads, tx.init(params), params)
-  for path, u in flat(updates).items():
-    assert bool(jnp.all(jnp.isfinite(u))) and float(jnp.abs(u).max()) > 0, path
+  paper_step_on([(p, [small.get(n, n) for n in shape], dt) for p, shape, dt in fx["leaves"]],
+                fx)
 
 
 def test_conv1d_kernels_follow_the_block_and_dense_ports_keep_theirs():
@@ -279,19 +287,7 @@ def small_version(fx):
                          + ["gemma_gemma3_1b", "gemma_gemma4_26b_a4b"])
 def test_one_paper_step_on_a_small_maxtext_or_gemma_tree(name):
   fx = fixture(name)
-  scan = 1 if name.startswith("maxtext") else None
-  leaves = small_version(fx)
-  key = iter(jax.random.split(jax.random.key(0), 2 * len(leaves)))
-  params = tree_of(leaves, lambda p, s, dt: jax.random.normal(next(key), s, jnp.float32))
-  grads = jax.tree_util.tree_map(lambda x: jax.random.normal(next(key), x.shape), params)
-  real = tree_of(fx["leaves"], lambda p, s, dt: jax.ShapeDtypeStruct(s, dt))
-  assert (symoptax.label_roles(params, scan_axis=scan)
-          == symoptax.label_roles(real, scan_axis=scan))
-  tx = symoptax.symmetry_stack(0.02, preset="paper", params=params, scan_axis=scan,
-                               head_dim=HEAD)
-  updates, _ = jax.jit(tx.update)(grads, tx.init(params), params)
-  for path, u in flat(updates).items():
-    assert bool(jnp.all(jnp.isfinite(u))) and float(jnp.abs(u).max()) > 0, path
+  paper_step_on(small_version(fx), fx, scan_axis=1 if name.startswith("maxtext") else None)
 
 
 # EasyDeL 0.3.0's seven families (tools/capture_easydel_trees.py): HF names, unscanned
@@ -351,13 +347,4 @@ def test_mla_heads_take_a_head_size_per_projection():
 @pytest.mark.parametrize("model", EASYDEL_MODELS)
 def test_one_paper_step_on_a_small_easydel_tree(model):
   fx = fixture(f"easydel_{model}")
-  leaves = small_version(fx)
-  key = iter(jax.random.split(jax.random.key(0), 2 * len(leaves)))
-  params = tree_of(leaves, lambda p, s, dt: jax.random.normal(next(key), s, jnp.float32))
-  grads = jax.tree_util.tree_map(lambda x: jax.random.normal(next(key), x.shape), params)
-  real = tree_of(fx["leaves"], lambda p, s, dt: jax.ShapeDtypeStruct(s, dt))
-  assert symoptax.label_roles(params) == symoptax.label_roles(real)
-  tx = symoptax.symmetry_stack(0.02, preset="paper", params=params, head_dim=HEAD)
-  updates, _ = jax.jit(tx.update)(grads, tx.init(params), params)
-  for path, u in flat(updates).items():
-    assert bool(jnp.all(jnp.isfinite(u))) and float(jnp.abs(u).max()) > 0, path
+  paper_step_on(small_version(fx), fx)
