@@ -215,19 +215,19 @@ def safe_norm(x: jax.Array, axis, shards: MatrixShards = LOCAL) -> jax.Array:
   from ~1e-30 to ~1e30, where the plain sum of squares gives inf or 0 beyond ~1e19 and
   ~1e-19). ``shards`` adds the ``pmax``/``psum`` over split axes. Zero (or empty) slices give 0.
   """
+  y, a = _safe_scale(x, shards, axis)
+  return a * jnp.sqrt(shards.sum(jnp.square(y), axis))
+
+
+def _safe_scale(x: jax.Array, shards: MatrixShards,
+                axis=(-2, -1)) -> tuple[jax.Array, jax.Array]:
+  """``(x / a, a)`` with ``a`` the largest entry magnitude over ``axis`` (each matrix by
+  default; 1 where all are zero), at least fp32, so that sums of squares neither overflow nor
+  underflow at any gradient scale."""
   x = x.astype(jnp.promote_types(x.dtype, jnp.float32))
   a = shards.max(jnp.abs(x), axis)
   a = jnp.where(a > 0, a, 1.0)
-  return a * jnp.sqrt(shards.sum(jnp.square(x / a), axis))
-
-
-def _safe_scale(x: jax.Array, shards: MatrixShards) -> tuple[jax.Array, jax.Array]:
-  """``(x / a, a)`` with ``a`` the largest entry magnitude of each matrix (1 for a zero
-  matrix), so that sums of squares neither overflow nor underflow at any gradient scale."""
-  f32 = jnp.promote_types(x.dtype, jnp.float32)
-  a = shards.max(jnp.abs(x.astype(f32)), (-2, -1))
-  a = jnp.where(a > 0, a, 1.0)
-  return x.astype(f32) / a, a
+  return x / a, a
 
 
 def scale_by_rms(rms: ArrayLike = 0.2, *, axes: AxesLike = None, shardings: Any = None,
