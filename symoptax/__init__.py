@@ -2,32 +2,27 @@
 
 from symoptax import diagnostics, polar, sharding
 from symoptax.aliases import (
-    aurora,
     hybrid_polargrad_m,
     left_polargrad_m,
     muon,
-    muoneq,
-    namo,
-    namo_d,
-    normuon,
-    pion,
     polargrad,
     right_polargrad_m,
-    rmnp,
     rownorm_m,
-    spectral_clip,
 )
 from symoptax.axes import MatrixAxes, resolve_axes
-from symoptax.clipping import qk_clip
 from symoptax.roles import ROLES, label_roles, matrix_axes
 from symoptax.stacks import (DEFAULT_PRESET, PRESET_LR_RATIO, PRESET_OPTIONS, PRESETS, RULES,
                               describe, symmetry_stack)
-from symoptax.transforms import (SCALES, center_rows, scale_by_col_norm,
-                                 scale_by_debiased_momentum, scale_by_high_pass_polar,
-                                 scale_by_leverage_polar, scale_by_namo, scale_by_namo_d,
+from symoptax.transforms import (SCALES, center_rows, scale_by_debiased_momentum,
                                  scale_by_polar, scale_by_rms, scale_by_row_norm,
-                                 scale_by_row_second_moment, scale_by_shape,
-                                 scale_by_spectral_clip, scale_by_spectral_norm)
+                                 scale_by_shape, scale_by_spectral_norm)
+# The literature's variants live in symoptax.variants; their names are importable from here.
+from symoptax import variants
+from symoptax.variants import (aurora, muoneq, namo, namo_d, normuon, pion, qk_clip, rmnp,
+                               scale_by_col_norm, scale_by_high_pass_polar,
+                               scale_by_leverage_polar, scale_by_namo, scale_by_namo_d,
+                               scale_by_row_second_moment, scale_by_spectral_clip,
+                               spectral_clip)
 
 __version__ = "0.1.0"
 
@@ -77,4 +72,5 @@ __all__ = [
     "scale_by_spectral_clip",
     "scale_by_spectral_norm",
     "spectral_clip",
+    "variants",
 ]

@@ -18,17 +18,21 @@ from optax.transforms import MaskedNode
 
 from symoptax import aliases
 from symoptax import sharding as sharding_lib
+from symoptax import variants
 from symoptax.axes import MatrixAxes, layout
 from symoptax.roles import ROLES, HeadDim, ScanAxis, label_roles, matrix_axes, path_str
 from symoptax.transforms import NU_SCOPES, SCALES, shape_factor
 
-RULES = ("adamw", "muon", "rownorm", "right_polar", "left_polar", "hybrid", "polargrad",
-         "normuon", "muoneq", "spectral_clip", "namo", "namo_d", "aurora", "pion", "rmnp")
-# Each rule is the named optimizer of the same name (optax.adamw for "adamw"); the paper's
-# four go by short names in the stack, and their function names are accepted as well.
+# Each rule is a named optimizer (optax.adamw for "adamw"): the paper's four go by short
+# names in the stack (their function names are accepted as well, RULE_FUNCTIONS), the others
+# by their own, the literature's variants (symoptax.variants) among them.
+_OPTIMIZERS = {"muon": aliases.muon, "rownorm": aliases.rownorm_m,
+               "right_polar": aliases.right_polargrad_m, "left_polar": aliases.left_polargrad_m,
+               "hybrid": aliases.hybrid_polargrad_m, "polargrad": aliases.polargrad,
+               **variants.OPTIMIZERS}
+RULES = ("adamw",) + tuple(_OPTIMIZERS)
 RULE_FUNCTIONS = {"rownorm_m": "rownorm", "right_polargrad_m": "right_polar",
                   "left_polargrad_m": "left_polar", "hybrid_polargrad_m": "hybrid"}
-_FUNCTION_OF_RULE = {rule: function for function, rule in RULE_FUNCTIONS.items()}
 _SOFTMAX_ROLES = ("lm_head", "router")
 # Roles of the hidden (bi-orthogonal) matrices: Muon in every preset but "adamw".
 HIDDEN_ROLES = ("attn_q", "attn_k", "attn_v", "attn_qkv", "attn_o", "mlp_in", "mlp_out", "matrix")
@@ -358,7 +362,7 @@ def _build(b: _Branch, roles_like, axes, sh: Mapping[str, Any], learning_rate, *
     tx = optax.adamw(b.learning_rate, weight_decay=b.weight_decay, mask=mask,
                      **{**ADAMW, "mu_dtype": mu_dtype, **dict(b.options)})
   else:
-    alias = getattr(aliases, _FUNCTION_OF_RULE.get(b.rule, b.rule))
+    alias = _OPTIMIZERS[b.rule]
     kw = {"mu_dtype": mu_dtype, **_scale_options(b.rule, scale)}
     if b.rule in _CENTRED_RULES:
       kw["center"] = (bool(b.centred) if set(b.centred) in (set(), set(b.roles))

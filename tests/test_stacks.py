@@ -270,7 +270,7 @@ def test_every_leaf_steps_as_its_rule_would_alone(preset, overrides, lr):
   flat = lambda tree: dict(jax.tree_util.tree_flatten_with_path(tree, is_leaf=leaf)[0])
   roles = flat(symoptax.label_roles(params))
   axes = flat(symoptax.matrix_axes(params, attention=opts["attention"]))
-  leaves, name = flat(params), jax.tree_util.keystr
+  name = jax.tree_util.keystr
   by_role = {role: [p for p in roles if roles[p] == role] for role in set(roles.values())}
   alone = {role: _rule_alone(table[role].rule, table[role].learning_rate,
                              table[role].weight_decay, table[role].center,

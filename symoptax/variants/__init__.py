@@ -1,0 +1,28 @@
+"""The literature's Muon-family variants, kept apart from the paper's rules and primitives
+(as optax keeps ``optax.contrib``): every public name here is also importable from
+``symoptax`` itself, and every named optimizer is a :func:`symoptax.symmetry_stack` rule.
+
+* :mod:`symoptax.variants.transforms`: their primitives (column normalisation, spectral
+  clipping, high-pass and leverage-aware polar factors, NorMuon's row statistics, NAMO's
+  adaptive steps).
+* :mod:`symoptax.variants.aliases`: MuonEq, NorMuon, SPECTRA clipping, NAMO, NAMO-D, RMNP,
+  Aurora, Pion.
+* :mod:`symoptax.variants.clipping`: MuonClip's QK-clip.
+"""
+
+from symoptax.variants.aliases import (aurora, muoneq, namo, namo_d, normuon, pion, rmnp,
+                                       spectral_clip)
+from symoptax.variants.clipping import qk_clip, qk_labels
+from symoptax.variants.transforms import (scale_by_col_norm, scale_by_high_pass_polar,
+                                          scale_by_leverage_polar, scale_by_namo,
+                                          scale_by_namo_d, scale_by_row_second_moment,
+                                          scale_by_spectral_clip)
+
+# The named optimizers of this package, by their symmetry_stack rule name.
+OPTIMIZERS = {f.__name__: f for f in (muoneq, normuon, spectral_clip, namo, namo_d, aurora,
+                                      pion, rmnp)}
+
+__all__ = ["OPTIMIZERS", "aurora", "muoneq", "namo", "namo_d", "normuon", "pion", "qk_clip",
+           "qk_labels", "rmnp", "scale_by_col_norm", "scale_by_high_pass_polar",
+           "scale_by_leverage_polar", "scale_by_namo", "scale_by_namo_d",
+           "scale_by_row_second_moment", "scale_by_spectral_clip", "spectral_clip"]
