@@ -70,3 +70,34 @@ def test_one_step_at_every_gradient_scale(name):
           assert_close(u / 10.0 ** k, -LR * (1 - BETA) * g, what)
         elif k >= 10:  # ... far above it
           assert_close(u, -LR * BOUND * polar(g), what)
+
+
+# The primitives that keep statistics or normalise, on their own (two steps: the statistics
+# of the first enter the second): finite everywhere; where the norms are far above eps,
+# homogeneous of degree 0 (the normalisations) or 1 (NorMuon's row statistics keep the input's
+# Frobenius norm).
+STATEFUL_PRIMITIVES = {
+    "scale_by_row_second_moment": (lambda: symoptax.scale_by_row_second_moment(0.9), 1),
+    "scale_by_col_norm": (lambda: symoptax.scale_by_col_norm(), 0),
+    "scale_by_row_norm": (lambda: symoptax.scale_by_row_norm(), 0),
+}
+
+
+@pytest.mark.parametrize("name", sorted(STATEFUL_PRIMITIVES))
+def test_primitives_at_every_gradient_scale(name):
+  make, degree = STATEFUL_PRIMITIVES[name]
+  tx = make()
+  grads = [{"w": normal(SHAPES["tall"], 10 + t)} for t in range(2)]
+
+  @jax.jit
+  def two_steps(scale):
+    state = tx.init(grads[0])
+    for g in grads:
+      u, state = tx.update(jax.tree.map(lambda x: x * scale, g), state)
+    return u["w"]
+
+  ups = {k: np.asarray(two_steps(jnp.float32(10.0 ** k)), np.float64) for k in EXPONENTS}
+  for k, u in ups.items():
+    assert np.all(np.isfinite(u)), f"{name} at 1e{k}"
+    if k >= 0:
+      assert_close(u / 10.0 ** (degree * k), ups[0], f"{name} at 1e{k}")

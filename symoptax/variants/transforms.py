@@ -293,7 +293,8 @@ def scale_by_leverage_polar(steps: int | None = None, row_power: ArrayLike = 0.5
 class ScaleByRowSecondMomentState(NamedTuple):
   """State of :func:`scale_by_row_second_moment`."""
   count: jax.Array  # int32 scalar, steps taken
-  nu: Any  # per matrix leaf: [*batch, *rows] float32 EMA of the mean squared row entry
+  nu: Any  # per matrix leaf: [*batch, *rows] float32 sqrt(v_t), the root of the EMA of the
+  # mean squared row entry (the root keeps it finite for inputs up to ~1e30)
 
 
 @shared_args
@@ -308,6 +309,9 @@ def scale_by_row_second_moment(b2: ArrayLike = 0.95, eps: ArrayLike = 1e-8, *,
     \text{out} = \hat O \,\frac{\|O\|_F}{\|\hat O\|_F}
 
   Row-wise, so equivariant under row permutations and right orthogonal maps (LPRO).
+  Scale-invariant while :math:`\sqrt{v_t} \gg \epsilon` (an absolute stabiliser, as
+  Adam's); the state keeps :math:`\sqrt{v_t}` and every norm is taken in units of the
+  largest entry, so inputs from ~1e-30 to ~1e30 give finite outputs.
 
   Args:
     b2: EMA coefficient of the per-row second moment.
@@ -331,13 +335,19 @@ def scale_by_row_second_moment(b2: ArrayLike = 0.95, eps: ArrayLike = 1e-8, *,
 
   def fn(o, extras, stats, shards):
     del extras
-    (v,) = stats
+    (root_v,) = stats  # sqrt(v_{t-1})
     cols = shards.matrix_shape(o)[1]
-    v = b2 * v + (1 - b2) * shards.sum(jnp.square(o), -1)[..., 0] / cols
-    scaled = o / (jnp.sqrt(v)[..., None] + eps)
-    fro = lambda a: jnp.sqrt(shards.sum(jnp.square(a), (-2, -1)))
-    ratio = fro(o) / jnp.maximum(fro(scaled), jnp.finfo(jnp.float32).tiny)
-    return scaled * ratio, [v]
+    # sqrt(v_t) = sqrt(b2 v_{t-1} + (1 - b2) ||O_i||^2 / cols) in units of the larger of its
+    # two terms, and every norm in units of the largest entry: nothing squared leaves [0, 1],
+    # so no input scale overflows (the plain v_t would from entries of ~1e19).
+    row = (safe_norm(o, -1, shards) / jnp.sqrt(cols))[..., 0]
+    top = jnp.maximum(root_v, row)
+    unit = jnp.where(top > 0, top, 1.0)
+    root_v = top * jnp.sqrt(b2 * jnp.square(root_v / unit) + (1 - b2) * jnp.square(row / unit))
+    scaled = o / (root_v[..., None] + eps)
+    ratio = (safe_norm(o, (-2, -1), shards)
+             / jnp.maximum(safe_norm(scaled, (-2, -1), shards), jnp.finfo(jnp.float32).tiny))
+    return (scaled * ratio).astype(o.dtype), [root_v]
 
   def update_fn(updates, state, params=None):
     tree = params if params is not None else updates
