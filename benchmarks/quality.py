@@ -45,6 +45,7 @@ validation loss against steps and against seconds.
   python benchmarks/quality.py --sizes small --steps 2000 --sweep-steps 1000   # GPU/TPU
   python benchmarks/quality.py --sizes tiny --entries muon hybrid:rms --seeds 0  # a probe
   python benchmarks/quality.py --sizes tiny --entries muon --variants aurora namo_d
+  python benchmarks/quality.py --sizes tiny --entries muon --wrappers drop_layers,keep_prob=0.5
   python benchmarks/quality.py --model olmoe --sizes tiny --entries muon \
       muon+router=left_polar muon+router=rownorm --groups router   # routers (MoE)
   SYMOPTAX_SMOKE=1 python benchmarks/quality.py     # seconds
@@ -98,17 +99,19 @@ class Setting:
   scale: str | None
   base: float
   mults: tuple[tuple[str, float], ...] = ()
+  wrap: str | None = None  # a wrapper of the whole stack: "NAME[,KEY=VALUE...]"
 
   @classmethod
   def of(cls, entry: str, base: float) -> "Setting":
-    rest, _, scale = entry.partition(":")
+    rest, _, wrap = entry.partition("@")
+    rest, _, scale = rest.partition(":")
     preset, _, variant = rest.partition("+")
-    return cls(preset, variant or None, scale or None, base)
+    return cls(preset, variant or None, scale or None, base, wrap=wrap or None)
 
   @property
   def entry(self) -> str:
     return (self.preset + (f"+{self.variant}" if self.variant else "")
-            + (f":{self.scale}" if self.scale else ""))
+            + (f":{self.scale}" if self.scale else "") + (f"@{self.wrap}" if self.wrap else ""))
 
   def with_(self, **kw) -> "Setting":
     return dataclasses.replace(self, **kw)
@@ -149,6 +152,8 @@ class Setting:
       out += ["--rule", f"{role}={rule}"]
     if self.scale:
       out += ["--scale", self.scale]
+    if self.wrap:
+      out += ["--wrap", self.wrap]
     for role, lr in self.role_lrs(model).items():
       out += ["--role-lr", f"{role}={lr:.6g}"]
     return out
@@ -373,6 +378,8 @@ def parse(argv=None):
                  help="presets, each optionally with a scale (PRESET:SCALE), at the first size")
   p.add_argument("--variants", nargs="+", default=[], choices=VARIANTS,
                  help="also the 'muon' preset with this rule on every hidden matrix")
+  p.add_argument("--wrappers", nargs="+", default=[], metavar="WRAPPER[,KEY=VALUE...]",
+                 help="also the 'muon' preset inside this wrapper (symoptax.variants.WRAPPERS)")
   p.add_argument("--wide-entries", nargs="+", default=["muon", symoptax.DEFAULT_PRESET],
                  help="the entries at the other sizes (default: the baseline and the default)")
   p.add_argument("--base-only", nargs="*", default=[],
@@ -403,17 +410,21 @@ def parse(argv=None):
   p.add_argument("--out", default="runs/quality")
   args = p.parse_args(argv)
   args.entries += [f"muon+{v}" for v in args.variants]
+  args.entries += [f"muon@{w}" for w in args.wrappers]
   for entry in args.entries + args.wide_entries:
     s = Setting.of(entry, 1.0)
     bad_rule = any(rule not in (VARIANTS if role == "hidden" else symoptax.RULES)
                    or role not in ("hidden",) + symoptax.ROLES
                    for role, rule in s.rules().items())
+    bad_wrap = s.wrap and s.wrap.partition(",")[0] not in symoptax.variants.WRAPPERS
     if (s.preset not in symoptax.PRESETS or (s.scale and s.scale not in symoptax.SCALES)
-        or bad_rule):
-      p.error(f"entry {entry!r}: expected PRESET[+VARIANT|+ROLE=RULE][:SCALE] with PRESET "
-              f"one of {', '.join(symoptax.PRESETS)}, VARIANT (a rule for every hidden "
+        or bad_rule or bad_wrap):
+      p.error(f"entry {entry!r}: expected PRESET[+VARIANT|+ROLE=RULE][:SCALE][@WRAPPER] with "
+              f"PRESET one of {', '.join(symoptax.PRESETS)}, VARIANT (a rule for every hidden "
               f"matrix) one of {', '.join(VARIANTS)}, RULE one of "
-              f"{', '.join(symoptax.RULES)} and SCALE one of {', '.join(symoptax.SCALES)}")
+              f"{', '.join(symoptax.RULES)}, SCALE one of {', '.join(symoptax.SCALES)} and "
+              f"WRAPPER one of {', '.join(symoptax.variants.WRAPPERS)} (with KEY=VALUE "
+              f"options after commas)")
   if _smoke():  # one size, a few steps, one point per knob
     args.sizes, args.wide_entries, args.steps, args.evals = args.sizes[:1], [], 6, 2
     args.base_multipliers, args.group_multipliers, args.extend = [1.0], [3.0], 0

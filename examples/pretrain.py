@@ -39,6 +39,7 @@ Sizes (``--size``; parameters of the Qwen3-style model with the default 8192 voc
 from __future__ import annotations
 
 import argparse
+import ast
 import dataclasses
 import json
 import os
@@ -107,6 +108,9 @@ def make_parser() -> argparse.ArgumentParser:
   p.add_argument("--rule", action="append", default=[], metavar="ROLE=RULE",
                  help="use RULE for ROLE instead of the preset's (repeatable), e.g. "
                       "mlp_in=aurora; ROLE 'hidden' means every attention/MLP role")
+  p.add_argument("--wrap", action="append", default=[], metavar="WRAPPER[,KEY=VALUE...]",
+                 help="wrap the stack (repeatable, innermost first) in a wrapper of "
+                      "symoptax.variants.WRAPPERS, e.g. drop_layers,keep_prob=0.5")
   p.add_argument("--schedule", choices=["cosine", "wsd"], default="cosine",
                  help="cosine decay to 10%% of peak, or warmup-stable-decay (last 20%% "
                       "linear towards 0)")
@@ -172,6 +176,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                    f"{', '.join(symoptax.ROLES)} and RULE one of {', '.join(symoptax.RULES)}")
     rules.update({t: rule for t in targets})
   args.role_rules = rules
+  try:
+    args.wrappers = [parse_wrapper(item) for item in args.wrap]
+  except ValueError as e:
+    parser.error(str(e))
   args.diag_every = args.diag_every or args.eval_every
   model = "" if args.model == "qwen3" else f"{args.model}-"
   args.out = args.out or str(Path("runs") / "pretrain" / f"{model}{args.size}-{args.preset}")
@@ -214,9 +222,31 @@ def overrides(args, as_schedule: bool = True) -> dict:
   return out
 
 
+def parse_wrapper(item: str) -> tuple[str, dict]:
+  """``"drop_layers,keep_prob=0.5"`` -> ``("drop_layers", {"keep_prob": 0.5})`` (values are
+  Python literals; anything else stays a string)."""
+  name, *pairs = item.split(",")
+  if name not in symoptax.variants.WRAPPERS:
+    raise ValueError(f"--wrap {item!r}: unknown wrapper {name!r}; valid choices are "
+                     f"{', '.join(symoptax.variants.WRAPPERS)}")
+  kwargs = {}
+  for pair in pairs:
+    key, sep, value = pair.partition("=")
+    if not sep:
+      raise ValueError(f"--wrap {item!r}: expected KEY=VALUE, got {pair!r}")
+    try:
+      kwargs[key] = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+      kwargs[key] = value
+  return name, kwargs
+
+
 def make_optimizer(args, params) -> optax.GradientTransformation:
-  return symoptax.symmetry_stack(schedule(args, args.lr), preset=args.preset, params=params,
-                                 scale=args.scale, overrides=overrides(args))
+  tx = symoptax.symmetry_stack(schedule(args, args.lr), preset=args.preset, params=params,
+                               scale=args.scale, overrides=overrides(args))
+  for name, kwargs in getattr(args, "wrappers", ()):
+    tx = symoptax.variants.WRAPPERS[name](tx, **kwargs)
+  return tx
 
 
 def build(args, vocab: int):

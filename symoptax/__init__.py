@@ -18,7 +18,8 @@ from symoptax.transforms import (SCALES, center_rows, scale_by_debiased_momentum
                                  scale_by_shape, scale_by_spectral_norm)
 # The literature's variants live in symoptax.variants; their names are importable from here.
 from symoptax import variants
-from symoptax.variants import (aurora, muoneq, namo, namo_d, normuon, pion, qk_clip, rmnp,
+from symoptax.variants import (aurora, drop_layers, muoneq, namo, namo_d, noise_adaptive,
+                               normuon, pion, qk_clip, rmnp,
                                scale_by_col_norm, scale_by_high_pass_polar,
                                scale_by_leverage_polar, scale_by_namo, scale_by_namo_d,
                                scale_by_row_second_moment, scale_by_spectral_clip,
@@ -42,12 +43,14 @@ __all__ = [
     "aurora",
     "center_rows",
     "diagnostics",
+    "drop_layers",
     "hybrid_polargrad_m",
     "left_polargrad_m",
     "muon",
     "muoneq",
     "namo",
     "namo_d",
+    "noise_adaptive",
     "normuon",
     "pion",
     "polar",

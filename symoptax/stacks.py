@@ -585,22 +585,27 @@ def _laid_like(tree, src, name: str):
   The same parameters come in several forms: an NNX ``State`` with ``Param`` wrappers (what
   ``nnx.state(model, nnx.Param)`` gives), its pure form (what ``nnx.Optimizer`` passes to
   ``update``), a pure dict (``nnx.to_pure_dict``, checkpoints). Their leaves have the same
-  paths (:func:`path_str` reads through the wrappers), so ``src`` is matched by path.
+  paths (:func:`path_str` reads through the wrappers), so ``src`` is matched by path. A tree
+  with ``optax.MaskedNode`` leaves (the stack inside ``optax.masked`` or
+  :func:`symoptax.drop_layers`) keeps them and matches its present leaves.
   """
   if jax.tree_util.tree_structure(src, is_leaf=_is_axes_leaf) == \
       jax.tree_util.tree_structure(tree):
     return src
+  masked = lambda x: isinstance(x, MaskedNode)
   by_path = {path_str(p): v for p, v in
              jax.tree_util.tree_flatten_with_path(src, is_leaf=_is_axes_leaf)[0]}
-  flat, treedef = jax.tree_util.tree_flatten_with_path(tree)
-  missing = [path_str(p) for p, _ in flat if path_str(p) not in by_path]
-  if missing or len(by_path) != len(flat):
-    extra = sorted(set(by_path) - {path_str(p) for p, _ in flat})
+  flat, treedef = jax.tree_util.tree_flatten_with_path(tree, is_leaf=masked)
+  present = [path_str(p) for p, x in flat if not masked(x)]
+  missing = [p for p in present if p not in by_path]
+  if missing or (len(by_path) != len(present) and len(present) == len(flat)):
+    extra = sorted(set(by_path) - set(present))
     where = (f"{missing[0]} is not in {name}=" if missing
              else f"{name}= has {extra[0]}, which the tree does not")
     raise ValueError(f"symmetry_stack: the tree given to init/update does not match {name}= "
                      f"({where}); build the stack with {name}= of the tree you train.")
-  return jax.tree_util.tree_unflatten(treedef, [by_path[path_str(p)] for p, _ in flat])
+  return jax.tree_util.tree_unflatten(
+      treedef, [x if masked(x) else by_path[path_str(p)] for p, x in flat])
 
 
 def _with_given_axes(tree, role_tree, axes_of_rule, given):

@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -384,8 +386,6 @@ def test_pretrain_first_step_uses_a_nonzero_rate_and_logs_it(full_run):
   assert max(r["lr"] for r in rows) == pytest.approx(args.lr)
   assert rows[-1]["lr"] == pytest.approx(0.1 * args.lr)  # cosine ends at 0.1 peak
   # The optimizer the run builds: every leaf moves on the first update.
-  import jax
-  import jax.numpy as jnp
   _, _, params, _, tx, opt_state, _ = pretrain.build(args, vocab=args.vocab)
   grads = jax.tree.map(lambda p: jax.random.normal(jax.random.key(0), p.shape, p.dtype), params)
   updates, _ = jax.jit(tx.update)(grads, opt_state, params)
@@ -477,3 +477,31 @@ def test_accelerator_script_quick_writes_every_json(tmp_path):
   assert results["polar_accuracy"]["rows"] and len(results["polar_loop"]["results"]) == 2
   assert results["sharded_step"]["device_count"] == 8
   assert {r["path"] for r in results["sharded_step"]["rows"]} == {"sharded", "jit"}
+
+
+def test_pretrain_wraps_the_stack_and_quality_passes_wrappers_on():
+  """--wrap NAME[,KEY=VALUE...] wraps the stack (innermost first); quality.py's
+  PRESET@WRAPPER entries hand it over; unknown wrappers and malformed options are refused."""
+  sys.path.insert(0, str(ROOT / "benchmarks"))
+  import quality
+  args = pretrain.parse_args(["--wrap", "noise_adaptive,norm='frobenius'",
+                              "--wrap", "drop_layers,keep_prob=0.5,seed=3"])
+  assert args.wrappers == [("noise_adaptive", {"norm": "frobenius"}),
+                           ("drop_layers", {"keep_prob": 0.5, "seed": 3})]
+  params = {"mlp": {"up_proj": {"kernel": jnp.ones((8, 16))}}, "norm": {"scale": jnp.ones(8)}}
+  tx = pretrain.make_optimizer(args, params)
+  state = tx.init(params)
+  assert type(state).__name__ == "DropLayersState"  # the outermost wrapper
+  u, _ = tx.update(jax.tree.map(jnp.ones_like, params), state, params)
+  assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(u))
+  for bad in (["--wrap", "dropout"], ["--wrap", "drop_layers,keep_prob"]):
+    with pytest.raises(SystemExit):
+      pretrain.parse_args(bad)
+  s = quality.Setting.of("muon:rms@drop_layers,keep_prob=0.5", 0.04)
+  assert (s.preset, s.scale, s.wrap) == ("muon", "rms", "drop_layers,keep_prob=0.5")
+  assert s.entry == "muon:rms@drop_layers,keep_prob=0.5"
+  argv = s.argv()
+  assert argv[argv.index("--wrap") + 1] == "drop_layers,keep_prob=0.5"
+  assert "muon@noise_adaptive" in quality.parse(["--wrappers", "noise_adaptive"]).entries
+  with pytest.raises(SystemExit):
+    quality.parse(["--entries", "muon@dropout"])

@@ -8,11 +8,14 @@
 * :mod:`symoptax.variants.aliases`: MuonEq, NorMuon, SPECTRA clipping, NAMO, NAMO-D, RMNP,
   Aurora, Pion.
 * :mod:`symoptax.variants.clipping`: MuonClip's QK-clip.
+* :mod:`symoptax.variants.wrappers`: wrappers over any optimizer: Drop-Muon's
+  :func:`drop_layers` and noise-adaptive layerwise rates (:func:`noise_adaptive`).
 """
 
 from symoptax.variants.aliases import (aurora, muoneq, namo, namo_d, normuon, pion, rmnp,
                                        spectral_clip)
 from symoptax.variants.clipping import qk_clip, qk_labels
+from symoptax.variants.wrappers import drop_layers, noise_adaptive
 from symoptax.variants.transforms import (scale_by_col_norm, scale_by_high_pass_polar,
                                           scale_by_leverage_polar, scale_by_namo,
                                           scale_by_namo_d, scale_by_row_second_moment,
@@ -21,8 +24,10 @@ from symoptax.variants.transforms import (scale_by_col_norm, scale_by_high_pass_
 # The named optimizers of this package, by their symmetry_stack rule name.
 OPTIMIZERS = {f.__name__: f for f in (muoneq, normuon, spectral_clip, namo, namo_d, aurora,
                                       pion, rmnp)}
+# Wrappers of a whole optimizer (a rule or a stack), by name: ``examples/pretrain.py --wrap``.
+WRAPPERS = {f.__name__: f for f in (drop_layers, noise_adaptive)}
 
-__all__ = ["OPTIMIZERS", "aurora", "muoneq", "namo", "namo_d", "normuon", "pion", "qk_clip",
+__all__ = ["WRAPPERS", "drop_layers", "noise_adaptive","OPTIMIZERS", "aurora", "muoneq", "namo", "namo_d", "normuon", "pion", "qk_clip",
            "qk_labels", "rmnp", "scale_by_col_norm", "scale_by_high_pass_polar",
            "scale_by_leverage_polar", "scale_by_namo", "scale_by_namo_d",
            "scale_by_row_second_moment", "scale_by_spectral_clip", "spectral_clip"]
