@@ -15,6 +15,9 @@ Prints a table and writes JSON. It never asserts anything about time.
 
   python benchmarks/polar_accuracy.py                  # full sweep (minutes on a CPU)
   python benchmarks/polar_accuracy.py --quick          # small shapes, seconds
+
+"full:randomized" runs at its default rank (min(m, n): exact); "full:randomized@k/8" at
+rank min(m, n) // 8 with the default oversampling (10), the low-rank approximation.
 """
 
 from __future__ import annotations
@@ -31,14 +34,22 @@ from symoptax import polar as P
 
 from _results import HelpFormatter, write_json  # benchmarks/_results.py (this folder: sys.path)
 
-ORACLES = [("full", m) for m in P.FULL_METHODS] + [("gram", m) for m in P.GRAM_METHODS]
-LOW_PRECISION = {"muon_ns", "polar_express", "dsv4", "newton_schulz"}
+ORACLES = ([("full", m) for m in P.FULL_METHODS] + [("full", "randomized@k/8")]
+           + [("gram", m) for m in P.GRAM_METHODS])
+LOW_PRECISION = {"muon_ns", "polar_express", "dsv4", "newton_schulz", "layer_aware"}
 POLYNOMIAL = {"muon_ns", "polar_express"}
 CONDS = [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6]
 
 
 def ceiling(method: str) -> float:
   return 1.25 if method in POLYNOMIAL else 1.05
+
+
+def oracle_options(method: str, shape) -> tuple[str, dict]:
+  """``(method, polar keywords)`` of a sweep entry: "randomized@k/8" is rank min(m, n) // 8."""
+  if method == "randomized@k/8":
+    return "randomized", {"rank": max(1, min(shape) // 8)}
+  return method, {}
 
 
 def make_input(shape, kind, seed=0):
@@ -108,7 +119,9 @@ def main():
       cd = jnp.bfloat16 if prec == "bf16" else None
       for sname, shape in shapes.items():
         s = "full" if side == "full" else P.auto_side(method, shape)
-        fn = jax.jit(lambda a, s=s: P.polar(a, method=method, side=s, compute_dtype=cd))
+        name, kw = oracle_options(method, shape)
+        fn = jax.jit(lambda a, s=s, name=name, kw=kw: P.polar(a, method=name, side=s,
+                                                              compute_dtype=cd, **kw))
         for kind in kinds:
           x = jnp.asarray(make_input(shape, kind))
           out = fn(x)

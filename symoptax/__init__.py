@@ -18,8 +18,10 @@ from symoptax.transforms import (SCALES, center_rows, scale_by_debiased_momentum
                                  scale_by_shape, scale_by_spectral_norm)
 # The literature's variants live in symoptax.variants; their names are importable from here.
 from symoptax import variants
-from symoptax.variants import (aurora, drop_layers, muoneq, namo, namo_d, noise_adaptive,
-                               normuon, pion, qk_clip, rmnp,
+from symoptax.variants import (aurora, auon, clip_weight_spectral_norm, drop_layers,
+                               hybrid_auon, hyperp, hyperp_learning_rate, md_decoupled,
+                               muon_pp, muoneq, namo, namo_d, noise_adaptive,
+                               normuon, pion, qk_clip, rmnp, scale_by_auon,
                                scale_by_col_norm, scale_by_high_pass_polar,
                                scale_by_leverage_polar, scale_by_namo, scale_by_namo_d,
                                scale_by_row_second_moment, scale_by_spectral_clip,
@@ -41,6 +43,14 @@ __all__ = [
     "matrix_axes",
     "symmetry_stack",
     "aurora",
+    "auon",
+    "clip_weight_spectral_norm",
+    "hybrid_auon",
+    "hyperp",
+    "hyperp_learning_rate",
+    "md_decoupled",
+    "muon_pp",
+    "scale_by_auon",
     "center_rows",
     "diagnostics",
     "drop_layers",

@@ -464,6 +464,7 @@ def muon(
     mu_dtype: Any = None,
     shardings: Any = None,
     mesh: Any = None,
+    method_options: dict | None = None,
 ) -> optax.GradientTransformation:
   r"""Muon: orthogonalised (Nesterov) momentum with a shape factor.
 
@@ -499,6 +500,8 @@ def muon(
     [[compute_dtype]]
     [[mu_dtype]]
     [[shardings]]
+    method_options: extra keywords of the oracle (see :func:`symoptax.scale_by_polar`), e.g.
+      ``{"rank": 64}`` with ``method="randomized"``.
 
   Returns:
     An ``optax.GradientTransformation``.
@@ -525,16 +528,16 @@ def muon(
   return muon_like(
       learning_rate=learning_rate, beta=beta, nesterov=nesterov, weight_decay=weight_decay,
       method=method, shape_rule=shape_rule, rms=rms, axes=axes, compute_dtype=compute_dtype,
-      mu_dtype=mu_dtype, sh=sh, momentum=momentum)
+      mu_dtype=mu_dtype, sh=sh, momentum=momentum, method_options=method_options)
 
 
 def muon_like(*, learning_rate, beta, nesterov, weight_decay, method, shape_rule, rms, axes,
                compute_dtype, mu_dtype, sh, pre=(), post=(), orthogonalise=None,
-               momentum="jordan"):
+               momentum="jordan", method_options=None):
   """trace -> pre... -> polar (full) -> post... -> shape factor -> weight decay -> lr."""
   if orthogonalise is None:
     orthogonalise = scale_by_polar(method, side="full", axes=axes, **sh,
-                                   compute_dtype=compute_dtype)
+                                   compute_dtype=compute_dtype, method_options=method_options)
   mom = (optax.trace(decay=beta, nesterov=nesterov, accumulator_dtype=mu_dtype)
          if momentum == "jordan"
          else scale_by_debiased_momentum(beta, nesterov, mu_dtype=mu_dtype))

@@ -389,13 +389,14 @@ def validate_polar(method: str, side: str, steps: int | None) -> None:
 def polar_scaled(x: jax.Array, *, method: str, steps: int | None, side: str,
                  nuclear_power: ArrayLike, compute_dtype: Any = "auto",
                  damping: float | None = None, relative: bool = False,
-                 shards: MatrixShards = LOCAL) -> jax.Array:
+                 shards: MatrixShards = LOCAL, method_options: dict | None = None) -> jax.Array:
   r"""``nu^alpha polar(x)`` with :math:`\nu = \langle x, \mathrm{polar}(x)\rangle = \|x\|_*`
   (``relative``: :math:`\nu = \|x\|_* / \|x\|_F`)."""
   if side == "auto":
     side = polar_lib.auto_side(method, shards.matrix_shape(x))
   u = polar_lib.sharded_polar(x, method=method, steps=steps, side=side,
-                              compute_dtype=compute_dtype, damping=damping, shards=shards)
+                              compute_dtype=compute_dtype, damping=damping, shards=shards,
+                              **(method_options or {}))
   if isinstance(nuclear_power, (int, float)) and nuclear_power == 0:
     return u
   if relative:  # in units of the largest entry: no overflow at any gradient scale
@@ -421,6 +422,7 @@ def scale_by_polar(
     relative: bool = False,
     shardings: Any = None,
     mesh: Any = None,
+    method_options: dict | None = None,
 ) -> optax.GradientTransformation:
   r"""Replaces every matrix update by its orthogonal polar factor, optionally nu-scaled.
 
@@ -453,6 +455,8 @@ def scale_by_polar(
       :math:`\sqrt{\mathrm{rank}\,G}` (its square root of the stable-rank-like ratio
       :math:`\|G\|_*^2/\|G\|_F^2`), so the step no longer grows with the gradient's size.
     [[shardings_stateless]]
+    method_options: extra keywords of :func:`symoptax.polar.polar` for ``method``, e.g.
+      ``{"rank": 64}`` for ``"randomized"`` or ``{"quantile": 0.1}`` for ``"layer_aware"``.
 
   Returns:
     An ``optax.GradientTransformation``.
@@ -478,7 +482,7 @@ def scale_by_polar(
       lambda x, sh: sharded_polar_scaled(x, sh, method=method, steps=steps, side=side,
                                          nuclear_power=0.0 if per_leaf else nuclear_power,
                                          compute_dtype=compute_dtype, damping=damping,
-                                         relative=relative),
+                                         relative=relative, method_options=method_options),
       axes, shardings=shardings, mesh=mesh)
   if not per_leaf:
     return inner

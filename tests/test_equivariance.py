@@ -18,8 +18,11 @@ TALL, WIDE = (24, 10), (10, 24)
 
 def group_elements(group, shape, seed):
   """biorth: U, V orthogonal; lpro: row permutation, right orthogonal; rplo: left
-  orthogonal, column permutation; perm: permutations on both sides."""
+  orthogonal, column permutation; perm: permutations on both sides; left: left orthogonal,
+  nothing on the right."""
   m, n = shape
+  if group == "left":
+    return orthogonal(m, seed), np.eye(n, dtype=np.float32)
   left = orthogonal(m, seed) if group in ("biorth", "rplo") else permutation(m, seed)
   right = permutation(n, seed + 100) if group in ("rplo", "perm") else orthogonal(n, seed + 100)
   return left, right
@@ -42,7 +45,8 @@ def equivariance_error(tx, group, shape, seed=0, steps=3):
 
 BI_ORTHOGONAL = {
     **{f"polar_full_{m}": (lambda m=m: symoptax.scale_by_polar(m, side="full"), (TALL, WIDE))
-       for m in ("polar_express", "muon_ns", "dsv4", "qdwh", "svd")},
+       for m in ("polar_express", "muon_ns", "dsv4", "qdwh", "svd", "layer_aware",
+                 "randomized")},  # randomized at its default rank: exact
     **{f"polar_right_{m}": (lambda m=m: symoptax.scale_by_polar(m, side="right",
                                                                  nuclear_power=1.0), (TALL,))
        for m in ("polar_express", "newton_schulz", "eigh")},
@@ -51,6 +55,7 @@ BI_ORTHOGONAL = {
     "scale_by_shape": (lambda: symoptax.scale_by_shape("muon"), (TALL, WIDE)),
     "muon": (lambda: symoptax.muon(0.1, weight_decay=0.1), (TALL, WIDE)),
     "muon_rms_dsv4": (lambda: symoptax.muon(0.1, method="dsv4", shape_rule="rms"), (TALL,)),
+    "muon_layer_aware": (lambda: symoptax.muon(0.1, method="layer_aware"), (TALL, WIDE)),
     "polargrad": (lambda: symoptax.polargrad(0.1, weight_decay=0.1), (TALL, WIDE)),
     "polargrad_qdwh": (lambda: symoptax.polargrad(0.1, method="qdwh"), (TALL,)),
     "right_polargrad_m": (lambda: symoptax.right_polargrad_m(0.1, weight_decay=0.1), (TALL,)),
@@ -129,3 +134,13 @@ def test_centred_updates_never_move_the_mean_row():
     for t in range(3):
       u, state = tx.update({"w": normal(TALL, t + 1) + 5.0}, state, {"w": w})
       np.testing.assert_allclose(u["w"].sum(axis=0), np.zeros(TALL[1]), atol=1e-5)
+
+
+def test_low_rank_randomized_polar_is_left_orthogonal_only():
+  """A rank-limited sketch lives in a fixed basis of the columns: left rotations commute with
+  it, right ones (and column permutations) do not."""
+  tx = lambda: symoptax.scale_by_polar("randomized", side="full",
+                                       method_options={"rank": 3, "oversampling": 1})
+  assert equivariance_error(tx(), "left", TALL) < 1e-4
+  for group in ("biorth", "lpro", "rplo"):
+    assert equivariance_error(tx(), group, TALL) > 1e-2, group

@@ -33,6 +33,10 @@ PRIMITIVES = {
                                  ("strength", 0.5)),
     "scale_by_namo_d": (symoptax.scale_by_namo_d, {"clamp": 0.5, "weight_decay": 0.1},
                         ("clamp", 0.8)),
+    "scale_by_auon": (symoptax.scale_by_auon, {"gamma": 1.5}, ("gamma", 3.0)),
+    # radius 1: the weight clip is active on the harness's parameters
+    "clip_weight_spectral_norm": (symoptax.clip_weight_spectral_norm, {"radius": 1.0},
+                                  ("radius", 0.5)),
     "scale_by_polar_full_qdwh": (symoptax.scale_by_polar,
                                  {"method": "qdwh", "side": "full", "nuclear_power": 0.5},
                                  ("nuclear_power", 2.0)),
@@ -56,7 +60,18 @@ ALIASES = {
     "aurora": (symoptax.aurora, {"weight_decay": 0.01}),
     "pion": (symoptax.pion, {"weight_decay": 0.01}),
     "rmnp": (symoptax.rmnp, {"weight_decay": 0.01}),
+    # radius 10: the weight clip stays inactive, so the update is linear in the learning rate
+    "muon_pp": (symoptax.muon_pp, {"weight_decay": 0.01, "radius": 10.0}),
+    "auon": (symoptax.auon, {"weight_decay": 0.01}),
+    "hybrid_auon": (symoptax.hybrid_auon, {"weight_decay": 0.01}),
+    "hyperp": (symoptax.hyperp, {}),
+    "md_decoupled_muon": (lambda learning_rate, *, gain_learning_rate=0.01, axes=None:
+                          symoptax.md_decoupled(symoptax.muon(learning_rate, axes=axes),
+                                                gain_learning_rate=gain_learning_rate,
+                                                axes=axes), {}),
 }
+# Steps that end on a sphere are not linear in the learning rate.
+NONLINEAR_IN_LR = ("hyperp", "md_decoupled_muon")
 
 
 def make(name, **extra):
@@ -142,10 +157,14 @@ def test_inject_hyperparams_equals_plain(name):
     p = params()
     state.hyperparams["learning_rate"] = jnp.asarray(0.025)
     u_half, _ = injected.update(grads(3), state, p)
-    state.hyperparams["learning_rate"] = jnp.asarray(0.05)
-    u_full, _ = injected.update(grads(3), state, p)
-    chex.assert_trees_all_close(u_half, jax.tree_util.tree_map(lambda x: x / 2, u_full),
-                                atol=1e-6)
+    if name in NONLINEAR_IN_LR:  # equals the optimizer built with the new rate
+      factory, kwargs = ALIASES[name]
+      want, _ = factory(0.025, **kwargs, axes=AXES).update(grads(3), state.inner_state, p)
+    else:
+      state.hyperparams["learning_rate"] = jnp.asarray(0.05)
+      u_full, _ = injected.update(grads(3), state, p)
+      want = jax.tree_util.tree_map(lambda x: x / 2, u_full)
+    chex.assert_trees_all_close(u_half, want, atol=1e-6)
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -198,6 +217,13 @@ TOY = {
     "aurora": (symoptax.aurora, {}, 0.1),
     "pion": (symoptax.pion, {"strength": 0.5}, 0.1),
     "rmnp": (symoptax.rmnp, {}, 0.1),
+    # The target's spectral norm is above Muon++'s default weight bound 2 sqrt(fan_out/fan_in).
+    "muon_pp": (symoptax.muon_pp, {"radius": 10.0}, 0.1),
+    # AuON's update has unit Frobenius norm (Muon's has sqrt(min(m, n))).
+    "auon": (symoptax.auon, {}, 1.0),
+    "hybrid_auon": (symoptax.hybrid_auon, {}, 1.0),
+    # From zero, HyperP's first step lands on its sphere: here the solution's (||target||_F).
+    "hyperp": (symoptax.hyperp, {"radius": 10.877}, 0.1),
 }
 
 

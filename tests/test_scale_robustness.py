@@ -26,6 +26,7 @@ RULES = {
     "muoneq": EPS_BOUND, "namo": EPS_BOUND, "namo_d": EPS_BOUND,
     "polargrad": HOMOGENEOUS, "right_polargrad_m": HOMOGENEOUS,
     "left_polargrad_m": HOMOGENEOUS, "spectral_clip": CLIPPED,
+    "muon_pp": INVARIANT, "auon": INVARIANT, "hybrid_auon": INVARIANT, "hyperp": INVARIANT,
 }
 
 

@@ -87,6 +87,15 @@ ALIASES = {
     "aurora": lambda **kw: symoptax.aurora(0.1, **kw),
     "pion": lambda **kw: symoptax.pion(0.1, **kw),
     "rmnp": lambda **kw: symoptax.rmnp(0.1, **kw),
+    "muon_pp": lambda **kw: symoptax.muon_pp(0.1, weight_decay=0.1, **kw),
+    "auon": lambda **kw: symoptax.auon(0.1, weight_decay=0.1, **kw),
+    "hybrid_auon": lambda **kw: symoptax.hybrid_auon(0.1, **kw),
+    "hyperp": lambda **kw: symoptax.hyperp(0.1, **kw),
+    "md_decoupled": lambda **kw: symoptax.md_decoupled(symoptax.muon(0.1, **kw),
+                                                       gain_learning_rate=0.05, **kw),
+    "muon_layer_aware": lambda **kw: symoptax.muon(0.1, method="layer_aware", **kw),
+    "muon_randomized_r4": lambda **kw: symoptax.muon(
+        0.1, method="randomized", method_options={"rank": 4, "oversampling": 1}, **kw),
     # Update-scale conventions (README "Update scales").
     "rownorm_rms": lambda **kw: symoptax.rownorm_m(0.1, center=True, scale="rms", **kw),
     "rownorm_spectral": lambda **kw: symoptax.rownorm_m(0.1, scale="spectral", **kw),

@@ -114,6 +114,13 @@ CLASSES = {
     "rmnp": (lambda: symoptax.rmnp(LR), ("lpro",), "biorth"),
     "pion": (lambda: symoptax.pion(LR, threshold=0.7), ("biorth",), None),
     "namo_d": (lambda: symoptax.namo_d(LR, clamp=0.3), ("rplo",), "lpro"),
+    "muon_pp": (lambda: symoptax.muon_pp(LR, weight_decay=WD), ("biorth",), None),
+    # A sharp brake (gamma 30) makes AuON's one scalar per matrix visibly basis-dependent.
+    "auon": (lambda: symoptax.auon(LR, gamma=30.0), ("perm",), "biorth"),
+    "hybrid_auon": (lambda: symoptax.hybrid_auon(LR, gamma=30.0), ("perm",), "biorth"),
+    "hyperp": (lambda: symoptax.hyperp(LR), ("biorth",), None),
+    "md_decoupled": (lambda: symoptax.md_decoupled(symoptax.muon(LR), gain_learning_rate=0.05),
+                     ("perm",), "biorth"),
 }
 
 
