@@ -439,3 +439,23 @@ def test_headwise_attention_sharded_between_heads_matches_one_device_and_cutting
                                        r"of 8 .*split over 8 devices"):
     with sharding_lib.use_mesh(mesh):
       run_steps(tx, jax.device_put(params, shardings), grads)
+
+
+@pytest.mark.parametrize("norm", ["nuclear", "row_l21"])
+@pytest.mark.parametrize("mesh_name", sorted(CASES))
+def test_noise_adaptive_sharded_equals_single_device(mesh_name, norm):
+  """The wrapper's dual-norm statistics under shard_map (psum'd) equal the single-device ones,
+  and its updates stay in the parameters' shardings."""
+  mesh, params, axes, shardings = case(mesh_name)
+  grads = [jax.tree.map(lambda p, i=i: (1 + i) * normal(p.shape, 100 + i) + 0.5 * p, params)
+           for i in range(3)]
+  make = lambda **kw: symoptax.noise_adaptive(symoptax.muon(0.1, axes=axes, **kw), norm=norm,
+                                              axes=axes, **kw)
+  ref, _ = run_steps(make(), params, grads)
+  put = lambda t: jax.device_put(t, shardings)
+  out, _ = run_steps(make(shardings=shardings), put(params), [put(g) for g in grads])
+  for step, (u_ref, u) in enumerate(zip(ref, out)):
+    for k in params:
+      err = relative_error(u[k], u_ref[k])
+      assert err < 1e-5, f"{mesh_name} {norm}: leaf {k} step {step}: rel. error {err:.2e}"
+      assert u[k].sharding.is_equivalent_to(shardings[k], u[k].ndim), (k, u[k].sharding)

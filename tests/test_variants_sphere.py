@@ -366,26 +366,3 @@ def test_inject_hyperparams_is_live():
   assert not np.allclose(update(g, injected.init(p), p)[1].inner_state.row_gain["w"],
                          state.inner_state.row_gain["w"])
 
-
-# --- Sharded == single device (8 CPU devices: SYMOPTAX_TEST_DEVICES=8) ------------------------
-
-@pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 devices: SYMOPTAX_TEST_DEVICES=8")
-@pytest.mark.parametrize("mesh_name", ["fsdp8", "fsdp4_tp2", "cube"])
-def test_sharded_update_equals_single_device(mesh_name):
-  import test_sharding as ts
-  rules = {"hyperp": lambda **kw: hyperp(0.1, **kw),
-           "md_decoupled": lambda **kw: md_decoupled(symoptax.muon(0.1, **kw),
-                                                     gain_learning_rate=0.05, **kw)}
-  mesh, params, axes, shardings = ts.case(mesh_name)
-  grads = [jax.tree.map(lambda p, i=i: normal(p.shape, 100 + i) + 0.5 * p, params)
-           for i in range(3)]
-  put = lambda t: jax.device_put(t, shardings)
-  for name, make in rules.items():
-    ref, _ = ts.run_steps(make(axes=axes), params, grads)
-    out, _ = ts.run_steps(make(axes=axes, shardings=shardings), put(params),
-                          [put(g) for g in grads])
-    for step, (u_ref, u) in enumerate(zip(ref, out)):
-      for k in params:
-        err = ts.relative_error(u[k], u_ref[k])
-        assert err < 1e-5, f"{name} on {mesh_name}: leaf {k} step {step}: {err:.2e}"
-        assert u[k].sharding.is_equivalent_to(shardings[k], u[k].ndim), (k, u[k].sharding)
