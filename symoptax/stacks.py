@@ -81,7 +81,8 @@ PRESET_OPTIONS: dict[str, dict[str, Any]] = {
 # the reference's Muon does.
 _PAIRED_RULES = ("rownorm", "right_polar", "left_polar", "hybrid", "rmnp", "normuon", "muoneq")
 # Rules whose update carries Muon's shape factor (scale_by_shape, shape_rule="muon").
-_SHAPED_RULES = ("muon", "normuon", "muoneq", "aurora", "pion", "auon", "hybrid_auon")
+_SHAPED_RULES = ("muon", "normuon", "muoneq", "aurora", "pion", "auon", "hybrid_auon",
+                 "muonq")
 _NU_RULES = ("right_polar", "left_polar", "hybrid", "polargrad")
 # The rules a stack's ``scale`` reaches: nu-scaled ones take every convention, row-norm takes
 # "rms" and "spectral", Muon and its polar-factor variants take those two as ``shape_rule``.

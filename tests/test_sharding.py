@@ -459,3 +459,10 @@ def test_noise_adaptive_sharded_equals_single_device(mesh_name, norm):
       err = relative_error(u[k], u_ref[k])
       assert err < 1e-5, f"{mesh_name} {norm}: leaf {k} step {step}: rel. error {err:.2e}"
       assert u[k].sharding.is_equivalent_to(shardings[k], u[k].ndim), (k, u[k].sharding)
+
+
+# MuonQ's sharded step (its state's packed codes shard as the parameters do), defined with the
+# helpers it needs in test_variants_muonq.py and collected here, in the 8-device run.
+from test_variants_muonq import (  # noqa: E402
+    test_sharded_step_equals_single_device_and_state_keeps_its_shardings as
+    test_muonq_sharded_step_equals_single_device_and_state_keeps_its_shardings)
