@@ -465,3 +465,17 @@ def test_sharded_step_equals_single_device_and_state_keeps_its_shardings(mesh_na
       assert c.sharding.is_equivalent_to(NamedSharding(mesh, shardings[k].spec), c.ndim), k
     rs = rs_next
 
+
+
+def test_multisteps_applies_the_mean_gradient():
+  params = {"w": normal((12, 6), 0), "b": jnp.ones(6)}
+  g0, g1 = ({k: normal(v.shape, 10 + t) for k, v in params.items()} for t in range(2))
+  multi = optax.MultiSteps(muonq(0.05), every_k_schedule=2)
+  state = multi.init(params)
+  first, state = multi.update(g0, state, params)
+  assert all(bool(jnp.all(x == 0)) for x in jax.tree.leaves(first))
+  second, _ = multi.update(g1, state, params)
+  inner = muonq(0.05)
+  mean = jax.tree.map(lambda a, b: (a + b) / 2, g0, g1)
+  want, _ = inner.update(mean, inner.init(params), params)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), second, want)
