@@ -46,6 +46,7 @@ validation loss against steps and against seconds.
   python benchmarks/quality.py --sizes tiny --entries muon hybrid:rms --seeds 0  # a probe
   python benchmarks/quality.py --sizes tiny --entries muon --variants aurora namo_d
   python benchmarks/quality.py --sizes tiny --entries muon --wrappers drop_layers,keep_prob=0.5
+  python benchmarks/quality.py --sizes tiny --entries muon --variants polar=layer_aware
   python benchmarks/quality.py --model olmoe --sizes tiny --entries muon \
       muon+router=left_polar muon+router=rownorm --groups router   # routers (MoE)
   SYMOPTAX_SMOKE=1 python benchmarks/quality.py     # seconds
@@ -84,6 +85,8 @@ ENTRIES = ("adamw", "muon", "rownorm", "hybrid", "paper")
 # symmetry_stack rule except AdamW, Muon itself and the nu-scaled one-sided polar rules.
 VARIANTS = tuple(r for r in symoptax.RULES
                  if r not in ("adamw", "muon", "right_polar", "left_polar"))
+# Muon with another polar oracle (--polar-method): "muon+polar=layer_aware".
+POLAR_VARIANTS = tuple(f"polar={m}" for m in symoptax.polar.FULL_METHODS)
 
 
 def _smoke() -> bool:
@@ -133,7 +136,7 @@ class Setting:
 
   def rules(self) -> dict[str, str]:
     """``--rule`` overrides: ``{"hidden": variant}`` or ``{role: rule}``."""
-    if not self.variant:
+    if not self.variant or self.variant.startswith("polar="):
       return {}
     role, _, rule = self.variant.rpartition("=")
     return {role or "hidden": rule}
@@ -154,6 +157,8 @@ class Setting:
       out += ["--scale", self.scale]
     if self.wrap:
       out += ["--wrap", self.wrap]
+    if self.variant and self.variant.startswith("polar="):
+      out += ["--polar-method", self.variant.partition("=")[2]]
     for role, lr in self.role_lrs(model).items():
       out += ["--role-lr", f"{role}={lr:.6g}"]
     return out
@@ -376,8 +381,9 @@ def parse(argv=None):
                  choices=[s for s in pretrain.SIZES if s != "smoke"])
   p.add_argument("--entries", nargs="+", default=list(ENTRIES),
                  help="presets, each optionally with a scale (PRESET:SCALE), at the first size")
-  p.add_argument("--variants", nargs="+", default=[], choices=VARIANTS,
-                 help="also the 'muon' preset with this rule on every hidden matrix")
+  p.add_argument("--variants", nargs="+", default=[], choices=VARIANTS + POLAR_VARIANTS,
+                 help="also the 'muon' preset with this rule on every hidden matrix (or, "
+                      "polar=METHOD, with Muon's polar oracle METHOD)")
   p.add_argument("--wrappers", nargs="+", default=[], metavar="WRAPPER[,KEY=VALUE...]",
                  help="also the 'muon' preset inside this wrapper (symoptax.variants.WRAPPERS)")
   p.add_argument("--wide-entries", nargs="+", default=["muon", symoptax.DEFAULT_PRESET],
@@ -416,6 +422,8 @@ def parse(argv=None):
     bad_rule = any(rule not in (VARIANTS if role == "hidden" else symoptax.RULES)
                    or role not in ("hidden",) + symoptax.ROLES
                    for role, rule in s.rules().items())
+    bad_rule = bad_rule or (bool(s.variant) and s.variant.startswith("polar=")
+                            and s.variant not in POLAR_VARIANTS)
     bad_wrap = s.wrap and s.wrap.partition(",")[0] not in symoptax.variants.WRAPPERS
     if (s.preset not in symoptax.PRESETS or (s.scale and s.scale not in symoptax.SCALES)
         or bad_rule or bad_wrap):

@@ -108,6 +108,9 @@ def make_parser() -> argparse.ArgumentParser:
   p.add_argument("--rule", action="append", default=[], metavar="ROLE=RULE",
                  help="use RULE for ROLE instead of the preset's (repeatable), e.g. "
                       "mlp_in=aurora; ROLE 'hidden' means every attention/MLP role")
+  p.add_argument("--polar-method", default=None, choices=list(symoptax.polar.FULL_METHODS),
+                 help="the polar oracle of every Muon-rule role (default: Muon's, "
+                      "polar_express), e.g. layer_aware")
   p.add_argument("--wrap", action="append", default=[], metavar="WRAPPER[,KEY=VALUE...]",
                  help="wrap the stack (repeatable, innermost first) in a wrapper of "
                       "symoptax.variants.WRAPPERS, e.g. drop_layers,keep_prob=0.5")
@@ -214,11 +217,16 @@ def overrides(args, as_schedule: bool = True) -> dict:
   out = {role: {"rule": rule} for role, rule in args.role_rules.items()}
   for role, lr in args.role_lrs.items():
     out.setdefault(role, {})["learning_rate"] = schedule(args, lr) if as_schedule else lr
+  if args.polar_method:
+    table = symoptax.stacks.resolve_rules(args.lr, args.preset, out)
+    for role, r in table.items():
+      if r.rule == "muon":
+        out.setdefault(role, {}).setdefault("options", {})["method"] = args.polar_method
   if args.uncentred:
     table = symoptax.stacks.resolve_rules(args.lr, args.preset, out)
     for role in ("lm_head", "router"):
       if table[role].center:
-        out.setdefault(role, {})["options"] = {"center": False}
+        out.setdefault(role, {}).setdefault("options", {})["center"] = False
   return out
 
 

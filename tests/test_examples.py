@@ -505,3 +505,14 @@ def test_pretrain_wraps_the_stack_and_quality_passes_wrappers_on():
   assert "muon@noise_adaptive" in quality.parse(["--wrappers", "noise_adaptive"]).entries
   with pytest.raises(SystemExit):
     quality.parse(["--entries", "muon@dropout"])
+  # --polar-method: every Muon-rule role takes that oracle; quality's muon+polar=METHOD.
+  args = pretrain.parse_args(["--preset", "muon", "--polar-method", "layer_aware"])
+  table = symoptax.stacks.resolve_rules(args.lr, args.preset, pretrain.overrides(args))
+  muon_roles = {r: t for r, t in table.items() if t.rule == "muon"}
+  assert muon_roles and all(dict(t.options)["method"] == "layer_aware"
+                            for t in muon_roles.values())
+  s = quality.Setting.of("muon+polar=randomized", 0.02)
+  assert s.rules() == {} and s.argv()[-2:] == ["--polar-method", "randomized"]
+  assert "muon+polar=layer_aware" in quality.parse(["--variants", "polar=layer_aware"]).entries
+  with pytest.raises(SystemExit):
+    quality.parse(["--entries", "muon+polar=bogus"])

@@ -224,6 +224,10 @@ TOY = {
     "hybrid_auon": (symoptax.hybrid_auon, {}, 1.0),
     # From zero, HyperP's first step lands on its sphere: here the solution's (||target||_F).
     "hyperp": (symoptax.hyperp, {"radius": 10.877}, 0.1),
+    # The literature's polar oracles inside Muon.
+    "muon_layer_aware": (symoptax.muon, {"method": "layer_aware"}, 0.1),
+    "muon_randomized_rank2": (symoptax.muon, {"method": "randomized",
+                                              "method_options": {"rank": 2, "oversampling": 1}}, 0.1),
 }
 
 
