@@ -339,7 +339,7 @@ class Checkpoints:
 
 RESUME_KEYS = ("size", "model", "preset", "scale", "uncentred", "lr", "role_lrs",
                "role_rules", "schedule", "warmup", "steps", "batch", "seq", "seed", "data",
-               "vocab", "max_bytes")
+               "vocab", "max_bytes", "polar_method", "wrap")
 
 
 def check_same_run(args, config_path: Path):

@@ -487,14 +487,15 @@ def _randomized(x, rank, oversampling, key, compute_dtype):
   key = jax.random.key(0) if key is None else key
   omega = jax.random.normal(key, (n, s), x.dtype)  # one sketch for every matrix
   y = matmul(x, omega, compute_dtype)
-  q0, r = jnp.linalg.qr(y)
-  # Basis of the sketch's numerical range: for a rank-deficient x, directions of Y below
-  # 4 eps ||Y||_2 (the "svd" oracle's threshold) are round-off, and polar would blow them up
-  # to size 1. (max(m, n) eps, numpy's matrix_rank threshold, also drops singular values
-  # of x below ~1e-4 sigma_max: measured, err 0.5-1 at cond 1e3 in the accuracy sweep.)
-  ur, sr, _ = jnp.linalg.svd(r)
-  keep_y = sr > _rank_tol(jnp.max(sr, axis=-1, keepdims=True), x.dtype)
-  q = matmul(q0, ur * keep_y.astype(x.dtype)[..., None, :])
+  # Basis of the sketch's numerical range, from the SVD of Y (no QR: jaxlib 0.10.2's CPU
+  # runtime hung on a QR custom call inside a whole train step). For a rank-deficient x,
+  # directions of Y below 4 eps ||Y||_2 (the "svd" oracle's threshold) are round-off, and
+  # polar would blow them up to size 1. (max(m, n) eps, numpy's matrix_rank threshold, also
+  # drops singular values of x below ~1e-4 sigma_max: measured, err 0.5-1 at cond 1e3 in the
+  # accuracy sweep.)
+  uy, sy, _ = jnp.linalg.svd(y, full_matrices=False)
+  keep_y = sy > _rank_tol(jnp.max(sy, axis=-1, keepdims=True), x.dtype)
+  q = uy * keep_y.astype(uy.dtype)[..., None, :]
   b = matmul(_mT(q), x, compute_dtype)  # [..., s, n]
   ub, sb, vbt = jnp.linalg.svd(b, full_matrices=False)
   keep = (sb > _rank_tol(jnp.max(sb, axis=-1, keepdims=True), x.dtype)).astype(x.dtype)
@@ -576,8 +577,9 @@ def polar(
 
     Exact when ``rank(x) <= s`` (the sketch then spans the range of ``x``); otherwise the
     partial isometry on the sketched range: rank at most ``s``, every singular value 0 or
-    1. Cost: three ``m x n x s`` products, a QR of ``m x s`` and an SVD of ``s x n``; no
-    ``m x n x min(m, n)`` product. Left-orthogonally equivariant (``x -> U x`` rotates the
+    1. Cost: three ``m x n x s`` products, an SVD of ``m x s`` (the range basis: no QR,
+    which hung jaxlib 0.10.2's CPU runtime inside a train step) and an SVD of ``s x n``;
+    no ``m x n x min(m, n)`` product. Left-orthogonally equivariant (``x -> U x`` rotates the
     sketch's range with it); under ``x -> x V^T`` the fixed sketch sees ``x V^T \Omega``,
     so it is equivariant only in distribution over ``key`` (exactly when ``rank(x) <= s``).
 

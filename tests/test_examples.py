@@ -219,10 +219,20 @@ def test_quickstart_byte_level_comparison(tmp_path):
 
 
 def test_resume_with_other_settings_is_refused(tmp_path):
+  # The run itself uses the randomized oracle in a whole train step (its QR once hung
+  # jaxlib 0.10.2's CPU runtime there).
   out = str(tmp_path / "run")
-  pretrain.main(["--out", out, "--no-progress", "--stop-at", "3"])
+  rows = pretrain.main(["--out", out, "--no-progress", "--stop-at", "3",
+                        "--polar-method", "randomized"])
+  assert len(rows) == 3 and all(np.isfinite(r["loss"]) for r in rows)
   with pytest.raises(SystemExit, match=r"preset 'hybrid' -> 'muon'"):
-    pretrain.main(["--out", out, "--no-progress", "--resume", "--preset", "muon"])
+    pretrain.main(["--out", out, "--no-progress", "--resume", "--preset", "muon",
+                   "--polar-method", "randomized"])
+  with pytest.raises(SystemExit, match=r"polar_method 'randomized' -> None"):
+    pretrain.main(["--out", out, "--no-progress", "--resume"])
+  with pytest.raises(SystemExit, match=r"wrap \[\] -> \['noise_adaptive'\]"):
+    pretrain.main(["--out", out, "--no-progress", "--resume", "--polar-method", "randomized",
+                   "--wrap", "noise_adaptive"])
 
 
 def test_quality_benchmark_tunes_each_entry_and_compares_a_variant(tmp_path):
