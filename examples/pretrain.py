@@ -41,6 +41,7 @@ from __future__ import annotations
 import argparse
 import ast
 import dataclasses
+import inspect
 import json
 import os
 import shutil
@@ -253,7 +254,11 @@ def make_optimizer(args, params) -> optax.GradientTransformation:
   tx = symoptax.symmetry_stack(schedule(args, args.lr), preset=args.preset, params=params,
                                scale=args.scale, overrides=overrides(args))
   for name, kwargs in getattr(args, "wrappers", ()):
-    tx = symoptax.variants.WRAPPERS[name](tx, **kwargs)
+    wrapper = symoptax.variants.WRAPPERS[name]
+    if "axes" in inspect.signature(wrapper).parameters and "axes" not in kwargs:
+      # The roles' reading of every leaf (stacked experts [E, d, ff] included), as the stack's.
+      kwargs = {**kwargs, "axes": symoptax.matrix_axes(params)}
+    tx = wrapper(tx, **kwargs)
   return tx
 
 

@@ -7,13 +7,24 @@ subprocess; the rest of the suite, whose examples use every device, sees one).
 """
 
 import os
+import shutil
 import sys
+import tempfile
 
 # The tests hold fp32 results to fp32 tolerances. On a GPU/TPU the default
 # compute_dtype="auto" runs the polar matmuls in bf16, so the suite runs on the CPU (which
 # every machine has) unless JAX_PLATFORMS says otherwise; the GPU/TPU checks live in
 # benchmarks/.
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# One persistent compilation cache for the session (and its 8-device subprocess, which
+# inherits the variable): the examples' tests compile the same train steps many times, and
+# a cached executable is the one a fresh compile would give. Removed when the session ends.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  _CACHE = tempfile.mkdtemp(prefix="symoptax-test-jax-cache-")
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = _CACHE
+  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+else:
+  _CACHE = None
 
 import jax  # noqa: E402
 
@@ -37,3 +48,5 @@ def pytest_sessionfinish(session, exitstatus):
   module = sys.modules.get("test_sharding_on_8_devices")
   if module is not None and module._RUN and module._RUN["proc"].poll() is None:
     module._RUN["proc"].kill()
+  if _CACHE is not None:
+    shutil.rmtree(_CACHE, ignore_errors=True)

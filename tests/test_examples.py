@@ -505,6 +505,13 @@ def test_pretrain_wraps_the_stack_and_quality_passes_wrappers_on():
   assert type(state).__name__ == "DropLayersState"  # the outermost wrapper
   u, _ = tx.update(jax.tree.map(jnp.ones_like, params), state, params)
   assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(u))
+  # Stacked experts [E, d, ff] (3-D): the wrappers that read matrices get the roles' axes.
+  moe = {"mlp": {"experts": {"down_proj": jnp.ones((2, 16, 8)), "up_proj": jnp.ones((2, 8, 16))},
+                 "router": {"kernel": jnp.ones((8, 2))}}, "norm": {"scale": jnp.ones(8)}}
+  tx = pretrain.make_optimizer(
+      pretrain.parse_args(["--wrap", "noise_adaptive", "--wrap", "md_decoupled"]), moe)
+  u, _ = tx.update(jax.tree.map(jnp.ones_like, moe), tx.init(moe), moe)
+  assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(u))
   for bad in (["--wrap", "dropout"], ["--wrap", "drop_layers,keep_prob"]):
     with pytest.raises(SystemExit):
       pretrain.parse_args(bad)

@@ -463,6 +463,6 @@ def test_noise_adaptive_sharded_equals_single_device(mesh_name, norm):
 
 # MuonQ's sharded step (its state's packed codes shard as the parameters do), defined with the
 # helpers it needs in test_variants_muonq.py and collected here, in the 8-device run.
-from test_variants_muonq import (  # noqa: E402
+from test_variants_muonq import (  # noqa: E402, F401
     test_sharded_step_equals_single_device_and_state_keeps_its_shardings as
     test_muonq_sharded_step_equals_single_device_and_state_keeps_its_shardings)

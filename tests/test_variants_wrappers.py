@@ -240,6 +240,27 @@ def test_drop_layers_keeps_muons_bi_orthogonal_symmetry_with_the_same_seed():
                                  TWO) < 1e-4
 
 
+def test_drop_layers_keeps_only_the_inner_rules_group():
+  # Negative control: over row-normalised momentum (LPRO: row permutations, right rotations)
+  # the wrapper is LPRO-equivariant and not bi-orthogonal.
+  tx = drop_layers(symoptax.rownorm_m(LR), 0.5, seed=2)
+  assert multi_leaf_equivariance(tx, "lpro", TWO) < 1e-4
+  assert multi_leaf_equivariance(tx, "biorth", TWO) > 1e-2
+
+
+def test_drop_layers_names_an_inner_rule_that_rejects_masked_trees():
+  def init(params):
+    if any(isinstance(x, optax.MaskedNode) for x in jax.tree.leaves(
+        params, is_leaf=lambda x: isinstance(x, optax.MaskedNode))):
+      raise ValueError("no masked leaves here")
+    return optax.EmptyState()
+
+  picky = optax.GradientTransformation(init, lambda u, s, p=None: (u, s))
+  with pytest.raises(ValueError, match=r"drop_layers: the inner transformation rejected.*"
+                                       r"no masked leaves here"):
+    drop_layers(picky, 0.5).init({"a": jnp.ones((2, 2)), "b": jnp.ones((2, 2))})
+
+
 def test_drop_layers_argument_checks():
   for bad in (0.0, -0.5, 1.5):
     with pytest.raises(ValueError, match=r"drop_layers: keep_prob must be in \(0, 1\]"):

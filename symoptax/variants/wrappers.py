@@ -292,8 +292,8 @@ def noise_adaptive(
   :math:`\sigma_\ell` estimates the gradient noise of layer :math:`\ell` in the dual norm
   (an online estimate: the deviation of each gradient from the running mean of the ones
   before it); noisier layers get smaller steps, the factors average 1 over the matrices of
-  the tree (so ``tx``'s learning rate stays the mean rate) and ``clamp`` :math:`c` bounds
-  them to :math:`[c, 1/c]`. The first step has no estimate and leaves ``tx``'s update
+  the tree before the clip (so ``tx``'s learning rate stays the mean rate unless ``clamp``
+  binds) and ``clamp`` :math:`c` bounds them to :math:`[c, 1/c]`. The first step has no estimate and leaves ``tx``'s update
   alone; matrices with no noise measured (zero or empty) keep factor 1 and stay out of the
   mean; vector leaves are passed through with factor 1.
 
@@ -334,7 +334,7 @@ def noise_adaptive(
     [[shardings]]
 
   Returns:
-    An ``optax.GradientTransformation``; its state is :class:`NoiseAdaptiveState`.
+    An ``optax.GradientTransformationExtraArgs``; its state is :class:`NoiseAdaptiveState`.
 
   References:
     Hao, Gong, Xu, Wang, Liu, "Noise-Adaptive Layerwise Learning Rates: Accelerating
