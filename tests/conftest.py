@@ -35,10 +35,13 @@ jax.config.update("jax_enable_x64", False)
 
 
 def pytest_collection_modifyitems(session, config, items):
-  # The 8-device sharding run is a subprocess: start it now, so it overlaps the rest of the
-  # suite on a machine with idle cores, instead of running after it.
-  if not config.option.collectonly and jax.device_count() < 8 and any(
-      item.nodeid.endswith("test_sharding_suite_on_8_cpu_devices") for item in items):
+  # The 8-device sharding run is a subprocess: its test goes first (under pytest-xdist, the
+  # first worker free starts it and waits, while the other runs the rest), and without
+  # xdist it starts now, so that it overlaps the rest of the suite instead of following it.
+  first = [i for i in items if i.nodeid.endswith("test_sharding_suite_on_8_cpu_devices")]
+  items[:] = first + [i for i in items if i not in first]
+  if (first and not config.option.collectonly and jax.device_count() < 8
+      and "PYTEST_XDIST_WORKER" not in os.environ):
     import test_sharding_on_8_devices  # the module collection imported (tests/ is on the path)
     test_sharding_on_8_devices.start()
 

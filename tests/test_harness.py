@@ -65,11 +65,18 @@ ALIASES = {
     "auon": (symoptax.auon, {"weight_decay": 0.01}),
     "hybrid_auon": (symoptax.hybrid_auon, {"weight_decay": 0.01}),
     "hyperp": (symoptax.hyperp, {}),
+    "muonq": (symoptax.muonq, {"weight_decay": 0.01}),
+    # Muon with the literature's oracles (issue 18's layer-aware and randomized policies).
+    "muon_layer_aware": (symoptax.muon, {"method": "layer_aware"}),
+    "muon_randomized_rank2": (symoptax.muon, {"method": "randomized",
+                                              "method_options": {"rank": 2}}),
     "md_decoupled_muon": (lambda learning_rate, *, gain_learning_rate=0.01, axes=None:
                           symoptax.md_decoupled(symoptax.muon(learning_rate, axes=axes),
                                                 gain_learning_rate=gain_learning_rate,
                                                 axes=axes), {}),
 }
+# Integer arguments that shape the state: static under optax.inject_hyperparams.
+STATIC_ARGS = {"muonq": ("bits", "rank", "power_iters", "mu_law")}
 # Steps that end on a sphere are not linear in the learning rate.
 NONLINEAR_IN_LR = ("hyperp", "md_decoupled_muon")
 
@@ -139,7 +146,8 @@ def test_inject_hyperparams_equals_plain(name):
     injected = optax.inject_hyperparams(factory)(**kwargs, axes=AXES)
   else:
     factory, kwargs = ALIASES[name]
-    injected = optax.inject_hyperparams(factory)(learning_rate=0.05, **kwargs, axes=AXES)
+    injected = optax.inject_hyperparams(factory, static_args=STATIC_ARGS.get(name, ()))(
+        learning_rate=0.05, **kwargs, axes=AXES)
   _, _, plain = run(make(name))
   _, state, inj = run(injected, jit=True)
   chex.assert_trees_all_close(plain, inj, atol=1e-4, rtol=1e-4)

@@ -24,7 +24,7 @@ def start():
     env = {**os.environ, "SYMOPTAX_TEST_DEVICES": "8", "JAX_PLATFORMS": "cpu"}
     out = tempfile.TemporaryFile(mode="w+")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs",
+        [sys.executable, "-m", "pytest", "-q", "-n", "0", "-p", "no:cacheprovider", "-rs",
          str(HERE / "test_sharding.py")], env=env, cwd=HERE.parent, stdout=out,
         stderr=subprocess.STDOUT, text=True)
     _RUN.update(proc=proc, out=out)
