@@ -144,15 +144,9 @@ def test_muoneq_r_is_the_hybrid_map_on_nesterov_momentum():
   np.testing.assert_allclose(a, b, atol=1e-4)
 
 
-@pytest.mark.parametrize("rule", ["normuon", "muoneq", "spectral_clip", "namo", "namo_d",
-                                  "aurora", "pion", "rmnp"])
-def test_variant_trains_the_qwen3_model(rule):
-  graphdef, params, rest = nnx.split(qwen3.Qwen3(rngs=nnx.Rngs(0)), nnx.Param, ...)
+def train_qwen3(tx, graphdef, params, rest, steps):
+  """The losses of ``steps`` jitted steps of ``tx`` on the Qwen3 model, one fixed batch."""
   loss = lambda p, t: next_token_loss(nnx.merge(graphdef, p, rest), t)
-  hidden = ("attn_q", "attn_k", "attn_v", "attn_o", "mlp_in", "mlp_out")
-  tx = symoptax.symmetry_stack(0.02, preset="muon", overrides={r: rule for r in hidden})
-  rows = symoptax.describe(params, overrides={r: rule for r in hidden}).rows
-  assert {r["rule"] for r in rows if r["role"] in hidden} == {rule}
   tokens = jax.random.randint(jax.random.key(1), (4, 17), 0, 256)
 
   @jax.jit
@@ -163,9 +157,21 @@ def test_variant_trains_the_qwen3_model(rule):
 
   state = tx.init(params)
   losses = []
-  for _ in range(8):
+  for _ in range(steps):
     params, state, l = step(params, state)
     losses.append(float(l))
+  return losses
+
+
+@pytest.mark.parametrize("rule", ["normuon", "muoneq", "spectral_clip", "namo", "namo_d",
+                                  "aurora", "pion", "rmnp"])
+def test_variant_trains_the_qwen3_model(rule):
+  graphdef, params, rest = nnx.split(qwen3.Qwen3(rngs=nnx.Rngs(0)), nnx.Param, ...)
+  hidden = ("attn_q", "attn_k", "attn_v", "attn_o", "mlp_in", "mlp_out")
+  tx = symoptax.symmetry_stack(0.02, preset="muon", overrides={r: rule for r in hidden})
+  rows = symoptax.describe(params, overrides={r: rule for r in hidden}).rows
+  assert {r["rule"] for r in rows if r["role"] in hidden} == {rule}
+  losses = train_qwen3(tx, graphdef, params, rest, steps=8)
   assert np.all(np.isfinite(losses)) and losses[-1] < losses[0]
 
 
@@ -173,25 +179,12 @@ def test_the_newer_variants_train_the_qwen3_model_in_one_stack():
   """Muon++, AuON, Hybrid-AuON, HyperP and MuonQ as symmetry_stack rules, one role each (one
   compilation), with the whole stack inside noise_adaptive."""
   graphdef, params, rest = nnx.split(qwen3.Qwen3(rngs=nnx.Rngs(0)), nnx.Param, ...)
-  loss = lambda p, t: next_token_loss(nnx.merge(graphdef, p, rest), t)
   rules = {"attn_q": "muon_pp", "attn_k": "auon", "attn_v": "hybrid_auon", "attn_o": "hyperp",
            "mlp_in": "muonq", "mlp_out": "muon"}
   rows = symoptax.describe(params, preset="muon", overrides=rules).rows
   assert {(r["role"], r["rule"]) for r in rows if r["role"] in rules} == set(rules.items())
   tx = symoptax.noise_adaptive(symoptax.symmetry_stack(0.02, preset="muon", overrides=rules))
-  tokens = jax.random.randint(jax.random.key(1), (4, 17), 0, 256)
-
-  @jax.jit
-  def step(p, s):
-    l, g = jax.value_and_grad(loss)(p, tokens)
-    u, s = tx.update(g, s, p)
-    return optax.apply_updates(p, u), s, l
-
-  state = tx.init(params)
-  losses = []
-  for _ in range(8):
-    params, state, l = step(params, state)
-    losses.append(float(l))
+  losses = train_qwen3(tx, graphdef, params, rest, steps=8)
   assert np.all(np.isfinite(losses)) and losses[-1] < losses[0]
 
 

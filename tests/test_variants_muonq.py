@@ -300,20 +300,9 @@ def test_symmetry_is_signed_permutations_and_not_rotations(shape):
 # --- training --------------------------------------------------------------------------------
 
 def test_toy_problem_converges():
-  from test_harness import low_rank_regression
+  from test_harness import assert_solves_toy
 
-  steps = 300
-  tx = muonq(optax.cosine_decay_schedule(0.1, steps))
-  loss = low_rank_regression()
-  p = {"w": jnp.zeros((16, 8))}
-
-  def step(carry, _):
-    p, s = carry
-    u, s = tx.update(jax.grad(loss)(p), s, p)
-    return (optax.apply_updates(p, u), s), None
-
-  (p, _), _ = jax.lax.scan(step, (p, tx.init(p)), None, length=steps)
-  assert float(loss(p)) < 1e-3 * float(loss({"w": jnp.zeros((16, 8))}))
+  assert_solves_toy(muonq, 0.1)
 
 
 def test_updates_stay_close_to_fp32_muon_on_random_gradients():
