@@ -41,7 +41,6 @@ from __future__ import annotations
 import argparse
 import ast
 import dataclasses
-import inspect
 import json
 import os
 import shutil
@@ -254,11 +253,9 @@ def make_optimizer(args, params) -> optax.GradientTransformation:
   tx = symoptax.symmetry_stack(schedule(args, args.lr), preset=args.preset, params=params,
                                scale=args.scale, overrides=overrides(args))
   for name, kwargs in getattr(args, "wrappers", ()):
-    wrapper = symoptax.variants.WRAPPERS[name]
-    if "axes" in inspect.signature(wrapper).parameters and "axes" not in kwargs:
-      # The roles' reading of every leaf (stacked experts [E, d, ff] included), as the stack's.
-      kwargs = {**kwargs, "axes": symoptax.matrix_axes(params)}
-    tx = wrapper(tx, **kwargs)
+    # Every wrapper reads leaves with the roles' axes (stacked experts [E, d, ff] included).
+    kwargs = {"axes": symoptax.matrix_axes(params), **kwargs}
+    tx = symoptax.variants.WRAPPERS[name](tx, **kwargs)
   return tx
 
 
