@@ -229,7 +229,12 @@ def main():
     for name, ms in time_steps(runners, args.repeats).items():
       results[name] = {"ms": ms, "state_bytes": runners[name].state_bytes,
                        "roofline_ms": roofline_ms(name, params, rates)}
+      print(f"{name}: {ms:.2f} ms/step, state {runners[name].state_bytes / 2**20:.1f} MB",
+            flush=True)
     del runners
+    if args.sequential:  # what is measured so far survives a run stopped part way
+      write_json(args.json, scale=args.scale, n_params=n_params, rates=rates,
+                 sequential=args.sequential, results=results, partial=True)
 
   dev = jax.devices()[0]
   print(f"\nQwen3-0.6B-shaped tree / {args.scale}: {n_params / 1e6:.1f} M params; device "
