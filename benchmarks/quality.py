@@ -138,8 +138,9 @@ class Setting:
     """``--rule`` overrides: ``{"hidden": variant}`` or ``{role: rule}``."""
     if not self.variant or self.variant.startswith("polar="):
       return {}
-    role, _, rule = self.variant.rpartition("=")
-    return {role or "hidden": rule}
+    head, sep, options = self.variant.partition(",")  # RULE options: "conda,update_proj_gap=50"
+    role, _, rule = head.rpartition("=")
+    return {role or "hidden": rule + sep + options}
 
   def role_lrs(self, model: str) -> dict[str, float]:
     """Absolute peak rates of the roles whose group multiplier is not 1."""
@@ -285,8 +286,11 @@ def tune(run, args, size: str, entry: str) -> dict:
       s = s.with_mult(group, m)
   sweep_loss = lambda st: _loss(run(size, st, args.seeds[0], args.sweep_steps))
   log = {}
-  s, log["base"] = sweep_knob(run, s, sweep_loss, lambda st, m: st.with_(base=args.lr * m),
-                              args.base_multipliers, args.extend)
+  if args.hold_groups:  # the groups' absolute rates stay where --start put them
+    first = lambda st, m: s.with_base_held(args.lr * m, args.model)
+  else:
+    first = lambda st, m: st.with_(base=args.lr * m)
+  s, log["base"] = sweep_knob(run, s, sweep_loss, first, args.base_multipliers, args.extend)
   for p in range(0 if entry in args.base_only else args.passes):
     suffix = f"/{p + 1}" if p else ""
     if p:  # the base rate again, every group's absolute rate held
@@ -401,6 +405,9 @@ def parse(argv=None):
                  help="multipliers of a group's default rate tried besides 1")
   p.add_argument("--extend", type=int, default=1,
                  help="extra points allowed past an edge of each knob's sweep")
+  p.add_argument("--hold-groups", action="store_true",
+                 help="sweep the base rate with every group's absolute rate held at --lr's "
+                      "(and --start's) value: a matrix rule's rate against fixed AdamW rates")
   p.add_argument("--start", nargs="*", default=[], type=_group_mult, metavar="GROUP=X",
                  help="the tuned entries' starting group multipliers (e.g. another width's "
                       "chosen ones: vocab=6 vector=6); default 1")
@@ -419,7 +426,7 @@ def parse(argv=None):
   args.entries += [f"muon@{w}" for w in args.wrappers]
   for entry in args.entries + args.wide_entries:
     s = Setting.of(entry, 1.0)
-    bad_rule = any(rule not in (VARIANTS if role == "hidden" else symoptax.RULES)
+    bad_rule = any(rule.partition(",")[0] not in (VARIANTS if role == "hidden" else symoptax.RULES)
                    or role not in ("hidden",) + symoptax.ROLES
                    for role, rule in s.rules().items())
     bad_rule = bad_rule or (bool(s.variant) and s.variant.startswith("polar=")
@@ -431,8 +438,8 @@ def parse(argv=None):
               f"PRESET one of {', '.join(symoptax.PRESETS)}, VARIANT (a rule for every hidden "
               f"matrix) one of {', '.join(VARIANTS)}, RULE one of "
               f"{', '.join(symoptax.RULES)}, SCALE one of {', '.join(symoptax.SCALES)} and "
-              f"WRAPPER one of {', '.join(symoptax.variants.WRAPPERS)} (with KEY=VALUE "
-              f"options after commas)")
+              f"WRAPPER one of {', '.join(symoptax.variants.WRAPPERS)} (RULE and WRAPPER take "
+              f"KEY=VALUE options after commas)")
   if _smoke():  # one size, a few steps, one point per knob
     args.sizes, args.wide_entries, args.steps, args.evals = args.sizes[:1], [], 6, 2
     args.base_multipliers, args.group_multipliers, args.extend = [1.0], [3.0], 0

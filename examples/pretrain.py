@@ -105,7 +105,7 @@ def make_parser() -> argparse.ArgumentParser:
   p.add_argument("--role-lr", action="append", default=[], metavar="ROLE=LR",
                  help="absolute peak learning rate for one role (repeatable), e.g. "
                       "lm_head=3e-4; follows the same schedule")
-  p.add_argument("--rule", action="append", default=[], metavar="ROLE=RULE",
+  p.add_argument("--rule", action="append", default=[], metavar="ROLE=RULE[,KEY=VALUE...]",
                  help="use RULE for ROLE instead of the preset's (repeatable), e.g. "
                       "mlp_in=aurora; ROLE 'hidden' means every attention/MLP role")
   p.add_argument("--polar-method", default=None, choices=list(symoptax.polar.FULL_METHODS),
@@ -172,12 +172,18 @@ def parse_args(argv=None) -> argparse.Namespace:
   args.role_lrs = roles
   rules = {}
   for item in args.rule:
-    role, sep, rule = item.partition("=")
+    role, sep, spec = item.partition("=")
+    rule, *pairs = spec.split(",")
     targets = HIDDEN_ROLES if role == "hidden" else (role,)
     if not sep or not set(targets) <= set(symoptax.ROLES) or rule not in symoptax.RULES:
-      parser.error(f"--rule {item!r}: expected ROLE=RULE with ROLE 'hidden' or one of "
-                   f"{', '.join(symoptax.ROLES)} and RULE one of {', '.join(symoptax.RULES)}")
-    rules.update({t: rule for t in targets})
+      parser.error(f"--rule {item!r}: expected ROLE=RULE[,KEY=VALUE...] with ROLE 'hidden' or "
+                   f"one of {', '.join(symoptax.ROLES)} and RULE one of "
+                   f"{', '.join(symoptax.RULES)}")
+    try:
+      parse_options(pairs, f"--rule {item!r}")
+    except ValueError as e:
+      parser.error(str(e))
+    rules.update({t: spec for t in targets})  # "RULE[,KEY=VALUE...]", as given
   args.role_rules = rules
   try:
     args.wrappers = [parse_wrapper(item) for item in args.wrap]
@@ -214,7 +220,12 @@ def schedule(args, peak: float) -> optax.Schedule:
 def overrides(args, as_schedule: bool = True) -> dict:
   """symmetry_stack overrides from --rule, --role-lr and --uncentred (rates as schedules or
   peaks)."""
-  out = {role: {"rule": rule} for role, rule in args.role_rules.items()}
+  out = {}
+  for role, spec in args.role_rules.items():
+    rule, *pairs = spec.split(",")
+    out[role] = {"rule": rule}
+    if pairs:
+      out[role]["options"] = parse_options(pairs, f"--rule {role}={spec}")
   for role, lr in args.role_lrs.items():
     out.setdefault(role, {})["learning_rate"] = schedule(args, lr) if as_schedule else lr
   if args.polar_method:
@@ -237,16 +248,22 @@ def parse_wrapper(item: str) -> tuple[str, dict]:
   if name not in symoptax.variants.WRAPPERS:
     raise ValueError(f"--wrap {item!r}: unknown wrapper {name!r}; valid choices are "
                      f"{', '.join(symoptax.variants.WRAPPERS)}")
+  return name, parse_options(pairs, f"--wrap {item!r}")
+
+
+def parse_options(pairs: list[str], what: str) -> dict:
+  """``["keep_prob=0.5", "mode=RC"]`` -> ``{"keep_prob": 0.5, "mode": "RC"}`` (values are
+  Python literals; anything else stays a string)."""
   kwargs = {}
   for pair in pairs:
     key, sep, value = pair.partition("=")
     if not sep:
-      raise ValueError(f"--wrap {item!r}: expected KEY=VALUE, got {pair!r}")
+      raise ValueError(f"{what}: expected KEY=VALUE, got {pair!r}")
     try:
       kwargs[key] = ast.literal_eval(value)
     except (ValueError, SyntaxError):
       kwargs[key] = value
-  return name, kwargs
+  return kwargs
 
 
 def make_optimizer(args, params) -> optax.GradientTransformation:

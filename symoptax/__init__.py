@@ -18,10 +18,11 @@ from symoptax.transforms import (SCALES, center_rows, scale_by_debiased_momentum
                                  scale_by_shape, scale_by_spectral_norm)
 # The literature's variants live in symoptax.variants; their names are importable from here.
 from symoptax import variants
-from symoptax.variants import (aurora, auon, clip_weight_spectral_norm, drop_layers,
+from symoptax.variants import (aurora, auon, clip_weight_spectral_norm, conda, drop_layers,
                                hybrid_auon, hyperp, hyperp_learning_rate, md_decoupled,
                                muon_pp, muoneq, muonq, namo, namo_d, noise_adaptive,
-                               normuon, pion, qk_clip, rmnp, scale_by_auon, scale_by_muonq,
+                               normuon, pion, qk_clip, rmnp, scale_by_auon, scale_by_conda,
+                               scale_by_muonq,
                                scale_by_col_norm, scale_by_high_pass_polar,
                                scale_by_leverage_polar, scale_by_namo, scale_by_namo_d,
                                scale_by_row_second_moment, scale_by_spectral_clip,
@@ -52,6 +53,8 @@ __all__ = [
     "muon_pp",
     "muonq",
     "scale_by_muonq",
+    "conda",
+    "scale_by_conda",
     "scale_by_auon",
     "center_rows",
     "diagnostics",

@@ -267,18 +267,34 @@ def map_matrices_sharded(fn: Callable[[jax.Array, MatrixShards], jax.Array], upd
   return jax.tree_util.tree_unflatten(treedef, out)
 
 
+STAT_KINDS = ("rows", "cols", "matrix", "gram", "param")
+
+
 def stat_shape(lay, kind: str) -> tuple[int, ...]:
   """Shape of a per-matrix statistic of a leaf with layout ``lay``: its batch axes, then its
-  row axes (``kind="rows"``), column axes (``"cols"``) or nothing (``"matrix"``)."""
+  row axes (``kind="rows"``), column axes (``"cols"``), nothing (``"matrix"``) or a square
+  ``k x k`` on the short side, ``k = min(rows, cols)`` (``"gram"``: a basis of that side,
+  replicated over the mesh axes that split the matrix); ``"param"``: the leaf's own shape
+  (an elementwise statistic, sharded as the leaf)."""
+  if kind == "param":
+    return tuple(lay.shape)
+  if kind == "gram":
+    k = min(math.prod(lay.rows_shape), math.prod(lay.cols_shape))
+    return lay.batch_shape + (k, k)
   extra = {"rows": lay.rows_shape, "cols": lay.cols_shape, "matrix": ()}[kind]
   return lay.batch_shape + extra
 
 
 def _stat_dims(lay, dims, kind):
+  if kind == "param":
+    return tuple(dims)
   nb, nr = len(lay.batch_shape), len(lay.rows_shape)
+  view = lay.view_dims(dims)
+  batch = tuple(view[a] for a in lay.perm[:nb])
+  if kind == "gram":
+    return batch + ((), ())
   pick = {"rows": lay.perm[nb:nb + nr], "cols": lay.perm[nb + nr:], "matrix": ()}[kind]
-  dims = lay.view_dims(dims)
-  return tuple(dims[a] for a in lay.perm[:nb] + tuple(pick))
+  return batch + tuple(view[a] for a in pick)
 
 
 def shard_stats(stats: Any, params: Any, axes_tree: Any, shardings: Any, mesh: Mesh | None,
@@ -338,12 +354,17 @@ def map_matrices_with_stats(fn: Callable[..., Any], updates: Any, axes_tree: Any
       lay = layout(block.shape, ax)
       xb = to_batched(block, lay).astype(dtype)
       eb = [None if e is None else to_batched(e, lay).astype(dtype) for e in es_]
-      sb = [v.reshape(lay.batched_shape[:1] + ({"rows": lay.batched_shape[1:2],
-                                                 "cols": lay.batched_shape[2:],
-                                                 "matrix": ()}[k]))
+      sb = [to_batched(v, lay) if k == "param" else
+            v.reshape(lay.batched_shape[:1] + ({"rows": lay.batched_shape[1:2],
+                                                "cols": lay.batched_shape[2:],
+                                                "gram": v.shape[-2:],
+                                                "matrix": ()}[k]))
             for v, k in zip(ss_, stat_kinds)]
       y, new = fn(xb, eb, sb, shards)
-      new = [n.reshape(stat_shape(lay, k)) for n, k in zip(new, stat_kinds)]
+      # (a "gram" block is whole: its k is the global matrix's, not the local block's)
+      new = [from_batched(n, lay) if k == "param" else
+             n.reshape(lay.batch_shape + n.shape[-2:]) if k == "gram" else
+             n.reshape(stat_shape(lay, k)) for n, k in zip(new, stat_kinds)]
       return from_batched(y, lay).astype(block.dtype), new
 
     if mesh is None:

@@ -102,6 +102,8 @@ LR_RATIO: dict[tuple[str, str], float] = {
     ("muon", "*"): 1.0, ("normuon", "*"): 1.0, ("muoneq", "*"): 1.0,
     ("spectral_clip", "*"): 1.0, ("namo", "*"): 1.0, ("namo_d", "*"): 1.0,
     ("aurora", "*"): 1.0, ("pion", "*"): 1.0,
+    # Conda: the reference runs it at 10x AdamW's rate (0.01 against 1e-3, scale 0.25).
+    ("conda", "*"): 0.5,
     # RMNP's row-normalised update has Muon's Frobenius norm (sqrt(rows)): Muon's rate.
     ("rmnp", "*"): 1.0,
     ("rownorm", "embedding"): 5.0, ("rownorm", "*"): 0.15,

@@ -534,3 +534,49 @@ def test_pretrain_wraps_the_stack_and_quality_passes_wrappers_on():
   assert "muon+polar=layer_aware" in quality.parse(["--variants", "polar=layer_aware"]).entries
   with pytest.raises(SystemExit):
     quality.parse(["--entries", "muon+polar=bogus"])
+
+
+def test_rule_options_reach_the_stack_and_quality_passes_them_on():
+  """--rule ROLE=RULE[,KEY=VALUE...] gives the rule keyword options; quality.py's
+  PRESET+RULE,KEY=VALUE entries hand them over; malformed options are refused."""
+  sys.path.insert(0, str(ROOT / "benchmarks"))
+  import quality
+  args = pretrain.parse_args(["--preset", "muon", "--rule", "hidden=conda,update_proj_gap=5",
+                              "--rule", "lm_head=rownorm"])
+  table = symoptax.stacks.resolve_rules(args.lr, args.preset, pretrain.overrides(args))
+  assert (table["mlp_in"].rule, dict(table["mlp_in"].options)) == ("conda",
+                                                                    {"update_proj_gap": 5})
+  assert (table["lm_head"].rule, table["lm_head"].options) == ("rownorm", ())
+  for bad in (["--rule", "hidden=conda,update_proj_gap"], ["--rule", "hidden=condor"]):
+    with pytest.raises(SystemExit):
+      pretrain.parse_args(bad)
+  s = quality.Setting.of("muon+conda,update_proj_gap=60", 0.02)
+  assert s.rules() == {"hidden": "conda,update_proj_gap=60"}
+  argv = s.argv()
+  assert argv[argv.index("--rule") + 1] == "hidden=conda,update_proj_gap=60"
+  assert quality.Setting.of("muon+lm_head=rownorm", 0.02).rules() == {"lm_head": "rownorm"}
+  with pytest.raises(SystemExit):
+    quality.parse(["--entries", "muon+condor,update_proj_gap=60"])
+
+
+def test_quality_hold_groups_sweeps_the_base_rate_alone(monkeypatch):
+  """--hold-groups: the first base sweep keeps every group's absolute rate (a matrix rule's
+  rate against fixed AdamW rates)."""
+  sys.path.insert(0, str(ROOT / "benchmarks"))
+  import quality
+  monkeypatch.delenv("SYMOPTAX_SMOKE", raising=False)
+  seen = []
+
+  def fake_run(size, s, seed, steps):
+    seen.append(s)
+    return {"final_val_loss": 5 + abs(np.log2(s.base / 0.02)), "val_curve": [], "spikes": 0,
+            "s_per_step": 0.1}
+
+  args = quality.parse(["--hold-groups", "--start", "vocab=36", "vector=4", "--groups",
+                        "--seeds", "0", "--extend", "0", "--lr", "0.02",
+                        "--base-multipliers", "0.5", "1", "2"])
+  quality.tune(fake_run, args, "tiny", "muon+conda")
+  rates = [s.role_lrs("qwen3") for s in seen[:3]]
+  assert len({s.base for s in seen[:3]}) == 3
+  assert all(r == pytest.approx(rates[1]) for r in rates)  # held at base 0.02's values
+  assert rates[1]["embedding"] == pytest.approx(0.02 * 0.25 * 36)

@@ -66,6 +66,8 @@ ALIASES = {
     "hybrid_auon": (symoptax.hybrid_auon, {"weight_decay": 0.01}),
     "hyperp": (symoptax.hyperp, {}),
     "muonq": (symoptax.muonq, {"weight_decay": 0.01}),
+    # A basis refresh every other step: the three steps take both branches.
+    "conda": (symoptax.conda, {"weight_decay": 0.01, "update_proj_gap": 2}),
     # Muon with the literature's oracles (issue 18's layer-aware and randomized policies).
     "muon_layer_aware": (symoptax.muon, {"method": "layer_aware"}),
     "muon_randomized_rank2": (symoptax.muon, {"method": "randomized",
@@ -76,7 +78,8 @@ ALIASES = {
                                                 axes=axes), {}),
 }
 # Integer arguments that shape the state: static under optax.inject_hyperparams.
-STATIC_ARGS = {"muonq": ("bits", "rank", "power_iters", "mu_law")}
+STATIC_ARGS = {"muonq": ("bits", "rank", "power_iters", "mu_law"),
+               "conda": ("update_proj_gap",)}
 # Steps that end on a sphere are not linear in the learning rate.
 NONLINEAR_IN_LR = ("hyperp", "md_decoupled_muon")
 
@@ -232,6 +235,9 @@ TOY = {
     "hybrid_auon": (symoptax.hybrid_auon, {}, 1.0),
     # From zero, HyperP's first step lands on its sphere: here the solution's (||target||_F).
     "hyperp": (symoptax.hyperp, {"radius": 10.877}, 0.1),
+    # Conda's step is Adam-sized per entry, times its scale 0.25; the basis refreshes every
+    # 50 steps.
+    "conda": (symoptax.conda, {"update_proj_gap": 50}, 0.3),
     # The literature's polar oracles inside Muon.
     "muon_layer_aware": (symoptax.muon, {"method": "layer_aware"}, 0.1),
     "muon_randomized_rank2": (symoptax.muon, {"method": "randomized",

@@ -27,7 +27,7 @@ RULES = {
     "polargrad": HOMOGENEOUS, "right_polargrad_m": HOMOGENEOUS,
     "left_polargrad_m": HOMOGENEOUS, "spectral_clip": CLIPPED,
     "muon_pp": INVARIANT, "auon": INVARIANT, "hybrid_auon": INVARIANT, "hyperp": INVARIANT,
-    "muonq": INVARIANT,
+    "muonq": INVARIANT, "conda": EPS_BOUND,
 }
 
 
