@@ -267,19 +267,22 @@ def map_matrices_sharded(fn: Callable[[jax.Array, MatrixShards], jax.Array], upd
   return jax.tree_util.tree_unflatten(treedef, out)
 
 
-STAT_KINDS = ("rows", "cols", "matrix", "gram", "param")
+STAT_KINDS = ("rows", "cols", "matrix", "gram", "rows_gram", "cols_gram", "param")
+# Square statistics whole on every device of a matrix (sharded only along stacked axes).
+GRAM_KINDS = ("gram", "rows_gram", "cols_gram")
 
 
 def stat_shape(lay, kind: str) -> tuple[int, ...]:
   """Shape of a per-matrix statistic of a leaf with layout ``lay``: its batch axes, then its
   row axes (``kind="rows"``), column axes (``"cols"``), nothing (``"matrix"``) or a square
-  ``k x k`` on the short side, ``k = min(rows, cols)`` (``"gram"``: a basis of that side,
-  replicated over the mesh axes that split the matrix); ``"param"``: the leaf's own shape
-  (an elementwise statistic, sharded as the leaf)."""
+  ``k x k`` matrix, whole on every device of a split matrix: ``"gram"`` on the short side
+  (``k = min(rows, cols)``), ``"rows_gram"`` / ``"cols_gram"`` on the rows / columns;
+  ``"param"``: the leaf's own shape (an elementwise statistic, sharded as the leaf)."""
   if kind == "param":
     return tuple(lay.shape)
-  if kind == "gram":
-    k = min(math.prod(lay.rows_shape), math.prod(lay.cols_shape))
+  if kind in GRAM_KINDS:
+    r, c = math.prod(lay.rows_shape), math.prod(lay.cols_shape)
+    k = {"gram": min(r, c), "rows_gram": r, "cols_gram": c}[kind]
     return lay.batch_shape + (k, k)
   extra = {"rows": lay.rows_shape, "cols": lay.cols_shape, "matrix": ()}[kind]
   return lay.batch_shape + extra
@@ -291,7 +294,7 @@ def _stat_dims(lay, dims, kind):
   nb, nr = len(lay.batch_shape), len(lay.rows_shape)
   view = lay.view_dims(dims)
   batch = tuple(view[a] for a in lay.perm[:nb])
-  if kind == "gram":
+  if kind in GRAM_KINDS:
     return batch + ((), ())
   pick = {"rows": lay.perm[nb:nb + nr], "cols": lay.perm[nb + nr:], "matrix": ()}[kind]
   return batch + tuple(view[a] for a in pick)
@@ -357,13 +360,12 @@ def map_matrices_with_stats(fn: Callable[..., Any], updates: Any, axes_tree: Any
       sb = [to_batched(v, lay) if k == "param" else
             v.reshape(lay.batched_shape[:1] + ({"rows": lay.batched_shape[1:2],
                                                 "cols": lay.batched_shape[2:],
-                                                "gram": v.shape[-2:],
-                                                "matrix": ()}[k]))
+                                                "matrix": ()}.get(k, v.shape[-2:])))
             for v, k in zip(ss_, stat_kinds)]
       y, new = fn(xb, eb, sb, shards)
-      # (a "gram" block is whole: its k is the global matrix's, not the local block's)
+      # (a square statistic is whole: its k is the global matrix's, not the local block's)
       new = [from_batched(n, lay) if k == "param" else
-             n.reshape(lay.batch_shape + n.shape[-2:]) if k == "gram" else
+             n.reshape(lay.batch_shape + n.shape[-2:]) if k in GRAM_KINDS else
              n.reshape(stat_shape(lay, k)) for n, k in zip(new, stat_kinds)]
       return from_batched(y, lay).astype(block.dtype), new
 

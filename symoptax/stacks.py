@@ -82,7 +82,7 @@ PRESET_OPTIONS: dict[str, dict[str, Any]] = {
 _PAIRED_RULES = ("rownorm", "right_polar", "left_polar", "hybrid", "rmnp", "normuon", "muoneq")
 # Rules whose update carries Muon's shape factor (scale_by_shape, shape_rule="muon").
 _SHAPED_RULES = ("muon", "normuon", "muoneq", "aurora", "pion", "auon", "hybrid_auon",
-                 "muonq")
+                 "muonq", "fismo")
 _NU_RULES = ("right_polar", "left_polar", "hybrid", "polargrad")
 # The rules a stack's ``scale`` reaches: nu-scaled ones take every convention, row-norm takes
 # "rms" and "spectral", Muon and its polar-factor variants take those two as ``shape_rule``.
@@ -104,6 +104,8 @@ LR_RATIO: dict[tuple[str, str], float] = {
     ("aurora", "*"): 1.0, ("pion", "*"): 1.0,
     # Conda: the reference runs it at 10x AdamW's rate (0.01 against 1e-3, scale 0.25).
     ("conda", "*"): 0.5,
+    # FISMO is Muon in a whitened basis, with Muon's shape factor.
+    ("fismo", "*"): 1.0,
     # RMNP's row-normalised update has Muon's Frobenius norm (sqrt(rows)): Muon's rate.
     ("rmnp", "*"): 1.0,
     ("rownorm", "embedding"): 5.0, ("rownorm", "*"): 0.15,

@@ -95,7 +95,7 @@ def test_centred_rule_with_weight_decay_does_not_centre_the_decay():
 EMPTY_RULES = ("muon", "rownorm_m", "right_polargrad_m", "left_polargrad_m",
                "hybrid_polargrad_m", "polargrad", "normuon", "muoneq", "spectral_clip", "namo",
                "namo_d", "aurora", "pion", "rmnp", "muon_pp", "auon", "hybrid_auon",
-               "hyperp", "muonq", "conda")
+               "hyperp", "muonq", "conda", "fismo")
 
 
 @pytest.mark.parametrize("name", EMPTY_RULES)

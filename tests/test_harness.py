@@ -68,6 +68,7 @@ ALIASES = {
     "muonq": (symoptax.muonq, {"weight_decay": 0.01}),
     # A basis refresh every other step: the three steps take both branches.
     "conda": (symoptax.conda, {"weight_decay": 0.01, "update_proj_gap": 2}),
+    "fismo": (symoptax.fismo, {"weight_decay": 0.01}),
     # Muon with the literature's oracles (issue 18's layer-aware and randomized policies).
     "muon_layer_aware": (symoptax.muon, {"method": "layer_aware"}),
     "muon_randomized_rank2": (symoptax.muon, {"method": "randomized",
@@ -238,6 +239,7 @@ TOY = {
     # Conda's step is Adam-sized per entry, times its scale 0.25; the basis refreshes every
     # 50 steps.
     "conda": (symoptax.conda, {"update_proj_gap": 50}, 0.3),
+    "fismo": (symoptax.fismo, {}, 0.1),
     # The literature's polar oracles inside Muon.
     "muon_layer_aware": (symoptax.muon, {"method": "layer_aware"}, 0.1),
     "muon_randomized_rank2": (symoptax.muon, {"method": "randomized",

@@ -20,6 +20,10 @@ INVARIANT = "u(k) = u(0) at every scale"
 EPS_BOUND = "u(k) = u(0) where the norms are far above an absolute eps (k >= 0)"
 HOMOGENEOUS = "u(k) = 10^k u(0): the nu-scaled polar step grows with the gradient"
 CLIPPED = "10^k (1-beta) G below the bound, bound * polar(G) far above it"
+# FISMO's damping is absolute: far below it the factors stay at the identity and the step is
+# Muon's; far above it they are the data's (singular for a tall matrix's rows, up to the
+# eigenvalue floor), and only finiteness is claimed.
+DAMPED = "u(k) = Muon's update (no Nesterov) where the damping dwarfs the data (k <= -10)"
 RULES = {
     "muon": INVARIANT, "normuon": INVARIANT, "aurora": INVARIANT, "pion": INVARIANT,
     "rownorm_m": EPS_BOUND, "rmnp": EPS_BOUND, "hybrid_polargrad_m": EPS_BOUND,
@@ -27,7 +31,7 @@ RULES = {
     "polargrad": HOMOGENEOUS, "right_polargrad_m": HOMOGENEOUS,
     "left_polargrad_m": HOMOGENEOUS, "spectral_clip": CLIPPED,
     "muon_pp": INVARIANT, "auon": INVARIANT, "hybrid_auon": INVARIANT, "hyperp": INVARIANT,
-    "muonq": INVARIANT, "conda": EPS_BOUND,
+    "muonq": INVARIANT, "conda": EPS_BOUND, "fismo": DAMPED,
 }
 
 
@@ -64,6 +68,9 @@ def test_one_step_at_every_gradient_scale(name):
       g = np.asarray(grads[leaf], np.float64)
       if kind == INVARIANT or (kind == EPS_BOUND and k >= 0):
         assert_close(u, ups[0][leaf], what)
+      elif kind == DAMPED and k <= -10:
+        muon = symoptax.muon(LR, nesterov=False)
+        assert_close(u, np.asarray(muon.update(grads, muon.init(params), params)[0][leaf]), what)
       elif kind == HOMOGENEOUS:
         assert_close(u / 10.0 ** k, ups[0][leaf], what)
       elif kind == CLIPPED:

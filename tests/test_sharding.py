@@ -98,6 +98,7 @@ ALIASES = {
         0.1, method="randomized", method_options={"rank": 4, "oversampling": 1}, **kw),
     # The basis refreshes at steps 1 and 3 and is kept at step 2.
     "conda": lambda **kw: symoptax.conda(0.1, update_proj_gap=2, weight_decay=0.1, **kw),
+    "fismo": lambda **kw: symoptax.fismo(0.1, weight_decay=0.1, **kw),
     # Update-scale conventions (README "Update scales").
     "rownorm_rms": lambda **kw: symoptax.rownorm_m(0.1, center=True, scale="rms", **kw),
     "rownorm_spectral": lambda **kw: symoptax.rownorm_m(0.1, scale="spectral", **kw),
@@ -146,7 +147,7 @@ def run_steps(tx, params, grads_seq, jit=True):
 # and batch axes (the core rules take every mesh, fsdp8 included).
 VARIANT_RULES = ("normuon", "muoneq_rc", "spectral_clip", "namo", "namo_d", "aurora", "pion",
                  "rmnp", "muon_pp", "auon", "hybrid_auon", "hyperp", "md_decoupled",
-                 "muon_layer_aware", "muon_randomized_r4", "conda")
+                 "muon_layer_aware", "muon_randomized_r4", "conda", "fismo")
 RULE_MESH = [(rule, mesh) for mesh in CASES for rule in ALIASES
              if rule not in VARIANT_RULES or mesh != "fsdp8"]
 
