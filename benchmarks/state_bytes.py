@@ -1,4 +1,5 @@
-"""Optimizer-state bytes of MuonQ (4-bit momentum) against fp32 Muon and AdamW.
+"""Optimizer-state bytes of MuonQ (4-bit momentum), COSMOS, Conda and FISMO against fp32 Muon,
+AdamW and SOAP's state.
 
 Counts the bytes of ``tx.init(params)`` (every leaf of the state: codes, factors, scales,
 momentum, step counts) for
@@ -8,6 +9,12 @@ momentum, step counts) for
   muonq/bf16-factors the same with mu_dtype=bfloat16 (factors and vector momentum in bf16)
   muon               symoptax.muon: one fp32 momentum buffer
   adamw              optax.adamw: two fp32 moments
+  cosmos             symoptax.cosmos(rank=--cosmos-rank): momentum, the rank-r basis, its
+                     r x r covariance and the rows x r second moment
+  conda, fismo       symoptax.conda (momentum, second moment, k x k basis), symoptax.fismo
+                     (momentum, rows x rows and cols x cols factors)
+  soap-state         a state of SOAP's shapes (optax has no SOAP): two Adam moments plus, per
+                     matrix, both sides' statistics and eigenbases (2 m n + 2 (m^2 + n^2))
 
 on single fp32 matrices (``--shapes``) and on the Qwen3-style example model
 (``examples/models/qwen3.py``), both as built by the tests (``Config()``, real arrays) and at
@@ -49,12 +56,33 @@ QWEN3_06B = qwen3.Config(vocab=151936, d=1024, layers=28, heads=16, kv_heads=8, 
                          ff=3072)
 
 
-def optimizers(bits, rank):
+def soap_state(axes=None) -> optax.GradientTransformation:
+  """A transformation whose state has SOAP's shapes (init only: its update is the identity):
+  Adam's two moments per leaf and, per matrix, the rows x rows and cols x cols statistics and
+  their eigenbases (Vyas et al., arXiv:2409.11321)."""
+  def init_fn(params):
+    axes_tree = symoptax.axes.resolve_axes(axes, params)
+    leaves, treedef, lays = symoptax.axes.flatten_with_layouts(params, axes_tree)
+    def per(p, lay):
+      moments = [jnp.zeros(p.shape, jnp.float32)] * 2
+      if lay is None:
+        return moments
+      b, m, n = lay.batched_shape
+      return moments + [jnp.zeros((b, k, k), jnp.float32) for k in (m, m, n, n)]
+    return treedef.unflatten([per(p, lay) for p, lay in zip(leaves, lays)])
+  return optax.GradientTransformation(init_fn, lambda u, s, p=None: (u, s))
+
+
+def optimizers(bits, rank, cosmos_rank=64):
   return {
       "muonq": lambda: muonq(0.02, bits=bits, rank=rank),
       "muonq/bf16-factors": lambda: muonq(0.02, bits=bits, rank=rank, mu_dtype=jnp.bfloat16),
       "muon": lambda: symoptax.muon(0.02),
       "adamw": lambda: optax.adamw(1e-3),
+      "cosmos": lambda: symoptax.cosmos(0.002, rank=cosmos_rank),
+      "conda": lambda: symoptax.conda(0.01),
+      "fismo": lambda: symoptax.fismo(0.02),
+      "soap-state": soap_state,
   }
 
 
@@ -102,6 +130,7 @@ def main():
                                    formatter_class=HelpFormatter)
   parser.add_argument("--bits", type=int, default=4, help="muonq's bits per code")
   parser.add_argument("--rank", type=int, default=4, help="muonq's kept singular components")
+  parser.add_argument("--cosmos-rank", type=int, default=64, help="cosmos's subspace rank")
   parser.add_argument("--shapes", nargs="*", default=["64x64", "256x256", "512x512", "256x1024",
                                                       "1024x1024", "1024x3072", "4096x4096"],
                       help="single fp32 matrices, as MxN")
@@ -110,7 +139,7 @@ def main():
   parser.add_argument("--json", default="benchmarks/results/state_bytes.json")
   args = parser.parse_args()
 
-  txs = optimizers(args.bits, args.rank)
+  txs = optimizers(args.bits, args.rank, args.cosmos_rank)
   rows = []
 
   def record(target, entries, results):
@@ -152,7 +181,8 @@ def main():
   for r in rows:
     print(f"{r['target']:44s} {r['optimizer']:20s} {r['bytes']:14,d} "
           f"{r['bytes_per_entry']:11.3f} {r['muon_over_this']:11.2f}")
-  write_json(args.json, bits=args.bits, rank=args.rank, results=rows)
+  write_json(args.json, bits=args.bits, rank=args.rank, cosmos_rank=args.cosmos_rank,
+             results=rows)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from symoptax.transforms import (SCALES, center_rows, scale_by_debiased_momentum
 # The literature's variants live in symoptax.variants; their names are importable from here.
 from symoptax import variants
 from symoptax.variants import (aurora, auon, clip_weight_spectral_norm, conda, drop_layers,
-                               fismo, scale_by_fismo,
+                               fismo, scale_by_fismo, cosmos, scale_by_cosmos,
                                hybrid_auon, hyperp, hyperp_learning_rate, md_decoupled,
                                muon_pp, muoneq, muonq, namo, namo_d, noise_adaptive,
                                normuon, pion, qk_clip, rmnp, scale_by_auon, scale_by_conda,
@@ -58,6 +58,8 @@ __all__ = [
     "scale_by_conda",
     "fismo",
     "scale_by_fismo",
+    "cosmos",
+    "scale_by_cosmos",
     "scale_by_auon",
     "center_rows",
     "diagnostics",

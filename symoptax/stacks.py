@@ -106,6 +106,8 @@ LR_RATIO: dict[tuple[str, str], float] = {
     ("conda", "*"): 0.5,
     # FISMO is Muon in a whitened basis, with Muon's shape factor.
     ("fismo", "*"): 1.0,
+    # COSMOS's update has per-entry RMS 1 (Adam-like; the reference's lr * lr_ratio).
+    ("cosmos", "*"): 0.1,
     # RMNP's row-normalised update has Muon's Frobenius norm (sqrt(rows)): Muon's rate.
     ("rmnp", "*"): 1.0,
     ("rownorm", "embedding"): 5.0, ("rownorm", "*"): 0.15,

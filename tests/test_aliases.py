@@ -95,7 +95,7 @@ def test_centred_rule_with_weight_decay_does_not_centre_the_decay():
 EMPTY_RULES = ("muon", "rownorm_m", "right_polargrad_m", "left_polargrad_m",
                "hybrid_polargrad_m", "polargrad", "normuon", "muoneq", "spectral_clip", "namo",
                "namo_d", "aurora", "pion", "rmnp", "muon_pp", "auon", "hybrid_auon",
-               "hyperp", "muonq", "conda", "fismo")
+               "hyperp", "muonq", "conda", "fismo", "cosmos")
 
 
 @pytest.mark.parametrize("name", EMPTY_RULES)
@@ -142,8 +142,10 @@ def _momentum_dtypes(state, params):
 
 # MuonQ keeps its matrices' momentum as packed 4-bit codes; its mu_dtype (the vectors' momentum
 # and the low-rank factors) is tested in test_variants_muonq.py, Conda's (whose fp32 second
-# moment is parameter-shaped too) in test_variants_conda.py.
-@pytest.mark.parametrize("name", [n for n in EMPTY_RULES if n not in ("muonq", "conda")])
+# moment is parameter-shaped too) in test_variants_conda.py, COSMOS's (whose [rows, rank]
+# second moment can have a matrix's shape) in test_variants_cosmos.py.
+@pytest.mark.parametrize("name", [n for n in EMPTY_RULES if n not in ("muonq", "conda",
+                                                                      "cosmos")])
 def test_mu_dtype_sets_the_momentum_dtype_as_optax_does(name):
   """bf16 parameters: the momentum is bf16 by default (as optax) and fp32 with
   mu_dtype=float32; the update is finite and in the gradients' shapes either way."""

@@ -69,6 +69,7 @@ ALIASES = {
     # A basis refresh every other step: the three steps take both branches.
     "conda": (symoptax.conda, {"weight_decay": 0.01, "update_proj_gap": 2}),
     "fismo": (symoptax.fismo, {"weight_decay": 0.01}),
+    "cosmos": (symoptax.cosmos, {"weight_decay": 0.01, "rank": 2}),
     # Muon with the literature's oracles (issue 18's layer-aware and randomized policies).
     "muon_layer_aware": (symoptax.muon, {"method": "layer_aware"}),
     "muon_randomized_rank2": (symoptax.muon, {"method": "randomized",
@@ -80,7 +81,7 @@ ALIASES = {
 }
 # Integer arguments that shape the state: static under optax.inject_hyperparams.
 STATIC_ARGS = {"muonq": ("bits", "rank", "power_iters", "mu_law"),
-               "conda": ("update_proj_gap",)}
+               "conda": ("update_proj_gap",), "cosmos": ("rank", "nesterov")}
 # Steps that end on a sphere are not linear in the learning rate.
 NONLINEAR_IN_LR = ("hyperp", "md_decoupled_muon")
 
@@ -240,6 +241,8 @@ TOY = {
     # 50 steps.
     "conda": (symoptax.conda, {"update_proj_gap": 50}, 0.3),
     "fismo": (symoptax.fismo, {}, 0.1),
+    # COSMOS's update has per-entry RMS 1.
+    "cosmos": (symoptax.cosmos, {"rank": 2}, 0.1),
     # The literature's polar oracles inside Muon.
     "muon_layer_aware": (symoptax.muon, {"method": "layer_aware"}, 0.1),
     "muon_randomized_rank2": (symoptax.muon, {"method": "randomized",

@@ -99,6 +99,7 @@ ALIASES = {
     # The basis refreshes at steps 1 and 3 and is kept at step 2.
     "conda": lambda **kw: symoptax.conda(0.1, update_proj_gap=2, weight_decay=0.1, **kw),
     "fismo": lambda **kw: symoptax.fismo(0.1, weight_decay=0.1, **kw),
+    "cosmos": lambda **kw: symoptax.cosmos(0.1, rank=4, weight_decay=0.1, **kw),
     # Update-scale conventions (README "Update scales").
     "rownorm_rms": lambda **kw: symoptax.rownorm_m(0.1, center=True, scale="rms", **kw),
     "rownorm_spectral": lambda **kw: symoptax.rownorm_m(0.1, scale="spectral", **kw),
@@ -122,10 +123,10 @@ def oriented(axes, params, tall):
 
 
 ORIENTATION = {"right_polar": True, "left_polar": False, "right_polar_rel": True}
-# Conda's basis is an eigenvector matrix of the momentum's Gram, summed in another order when
+# Conda's and COSMOS's bases are eigenvector matrices of the momentum's Gram, summed in another order when
 # sharded: eigenvectors move by round-off over the eigengap (~1e-5 relative here), and so
 # does the update.
-TOLERANCE = {"conda": 2e-4}
+TOLERANCE = {"conda": 2e-4, "cosmos": 2e-4}
 
 
 def relative_error(a, b):
@@ -147,7 +148,7 @@ def run_steps(tx, params, grads_seq, jit=True):
 # and batch axes (the core rules take every mesh, fsdp8 included).
 VARIANT_RULES = ("normuon", "muoneq_rc", "spectral_clip", "namo", "namo_d", "aurora", "pion",
                  "rmnp", "muon_pp", "auon", "hybrid_auon", "hyperp", "md_decoupled",
-                 "muon_layer_aware", "muon_randomized_r4", "conda", "fismo")
+                 "muon_layer_aware", "muon_randomized_r4", "conda", "fismo", "cosmos")
 RULE_MESH = [(rule, mesh) for mesh in CASES for rule in ALIASES
              if rule not in VARIANT_RULES or mesh != "fsdp8"]
 
