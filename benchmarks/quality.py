@@ -145,7 +145,7 @@ class Setting:
   def role_lrs(self, model: str) -> dict[str, float]:
     """Absolute peak rates of the roles whose group multiplier is not 1."""
     scale = stacks.stack_options(self.preset, scale=self.scale)["scale"]
-    overrides = {r: v for r, v in self.rules().items() if r != "hidden"}
+    overrides = {r: v.partition(",")[0] for r, v in self.rules().items() if r != "hidden"}
     table = stacks.resolve_rules(self.base, self.preset, overrides, scale=scale)
     return {role: table[role].learning_rate * m for group, m in self.mults
             for role in GROUPS[group] if role in MODEL_ROLES[model]}
@@ -428,6 +428,7 @@ def parse(argv=None):
     s = Setting.of(entry, 1.0)
     bad_rule = any(rule.partition(",")[0] not in (VARIANTS if role == "hidden" else symoptax.RULES)
                    or role not in ("hidden",) + symoptax.ROLES
+                   or any("=" not in o for o in rule.split(",")[1:])  # KEY=VALUE options
                    for role, rule in s.rules().items())
     bad_rule = bad_rule or (bool(s.variant) and s.variant.startswith("polar=")
                             and s.variant not in POLAR_VARIANTS)

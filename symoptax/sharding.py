@@ -267,7 +267,6 @@ def map_matrices_sharded(fn: Callable[[jax.Array, MatrixShards], jax.Array], upd
   return jax.tree_util.tree_unflatten(treedef, out)
 
 
-STAT_KINDS = ("rows", "cols", "matrix", "gram", "rows_gram", "cols_gram", "param")
 # Square statistics whole on every device of a matrix (sharded only along stacked axes).
 GRAM_KINDS = ("gram", "rows_gram", "cols_gram")
 
@@ -330,8 +329,9 @@ def map_matrices_with_stats(fn: Callable[..., Any], updates: Any, axes_tree: Any
   ``x`` is the update as ``[B, rows, cols]`` (float32 or wider); ``extras`` are trees laid
   out like the updates (momentum, parameters; ``None`` trees give ``None``), moved the same
   way; ``stats`` are trees of per-matrix statistics (optimizer state) of the shapes
-  :func:`stat_shape` gives for ``stat_kinds``, seen by ``fn`` as ``[B]``, ``[B, rows]`` or
-  ``[B, cols]``. With ``mesh`` each leaf runs under ``shard_map`` on local blocks (the
+  :func:`stat_shape` gives for ``stat_kinds``, seen by ``fn`` as ``[B]``, ``[B, rows]``,
+  ``[B, cols]``, ``[B, k, k]`` (the square kinds, whole) or ``[B, rows, cols]``
+  (``"param"``, the leaf's own layout). With ``mesh`` each leaf runs under ``shard_map`` on local blocks (the
   statistics sharded like the rows/columns they describe) and ``shards`` does the
   collectives; without it ``shards`` is ``LOCAL``. Returns the new updates and the new
   statistics trees (``None`` where a leaf has no axes).

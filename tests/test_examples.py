@@ -555,8 +555,12 @@ def test_rule_options_reach_the_stack_and_quality_passes_them_on():
   argv = s.argv()
   assert argv[argv.index("--rule") + 1] == "hidden=conda,update_proj_gap=60"
   assert quality.Setting.of("muon+lm_head=rownorm", 0.02).rules() == {"lm_head": "rownorm"}
-  with pytest.raises(SystemExit):
-    quality.parse(["--entries", "muon+condor,update_proj_gap=60"])
+  s = quality.Setting.of("muon+lm_head=conda,update_proj_gap=60", 0.02)
+  argv = s.with_mult("vocab", 2.0).argv()  # a role's rate beside its rule's options
+  assert argv[argv.index("--rule") + 1] == "lm_head=conda,update_proj_gap=60"
+  for bad in ("muon+condor,update_proj_gap=60", "muon+conda,update_proj_gap"):
+    with pytest.raises(SystemExit):
+      quality.parse(["--entries", bad])
 
 
 def test_quality_hold_groups_sweeps_the_base_rate_alone(monkeypatch):

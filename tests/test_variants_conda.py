@@ -132,6 +132,14 @@ def test_mu_dtype_sets_the_momentum_dtype_and_the_second_moment_stays_float32():
                for x in jax.tree.leaves(u))
 
 
+def test_none_leaves_pass_through():
+  params = {"w": jnp.zeros((6, 4)), "b": jnp.zeros(4), "n": None}
+  grads = {"w": normal((6, 4), 1), "b": normal((4,), 2), "n": None}
+  tx = symoptax.conda(0.1)
+  u, _ = jax.jit(tx.update)(grads, tx.init(params), params)
+  assert u["n"] is None and np.isfinite(np.asarray(u["w"])).all()
+
+
 @pytest.mark.parametrize("gap", [0, -1, 2.0, True])
 def test_update_proj_gap_must_be_a_positive_int(gap):
   with pytest.raises(ValueError, match="update_proj_gap must be a positive int"):

@@ -28,7 +28,7 @@ def ns5(x):
   return y.T if tall else y
 
 
-def reference(grads, params=None, weight_decay=0.0):
+def reference(grads, params=None, weight_decay=0.0, nesterov=True):
   """COSMOS_optim.py's matrix branch (HEAD) in float64, as the updates it adds (its lr_ratio
   folded into the rate; decay on the parameters before the step, as optax decays them)."""
   m, n = grads[0].shape
@@ -46,7 +46,8 @@ def reference(grads, params=None, weight_decay=0.0):
       p = new
     v = B2 * v + (1 - B2) * (g @ p) ** 2
     c1, c2 = (1 - B1 ** t) / (1 - B1), 1 - B2 ** t
-    nes = (g + B1 * mom) / (1 + B1 * c1)
+    # (not nesterov: the momentum's mean; the reference divides G there, leaving M unused)
+    nes = (g + B1 * mom) / (1 + B1 * c1) if nesterov else mom / c1
     adam = ((nes @ p) / (np.sqrt(v) / np.sqrt(c2) + EPS)) @ p.T
     o = ns5(nes - nes @ p @ p.T)
     u = adam + GAMMA * np.sqrt(m * n) * o / (np.linalg.norm(o) + EPS)
@@ -71,14 +72,32 @@ def run(tx, grads, params):
 def test_matches_a_transcription_of_the_reference(shape):
   grads = [np.asarray(normal(shape, i), np.float64) for i in range(5)]
   w = np.asarray(normal(shape, 50), np.float64)
-  for wd in (0.0, 0.05):
+  for wd, nesterov in ((0.0, True), (0.05, True), (0.0, False)):
     tx = symoptax.cosmos(LR, b1=B1, b2=B2, eps=EPS, rank=RANK, gamma=GAMMA, weight_decay=wd,
-                         method="muon_ns")
+                         nesterov=nesterov, method="muon_ns")
     got, _ = run(tx, [{"w": jnp.asarray(g, jnp.float32)} for g in grads],
                  {"w": jnp.asarray(w, jnp.float32)})
-    for step, (u, want) in enumerate(zip(got, reference(grads, w, wd))):
+    for step, (u, want) in enumerate(zip(got, reference(grads, w, wd, nesterov))):
       err = np.abs(np.asarray(u["w"], np.float64) - want).max() / np.abs(want).max()
-      assert err < 5e-4, (shape, wd, step, err)
+      assert err < 5e-4, (shape, wd, nesterov, step, err)
+
+
+@pytest.mark.parametrize("case", ["constant", "rank_one", "zero_then_not"])
+def test_low_rank_and_zero_gradients_keep_an_orthonormal_basis(case):
+  """A gradient of rank below ``rank`` (the same one every step, or rank one) or zero for a
+  while: the basis stays orthonormal and the update finite."""
+  shape, r = (32, 16), 4
+  g0 = normal(shape, 0)
+  grads = {"constant": [g0] * 4,
+           "rank_one": [jnp.outer(normal((32,), i), normal((16,), 10 + i)) for i in range(4)],
+           "zero_then_not": [jnp.zeros(shape)] * 2 + [g0] * 2}[case]
+  outs, states = run(symoptax.scale_by_cosmos(rank=r), [{"w": g} for g in grads],
+                     {"w": jnp.zeros(shape)})
+  for u, state in zip(outs, states):
+    assert np.isfinite(np.asarray(u["w"])).all()
+    p = np.asarray(state.basis["w"], np.float64)
+    np.testing.assert_allclose(p.T @ p, np.eye(r), atol=1e-4)
+  assert float(jnp.abs(outs[-1]["w"]).max()) > 0
 
 
 def test_the_update_has_unit_rms_and_the_basis_stays_orthonormal():

@@ -112,6 +112,14 @@ def test_bi_orthogonal_equivariance_and_a_row_scaling_negative_control():
   assert _equivariance(scaling, jnp.eye(8)) > 1e-1
 
 
+def test_none_leaves_pass_through():
+  params = {"w": jnp.zeros((6, 4)), "b": jnp.zeros(4), "n": None}
+  grads = {"w": normal((6, 4), 1), "b": normal((4,), 2), "n": None}
+  tx = symoptax.fismo(0.1)
+  u, _ = jax.jit(tx.update)(grads, tx.init(params), params)
+  assert u["n"] is None and np.isfinite(np.asarray(u["w"])).all()
+
+
 def test_fismo_trains_the_qwen3_model_as_a_stack_rule():
   from flax import nnx
 

@@ -172,7 +172,8 @@ def scale_by_conda(b1: ArrayLike = 0.9, b2: ArrayLike = 0.99, eps: ArrayLike = 1
     t = count.astype(jnp.float32)
     bias = jnp.sqrt(1 - b2 ** t) / (1 - b1 ** t)
     refresh = state.count % update_proj_gap == 0
-    mu = jax.tree.map(lambda m, g: (b1 * m + (1 - b1) * g).astype(m.dtype), state.mu, updates)
+    mu = jax.tree.map(lambda m, g: None if g is None else (b1 * m + (1 - b1) * g).astype(m.dtype),
+                      state.mu, updates, is_leaf=lambda x: x is None)
 
     def fn(gb, extras, stats, shards):
       (mb,) = extras
@@ -199,11 +200,12 @@ def scale_by_conda(b1: ArrayLike = 0.9, b2: ArrayLike = 0.99, eps: ArrayLike = 1
                                       stat_kinds=["param", "gram"])
     # Leaves without axes: Adam with the same coefficients (no projection, no scale).
     is_none = lambda x: x is None
-    nu = jax.tree.map(lambda n, r, g, ax: n if ax is not None else _root_ema(r, g, b2),
-                      nu, state.nu, updates, axes_tree, is_leaf=is_none)
+    nu = jax.tree.map(lambda n, r, g, ax: n if ax is not None or g is None else
+                      _root_ema(r, g, b2), nu, state.nu, updates, axes_tree, is_leaf=is_none)
     out = jax.tree.map(
-        lambda o, m, n, g, ax: o if ax is not None else (bias * m / (n + eps)).astype(g.dtype),
-        out, mu, nu, updates, axes_tree, is_leaf=is_none)
+        lambda o, m, n, g, ax: o if ax is not None or g is None else
+        (bias * m / (n + eps)).astype(g.dtype), out, mu, nu, updates, axes_tree,
+        is_leaf=is_none)
     return out, ScaleByCondaState(count, mu, nu, basis)
 
   return optax.GradientTransformation(init_fn, update_fn)

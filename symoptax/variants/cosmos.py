@@ -41,19 +41,26 @@ def cosmos_rank(rank: int, cols: int) -> int:
   return min(rank, cols)
 
 
-def _orthonormal(x: jax.Array) -> jax.Array:
+def _orthonormal(x: jax.Array, fallback: jax.Array) -> jax.Array:
   """The ``Q`` of a thin QR of each ``[B, n, r]`` (up to column signs, which COSMOS's step
-  does not see), by Cholesky QR twice on unit columns: matmuls, a Cholesky and a triangular
-  solve of ``r x r`` matrices (no Householder QR: jaxlib 0.10.2's hung a CPU train step)."""
-  x = x / jnp.maximum(jnp.linalg.norm(x, axis=-2, keepdims=True), 1e-30)
+  does not see), by Cholesky QR on unit columns, three passes: matmuls, a Cholesky and a
+  triangular solve of ``r x r`` matrices (no Householder QR: jaxlib 0.10.2's hung a CPU train
+  step). The Gram is shifted by 1e-6 (float32 resolves no less on unit columns), so columns
+  that depend on the others (a gradient of rank below ``r``) come out as some orthonormal
+  completion; columns with no norm (a zero gradient) are taken from ``fallback``, the
+  previous basis."""
+  norms = jnp.linalg.norm(x, axis=-2, keepdims=True)
+  dead = norms <= 1e-6 * jnp.max(norms, axis=-1, keepdims=True)
+  x = jnp.where(dead, fallback, x)
   eye = jnp.eye(x.shape[-1], dtype=x.dtype)
-  for _ in range(2):
+  for _ in range(3):
+    x = x / jnp.maximum(jnp.linalg.norm(x, axis=-2, keepdims=True), 1e-30)
     gram = jnp.einsum("bnr,bns->brs", x, x, precision=_HI)
-    chol = jnp.linalg.cholesky(gram + 1e-12 * eye)
+    chol = jnp.linalg.cholesky(gram + 1e-6 * eye)
     # x R^{-1}: solve R^T y^T = x^T with R = chol^T (lower-triangular chol).
     x = jnp.swapaxes(jax.lax.linalg.triangular_solve(chol, jnp.swapaxes(x, -1, -2),
                                                      left_side=True, lower=True), -1, -2)
-  return x
+  return x / jnp.maximum(jnp.linalg.norm(x, axis=-2, keepdims=True), 1e-30)
 
 
 def _root_ema(root: jax.Array, x: jax.Array, b2) -> jax.Array:
@@ -92,7 +99,7 @@ def scale_by_cosmos(b1: ArrayLike = 0.95, b2: ArrayLike = 0.95, eps: ArrayLike =
   .. math::
     M_t = \beta_1 M_{t-1} + G_t,\quad P = \mathrm{qr}(\beta_2 P S + (1-\beta_2) G^\top G P),
     \quad S = P^\top C_t P,\quad V = \beta_2 V + (1-\beta_2) (G P)^{\odot 2},\\
-    N = \frac{G_t + \beta_1 M_t}{1 + \beta_1 c_1}\ (\text{Nesterov; else } N = G_t / c_1),
+    N = \frac{G_t + \beta_1 M_t}{1 + \beta_1 c_1}\ (\text{Nesterov; else } N = M_t / c_1),
     \quad c_1 = \tfrac{1-\beta_1^t}{1-\beta_1},\ c_2 = 1-\beta_2^t,\\
     A = \frac{N P}{\sqrt{V / c_2} + \epsilon} P^\top,\quad
     B = \mathrm{rms}_1\!\left(\mathrm{polar}(N - N P P^\top)\right),\quad
@@ -122,7 +129,9 @@ def scale_by_cosmos(b1: ArrayLike = 0.95, b2: ArrayLike = 0.95, eps: ArrayLike =
       the rest's unit-RMS normalisation scale up (as in the reference) unless ``eps``
       dominates it.
     gamma: weight of the Muon part.
-    nesterov: the reference's Nesterov form of ``N``.
+    nesterov: the reference's Nesterov form of ``N`` (``False``: the momentum's mean
+      ``M_t / c_1``; the reference's non-Nesterov branch divides ``G_t`` instead, which
+      leaves the momentum unused).
     method: full-side polar oracle of the Muon part (the reference: Jordan's 5-step
       Newton-Schulz, ``"muon_ns"``).
     axes: which axes form rows and cols.
@@ -177,7 +186,7 @@ def scale_by_cosmos(b1: ArrayLike = 0.95, b2: ArrayLike = 0.95, eps: ArrayLike =
       gp_old = jnp.einsum("bmn,bnr->bmr", gu, p, precision=_HI)
       grown = (b2 * jnp.einsum("bnr,brs->bns", p, s, precision=_HI)
                + (1 - b2) * jnp.einsum("bmn,bmr->bnr", gu, gp_old, precision=_HI))
-      p_new = _orthonormal(grown)
+      p_new = _orthonormal(grown, p)
       turn = jnp.einsum("bnr,bns->brs", p, p_new, precision=_HI)
       gp = jnp.einsum("bmn,bnr->bmr", gu, p_new, precision=_HI)
       s_new = (b2 * jnp.einsum("brs,brq,bqt->bst", turn, s, turn, precision=_HI)
@@ -186,7 +195,7 @@ def scale_by_cosmos(b1: ArrayLike = 0.95, b2: ArrayLike = 0.95, eps: ArrayLike =
 
     p, s = jax.lax.cond(t == 1, initial, tracked)
     v = _root_ema(v, jnp.einsum("bmn,bnr->bmr", g, p, precision=_HI), b2)  # sqrt(V)
-    n = (g + b1 * m) / (1 + b1 * c1) if nesterov else g / c1
+    n = (g + b1 * m) / (1 + b1 * c1) if nesterov else m / c1
     np_ = jnp.einsum("bmn,bnr->bmr", n, p, precision=_HI)
     adam = jnp.einsum("bmr,bnr->bmn", np_ / (v / jnp.sqrt(c2) + eps), p, precision=_HI)
     if r == g.shape[-1]:  # the subspace is every column: nothing is left for the polar step

@@ -114,7 +114,9 @@ def scale_by_fismo(beta: ArrayLike = 0.95, gamma: ArrayLike = 0.95, damping: Arr
   trace normalisation and the damping fix a scale per side). Not scale-invariant: the damping
   is absolute against :math:`G Q^{-1} G^\top`, so small gradients see factors near the
   identity (Muon) and large ones the data's metric; finite for gradients from ~1e-30 to
-  ~1e30. Leaves without axes (vectors) take the plain EMA momentum, as the other named
+  ~1e30 (above ~1e19 the factors' EMA memory and damping underflow against the data's
+  term and are dropped: the factors are then this step's data's). Leaves without axes
+  (vectors) take the plain EMA momentum, as the other named
   optimizers give them. Under ``shardings=`` the step runs on the global arrays and XLA's
   partitioner places the collectives (gathering a split matrix for its ``eigh`` and polar
   calls); the factors are placed along stacked axes only, whole per matrix, and
@@ -179,11 +181,15 @@ def scale_by_fismo(beta: ArrayLike = 0.95, gamma: ArrayLike = 0.95, damping: Arr
         stats=[state.mu, state.left, state.right], stat_kinds=["param", "rows_gram", "cols_gram"])
     # Leaves without axes: the plain EMA momentum.
     is_none = lambda x: x is None
-    mu = jax.tree.map(lambda m, old, g, ax: m if ax is not None else
+    mu = jax.tree.map(lambda m, old, g, ax: m if ax is not None or g is None else
                       (beta * old + (1 - beta) * g).astype(old.dtype),
                       mu, state.mu, updates, axes_tree, is_leaf=is_none)
-    out = jax.tree.map(lambda o, m, g, ax: o if ax is not None else m.astype(g.dtype),
-                       out, mu, updates, axes_tree, is_leaf=is_none)
+    out = jax.tree.map(lambda o, m, g, ax: o if ax is not None or g is None else
+                       m.astype(g.dtype), out, mu, updates, axes_tree, is_leaf=is_none)
+    # The factors stay where init placed them (whole per matrix, split along stacked axes):
+    # otherwise the partitioner picks a layout and the state's shardings change after step 1.
+    left, right = (sharding_lib.shard_stats(f, updates, axes_tree, shardings, mesh, kind)
+                   for f, kind in ((left, "rows_gram"), (right, "cols_gram")))
     return out, ScaleByFismoState(optax.safe_increment(state.count), mu, left, right)
 
   return optax.GradientTransformation(init_fn, update_fn)
