@@ -33,3 +33,21 @@ def log_spectrum(k: int, cond: float) -> np.ndarray:
 
 def normal(shape, seed: int) -> jnp.ndarray:
   return jax.random.normal(jax.random.key(seed), shape, jnp.float32)
+
+
+def run_jitted(tx, grads, params):
+  """``tx``'s jitted updates over the gradient trees ``grads`` at fixed ``params``: the
+  updates and the state after each step."""
+  state, outs, states = tx.init(params), [], []
+  step = jax.jit(tx.update)
+  for g in grads:
+    u, state = step(g, state, params)
+    outs.append(u)
+    states.append(state)
+  return outs, states
+
+
+def max_rel_error(got, want) -> float:
+  """Largest entry of ``|got - want|`` over the largest of ``|want|`` (float64)."""
+  got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+  return float(np.abs(got - want).max() / np.abs(want).max())

@@ -10,7 +10,8 @@ import optax
 import pytest
 
 import symoptax
-from helpers import normal, permutation
+from helpers import max_rel_error, normal, orthogonal, permutation
+from helpers import run_jitted as run
 from symoptax.variants.conda import ScaleByCondaState
 
 B1, B2, EPS, GAP, SCALE, LR = 0.9, 0.99, 1e-8, 3, 0.25, 0.1
@@ -40,16 +41,6 @@ def reference(grads, params=None, weight_decay=0.0):
   return outs
 
 
-def run(tx, grads, params):
-  state, outs, states = tx.init(params), [], []
-  step = jax.jit(tx.update)
-  for g in grads:
-    u, state = step(g, state, params)
-    outs.append(u)
-    states.append(state)
-  return outs, states
-
-
 @pytest.mark.parametrize("shape", [(24, 8), (8, 24), (16, 16)], ids=["tall", "wide", "square"])
 def test_matches_a_transcription_of_the_reference(shape):
   grads = [np.asarray(normal(shape, i), np.float64) for i in range(7)]
@@ -60,7 +51,7 @@ def test_matches_a_transcription_of_the_reference(shape):
     got, _ = run(tx, [{"w": jnp.asarray(g, jnp.float32)} for g in grads],
                  {"w": jnp.asarray(w, jnp.float32)})
     for step, (u, want) in enumerate(zip(got, reference(grads, w, wd))):
-      err = np.abs(np.asarray(u["w"], np.float64) - want).max() / np.abs(want).max()
+      err = max_rel_error(u["w"], want)
       assert err < 2e-4, (shape, wd, step, err)
 
 
@@ -96,11 +87,6 @@ def _equivariance(shape, left, right, steps=4):
   moved, _ = run(tx, [{"w": left @ g @ right} for g in grads], {"w": jnp.zeros(shape)})
   return max(float(jnp.linalg.norm(mv["w"] - left @ b["w"] @ right)
                    / jnp.linalg.norm(b["w"])) for b, mv in zip(base, moved))
-
-
-def orthogonal(n, seed):
-  q, _ = np.linalg.qr(np.asarray(normal((n, n), seed), np.float64))
-  return jnp.asarray(q, jnp.float32)
 
 
 @pytest.mark.parametrize("shape", [(24, 8), (8, 24)], ids=["tall", "wide"])

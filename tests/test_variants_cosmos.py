@@ -10,7 +10,8 @@ import optax
 import pytest
 
 import symoptax
-from helpers import normal, permutation
+from helpers import max_rel_error, normal, orthogonal, permutation
+from helpers import run_jitted as run
 from symoptax.variants.cosmos import ScaleByCosmosState
 
 B1, B2, EPS, RANK, GAMMA, LR = 0.95, 0.95, 1e-8, 3, 0.2, 0.1
@@ -58,16 +59,6 @@ def reference(grads, params=None, weight_decay=0.0, nesterov=True):
   return outs
 
 
-def run(tx, grads, params):
-  state, outs, states = tx.init(params), [], []
-  step = jax.jit(tx.update)
-  for g in grads:
-    u, state = step(g, state, params)
-    outs.append(u)
-    states.append(state)
-  return outs, states
-
-
 @pytest.mark.parametrize("shape", [(12, 6), (6, 12), (8, 8)], ids=["tall", "wide", "square"])
 def test_matches_a_transcription_of_the_reference(shape):
   grads = [np.asarray(normal(shape, i), np.float64) for i in range(5)]
@@ -78,7 +69,7 @@ def test_matches_a_transcription_of_the_reference(shape):
     got, _ = run(tx, [{"w": jnp.asarray(g, jnp.float32)} for g in grads],
                  {"w": jnp.asarray(w, jnp.float32)})
     for step, (u, want) in enumerate(zip(got, reference(grads, w, wd, nesterov))):
-      err = np.abs(np.asarray(u["w"], np.float64) - want).max() / np.abs(want).max()
+      err = max_rel_error(u["w"], want)
       assert err < 5e-4, (shape, wd, nesterov, step, err)
 
 
@@ -125,11 +116,6 @@ def test_vectors_take_plain_adam_as_optax_computes_it():
   want, _ = run(optax.adam(LR, b1=0.9, b2=0.99, eps=0.0), grads, {"b": jnp.zeros(6)})
   for u, w in zip(got, want):
     np.testing.assert_allclose(u["b"], w["b"], rtol=1e-5)
-
-
-def orthogonal(n, seed):
-  q, _ = np.linalg.qr(np.asarray(normal((n, n), seed), np.float64))
-  return jnp.asarray(q, jnp.float32)
 
 
 def _equivariance(left, right, shape=(16, 8), steps=3):

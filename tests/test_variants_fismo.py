@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 import symoptax
-from helpers import normal
+from helpers import max_rel_error, normal, orthogonal
+from helpers import run_jitted as run
 
 LR = 0.1
 
@@ -44,16 +45,6 @@ def reference(grads, beta, gamma, mu, params=None, weight_decay=0.0):
   return outs
 
 
-def run(tx, grads, params):
-  state, outs, states = tx.init(params), [], []
-  step = jax.jit(tx.update)
-  for g in grads:
-    u, state = step(g, state, params)
-    outs.append(u)
-    states.append(state)
-  return outs, states
-
-
 @pytest.mark.parametrize("shape", [(12, 6), (6, 12), (8, 8)], ids=["tall", "wide", "square"])
 def test_matches_a_transcription_of_the_algorithm(shape):
   grads = [3 * np.asarray(normal(shape, i), np.float64) for i in range(5)]
@@ -64,7 +55,7 @@ def test_matches_a_transcription_of_the_algorithm(shape):
     got, _ = run(tx, [{"w": jnp.asarray(g, jnp.float32)} for g in grads],
                  {"w": jnp.asarray(w, jnp.float32)})
     for step, (u, want) in enumerate(zip(got, reference(grads, 0.9, 0.9, 0.05, w, wd))):
-      err = np.abs(np.asarray(u["w"], np.float64) - want).max() / np.abs(want).max()
+      err = max_rel_error(u["w"], want)
       assert err < 1e-4, (shape, wd, step, err)
 
 
@@ -99,11 +90,6 @@ def _equivariance(left, right, shape=(12, 8), steps=3):
   moved, _ = run(tx, [{"w": left @ g @ right} for g in grads], {"w": jnp.zeros(shape)})
   return max(float(jnp.linalg.norm(mv["w"] - left @ b["w"] @ right) / jnp.linalg.norm(b["w"]))
              for b, mv in zip(base, moved))
-
-
-def orthogonal(n, seed):
-  q, _ = np.linalg.qr(np.asarray(normal((n, n), seed), np.float64))
-  return jnp.asarray(q, jnp.float32)
 
 
 def test_bi_orthogonal_equivariance_and_a_row_scaling_negative_control():
