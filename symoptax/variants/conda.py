@@ -33,7 +33,7 @@ class ScaleByCondaState(NamedTuple):
   #             are the momentum's singular vectors, largest first); None elsewhere
 
 
-def _root_ema(root: jax.Array, g: jax.Array, b2) -> jax.Array:
+def root_ema(root: jax.Array, g: jax.Array, b2) -> jax.Array:
   """``sqrt(b2 root^2 + (1 - b2) g^2)`` elementwise, in units of the larger of ``root`` and
   ``|g|``: nothing is squared outside [0, 1], so no gradient scale overflows float32."""
   top = jnp.maximum(root, jnp.abs(g))
@@ -187,7 +187,7 @@ def scale_by_conda(b1: ArrayLike = 0.9, b2: ArrayLike = 0.99, eps: ArrayLike = 1
         shards = shards._replace(rows=shards.cols, cols=shards.rows,
                                  shape=None if shards.shape is None else shards.shape[::-1])
       basis = jax.lax.cond(refresh, lambda: short_side_basis(mb, shards), lambda: old)
-      root_v = _root_ema(root_v, _project(gb, basis, shards, back=False), b2)
+      root_v = root_ema(root_v, _project(gb, basis, shards, back=False), b2)
       u = bias * _project(mb, basis, shards, back=False) / (root_v + eps)
       u = scale * _project(u, basis, shards, back=True)
       if wide:
@@ -201,7 +201,7 @@ def scale_by_conda(b1: ArrayLike = 0.9, b2: ArrayLike = 0.99, eps: ArrayLike = 1
     # Leaves without axes: Adam with the same coefficients (no projection, no scale).
     is_none = lambda x: x is None
     nu = jax.tree.map(lambda n, r, g, ax: n if ax is not None or g is None else
-                      _root_ema(r, g, b2), nu, state.nu, updates, axes_tree, is_leaf=is_none)
+                      root_ema(r, g, b2), nu, state.nu, updates, axes_tree, is_leaf=is_none)
     out = jax.tree.map(
         lambda o, m, n, g, ax: o if ax is not None or g is None else
         (bias * m / (n + eps)).astype(g.dtype), out, mu, nu, updates, axes_tree,

@@ -19,6 +19,7 @@ from jax.typing import ArrayLike
 from symoptax import polar as polar_lib
 from symoptax.aliases import ScalarOrSchedule, decay_and_rate, keeps_shardings
 from symoptax.axes import AxesLike, flatten_with_layouts, from_batched, resolve_axes, to_batched
+from symoptax.variants.conda import root_ema
 from symoptax.docstrings import shared_args
 from symoptax.transforms import validate_polar
 
@@ -61,13 +62,6 @@ def _orthonormal(x: jax.Array, fallback: jax.Array) -> jax.Array:
     x = jnp.swapaxes(jax.lax.linalg.triangular_solve(chol, jnp.swapaxes(x, -1, -2),
                                                      left_side=True, lower=True), -1, -2)
   return x / jnp.maximum(jnp.linalg.norm(x, axis=-2, keepdims=True), 1e-30)
-
-
-def _root_ema(root: jax.Array, x: jax.Array, b2) -> jax.Array:
-  """``sqrt(b2 root^2 + (1 - b2) x^2)`` elementwise, in units of the larger term."""
-  top = jnp.maximum(root, jnp.abs(x))
-  unit = jnp.where(top > 0, top, 1.0)
-  return top * jnp.sqrt(b2 * jnp.square(root / unit) + (1 - b2) * jnp.square(x / unit))
 
 
 def _top_eigenvectors(c: jax.Array, r: int) -> jax.Array:
@@ -194,7 +188,7 @@ def scale_by_cosmos(b1: ArrayLike = 0.95, b2: ArrayLike = 0.95, eps: ArrayLike =
       return p_new, s_new
 
     p, s = jax.lax.cond(t == 1, initial, tracked)
-    v = _root_ema(v, jnp.einsum("bmn,bnr->bmr", g, p, precision=_HI), b2)  # sqrt(V)
+    v = root_ema(v, jnp.einsum("bmn,bnr->bmr", g, p, precision=_HI), b2)  # sqrt(V)
     n = (g + b1 * m) / (1 + b1 * c1) if nesterov else m / c1
     np_ = jnp.einsum("bmn,bnr->bmr", n, p, precision=_HI)
     adam = jnp.einsum("bmr,bnr->bmn", np_ / (v / jnp.sqrt(c2) + eps), p, precision=_HI)
@@ -221,7 +215,7 @@ def scale_by_cosmos(b1: ArrayLike = 0.95, b2: ArrayLike = 0.95, eps: ArrayLike =
       m, *stats = (x[i] for x in flat)
       out = g
       if g is not None and lay is None:  # plain Adam (sqrt(v) kept)
-        stats[2] = _root_ema(stats[2], g.astype(jnp.float32), b2)
+        stats[2] = root_ema(stats[2], g.astype(jnp.float32), b2)
         m_hat = (1 - b1) * m.astype(jnp.float32) / (1 - b1 ** t)  # (1 - b1) M: the EMA
         out = (m_hat / (stats[2] / jnp.sqrt(c2) + eps)).astype(g.dtype)
       elif g is not None and 0 not in lay.batched_shape:
