@@ -269,7 +269,7 @@ def conda(
     >>> grads = {"w": jax.random.normal(jax.random.key(0), (32, 8))}
     >>> u, _ = opt.update(grads, opt.init(params), params)
     >>> # step 1 is sign(G V) V^T (Adam's first step in the basis V): every row has norm sqrt(8)
-    >>> bool(np.allclose(np.linalg.norm(u["w"], axis=1), np.sqrt(8), rtol=1e-4))
+    >>> bool(np.allclose(np.linalg.norm(u["w"], axis=1), np.sqrt(8), rtol=1e-3))
     True
   """
   sh = shard_kwargs(shardings, mesh)
