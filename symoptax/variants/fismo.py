@@ -53,7 +53,8 @@ def _trace(a: jax.Array) -> jax.Array:
   return jnp.trace(a, axis1=-2, axis2=-1)[:, None, None]
 
 
-def fismo_factors(g: jax.Array, p: jax.Array, q: jax.Array, gamma, damping):
+def fismo_factors(g: jax.Array, p: jax.Array, q: jax.Array, gamma, damping, *,
+                  with_root: bool = False):
   r"""One update of FISMO's Kronecker factors ``P`` (rows) and ``Q`` (cols) of
   ``[B, rows, cols]`` gradients (Gauss-Seidel: ``P`` from the old ``Q``, then ``Q`` from the
   new ``P``), each renormalised to trace = its size:
@@ -65,7 +66,9 @@ def fismo_factors(g: jax.Array, p: jax.Array, q: jax.Array, gamma, damping):
 
   and the mirror for ``Q`` with :math:`\tfrac{1}{m} G^\top P^{-1} G`. Since the
   renormalisation forgets any common factor of :math:`\tilde P`, it is computed divided by
-  :math:`\max(1, s^2)`, ``s`` the largest entry of ``G``: no gradient scale overflows."""
+  :math:`\max(1, s^2)`, ``s`` the largest entry of ``G``: no gradient scale overflows.
+  ``with_root``: also return the new :math:`P^{-1/2}`, from the ``eigh`` that gives
+  :math:`P^{-1}`."""
   _, m, n = g.shape
   s = jnp.max(jnp.abs(g), axis=(-2, -1), keepdims=True, initial=0.0)
   unit = jnp.where(s > 0, s, 1.0)
@@ -81,11 +84,19 @@ def fismo_factors(g: jax.Array, p: jax.Array, q: jax.Array, gamma, damping):
         k_coef * stat + d_coef * damping * _trace(old) / size * eye)
     return _sym(size * new / _trace(new))
 
+  p, q, p_isqrt = _factors_and_root(gu, p, q, side)
+  return (p, q, p_isqrt) if with_root else (p, q)
+
+
+def _factors_and_root(gu, p, q, side):
+  """The factor updates of :func:`fismo_factors`, plus ``P^{-1/2}`` from the same ``eigh``
+  of the new ``P`` that gives ``P^{-1}`` (the step needs both)."""
+  _, m, n = gu.shape
   (q_inv,) = _powers(q, -1.0)
   p = side(gu, q_inv, p, m, n)
-  (p_inv,) = _powers(p, -1.0)
+  p_inv, p_isqrt = _powers(p, -1.0, -0.5)
   q = side(jnp.swapaxes(gu, -1, -2), p_inv, q, n, m)
-  return p, q
+  return p, q, p_isqrt
 
 
 @shared_args
@@ -164,8 +175,7 @@ def scale_by_fismo(beta: ArrayLike = 0.95, gamma: ArrayLike = 0.95, damping: Arr
       mu_old, p, q = stats
       if g.shape[-1] == 0 or g.shape[-2] == 0:  # no entries
         return g, [mu_old, p, q]
-      p, q = fismo_factors(g, p, q, gamma, damping)
-      p_isqrt, = _powers(p, -0.5)
+      p, q, p_isqrt = fismo_factors(g, p, q, gamma, damping, with_root=True)
       q_isqrt, = _powers(q, -0.5)
       whiten = lambda x: jnp.einsum("bij,bjk,bkl->bil", p_isqrt, x, q_isqrt, precision=_HI)
       mu = beta * mu_old.astype(jnp.float32) + (1 - beta) * whiten(g)
