@@ -76,10 +76,19 @@ from symoptax import stacks
 from _results import HelpFormatter  # benchmarks/_results.py (this folder: sys.path)
 
 # Role groups whose rate is tuned apart from the base rate.
-GROUPS = {"vocab": ("embedding", "lm_head"), "router": ("router",), "vector": ("vector",)}
+GROUPS = {"vocab": ("embedding", "lm_head"), "router": ("router",), "vector": ("vector",),
+          # Swept only on request (--groups attention): a rule given to the attention roles
+          # alone (muon+attention=compositional_muon) against Muon's rate on the others.
+          "attention": stacks.ATTENTION_ROLES}
 # The tuned roles each model has (the Qwen3-style model has no router).
 MODEL_ROLES = {"qwen3": ("embedding", "lm_head", "vector"),
                "olmoe": ("embedding", "lm_head", "vector", "router")}
+DEFAULT_GROUPS = ("vocab", "router", "vector")
+
+
+def has_group(group: str, model: str) -> bool:
+  """Whether ``model`` has roles of ``group`` (both models have attention)."""
+  return group == "attention" or any(role in MODEL_ROLES[model] for role in GROUPS[group])
 ENTRIES = ("adamw", "muon", "rownorm", "hybrid", "paper")
 # Matrix rules a user can put on the hidden matrices for comparison (--variants): every
 # symmetry_stack rule except AdamW, Muon itself and the nu-scaled one-sided polar rules.
@@ -126,7 +135,8 @@ class Setting:
     """This setting at base rate ``base`` with every group's absolute rate unchanged."""
     s = self.with_(base=base)
     for group, roles in GROUPS.items():
-      if any(role in MODEL_ROLES[model] for role in roles):
+      # The AdamW groups always; the attention group where an entry set its rate.
+      if any(role in MODEL_ROLES[model] for role in roles) or group in dict(self.mults):
         s = s.with_mult(group, self.mult(group) * self.base / base)
     return s
 
@@ -145,10 +155,11 @@ class Setting:
   def role_lrs(self, model: str) -> dict[str, float]:
     """Absolute peak rates of the roles whose group multiplier is not 1."""
     scale = stacks.stack_options(self.preset, scale=self.scale)["scale"]
-    overrides = {r: v.partition(",")[0] for r, v in self.rules().items() if r != "hidden"}
+    overrides = {t: v.partition(",")[0] for r, v in self.rules().items() if r != "hidden"
+                 for t in (stacks.ATTENTION_ROLES if r == "attention" else (r,))}
     table = stacks.resolve_rules(self.base, self.preset, overrides, scale=scale)
     return {role: table[role].learning_rate * m for group, m in self.mults
-            for role in GROUPS[group] if role in MODEL_ROLES[model]}
+            for role in GROUPS[group] if role in MODEL_ROLES[model] or group == "attention"}
 
   def argv(self, model: str = "qwen3") -> list[str]:
     out = ["--preset", self.preset, "--lr", f"{self.base:g}", "--model", model]
@@ -260,11 +271,12 @@ def _loss(r) -> float:
 
 def sweep_knob(run, start: Setting, values, make, mults, extend: int):
   """Best setting over ``make(start, m)`` for multipliers ``mults`` (ratio-spaced), extended
-  one step past an edge while the best sits there; returns (best setting, [(m, loss)])."""
+  one step past an edge while the best sits there (a single multiplier is a fixed value, not
+  a sweep: never extended); returns (best setting, [(m, loss)])."""
   tried: dict[float, float] = {}
   queue = sorted(mults)
   ratio = queue[1] / queue[0] if len(queue) > 1 else 2.0
-  extra = 0
+  extra = 0 if len(queue) > 1 else extend
   while queue:
     m = queue.pop(0)
     tried[m] = values(make(start, m))
@@ -298,7 +310,7 @@ def tune(run, args, size: str, entry: str) -> dict:
           run, s, sweep_loss, lambda st, m: st.with_base_held(st.base * m, args.model),
           args.base_multipliers, args.extend)
     for group in args.groups:
-      if not any(role in MODEL_ROLES[args.model] for role in GROUPS[group]):
+      if not has_group(group, args.model):
         continue
       s, log[group + suffix] = sweep_knob(
           run, s, sweep_loss, lambda st, m, g=group: st.with_mult(g, st.mult(g) * m),
@@ -394,7 +406,7 @@ def parse(argv=None):
                  help="the entries at the other sizes (default: the baseline and the default)")
   p.add_argument("--base-only", nargs="*", default=[],
                  help="entries whose group rates stay at their default ratios")
-  p.add_argument("--groups", nargs="*", default=list(GROUPS), choices=list(GROUPS))
+  p.add_argument("--groups", nargs="*", default=list(DEFAULT_GROUPS), choices=list(GROUPS))
   p.add_argument("--steps", type=int, default=300, help="steps of the final (seed) runs")
   p.add_argument("--sweep-steps", type=int, default=None, help="steps of sweep runs")
   p.add_argument("--seq", type=int, default=64)
@@ -427,7 +439,7 @@ def parse(argv=None):
   for entry in args.entries + args.wide_entries:
     s = Setting.of(entry, 1.0)
     bad_rule = any(rule.partition(",")[0] not in (VARIANTS if role == "hidden" else symoptax.RULES)
-                   or role not in ("hidden",) + symoptax.ROLES
+                   or role not in ("hidden", "attention") + symoptax.ROLES
                    or any("=" not in o for o in rule.split(",")[1:])  # KEY=VALUE options
                    for role, rule in s.rules().items())
     bad_rule = bad_rule or (bool(s.variant) and s.variant.startswith("polar=")

@@ -23,6 +23,7 @@ from the latest checkpoint there, bitwise-identically on CPU.
   python examples/pretrain.py --data hf:roneneldan/TinyStories      # needs `datasets`, network
   python examples/pretrain.py --role-lr lm_head=3e-4 --role-lr embedding=0.05
   python examples/pretrain.py --preset muon --rule hidden=aurora   # a Muon variant
+  python examples/pretrain.py --preset muon --rule attention=compositional_muon
   SYMOPTAX_SMOKE=1 python examples/pretrain.py                      # seconds: tests, CI
 
 ``--model olmoe`` trains an OLMoE-style mixture of experts instead (softmax top-2 router over 8
@@ -62,7 +63,7 @@ from examples import data as data_lib
 from examples import progress
 from examples.models import moe, qwen3
 from examples.models.common import next_token_loss
-from symoptax.stacks import HIDDEN_ROLES
+from symoptax.stacks import ATTENTION_ROLES, HIDDEN_ROLES
 
 SIZES = {  # name: (model config without vocab, seq, batch)
     "smoke": (dict(d=32, layers=2, heads=2, kv_heads=1, head_dim=16, ff=64), 32, 4),
@@ -107,7 +108,8 @@ def make_parser() -> argparse.ArgumentParser:
                       "lm_head=3e-4; follows the same schedule")
   p.add_argument("--rule", action="append", default=[], metavar="ROLE=RULE[,KEY=VALUE...]",
                  help="use RULE for ROLE instead of the preset's (repeatable), e.g. "
-                      "mlp_in=aurora; ROLE 'hidden' means every attention/MLP role")
+                      "mlp_in=aurora; ROLE 'hidden' means every attention/MLP role, "
+                      "'attention' the q/k/v/o roles (attention=compositional_muon)")
   p.add_argument("--polar-method", default=None, choices=list(symoptax.polar.FULL_METHODS),
                  help="the polar oracle of every Muon-rule role (default: Muon's, "
                       "polar_express), e.g. layer_aware")
@@ -174,10 +176,10 @@ def parse_args(argv=None) -> argparse.Namespace:
   for item in args.rule:
     role, sep, spec = item.partition("=")
     rule, *pairs = spec.split(",")
-    targets = HIDDEN_ROLES if role == "hidden" else (role,)
+    targets = {"hidden": HIDDEN_ROLES, "attention": ATTENTION_ROLES}.get(role, (role,))
     if not sep or not set(targets) <= set(symoptax.ROLES) or rule not in symoptax.RULES:
-      parser.error(f"--rule {item!r}: expected ROLE=RULE[,KEY=VALUE...] with ROLE 'hidden' or "
-                   f"one of {', '.join(symoptax.ROLES)} and RULE one of "
+      parser.error(f"--rule {item!r}: expected ROLE=RULE[,KEY=VALUE...] with ROLE 'hidden', "
+                   f"'attention' or one of {', '.join(symoptax.ROLES)} and RULE one of "
                    f"{', '.join(symoptax.RULES)}")
     try:
       parse_options(pairs, f"--rule {item!r}")

@@ -20,6 +20,7 @@ from symoptax.transforms import (SCALES, center_rows, scale_by_debiased_momentum
 from symoptax import variants
 from symoptax.variants import (aurora, auon, clip_weight_spectral_norm, conda, drop_layers,
                                fismo, scale_by_fismo, cosmos, scale_by_cosmos,
+                               compositional_muon, scale_by_compositional_muon,
                                hybrid_auon, hyperp, hyperp_learning_rate, md_decoupled,
                                muon_pp, muoneq, muonq, namo, namo_d, noise_adaptive,
                                normuon, pion, qk_clip, rmnp, scale_by_auon, scale_by_conda,
@@ -60,6 +61,8 @@ __all__ = [
     "scale_by_fismo",
     "cosmos",
     "scale_by_cosmos",
+    "compositional_muon",
+    "scale_by_compositional_muon",
     "scale_by_auon",
     "center_rows",
     "diagnostics",

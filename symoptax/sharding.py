@@ -76,6 +76,30 @@ def _explicit_axes(mesh: Any) -> set[str]:
   return {name for name, t in zip(mesh.axis_names, types) if t == axis_type.Explicit}
 
 
+def _type_sharding(x: Any) -> NamedSharding | None:
+  """The sharding in ``x``'s type (Explicit mesh axes), or None."""
+  typeof = getattr(jax, "typeof", None)
+  if typeof is None or not hasattr(x, "shape"):  # pragma: no cover - jax < 0.7
+    return None
+  sharding = getattr(typeof(x), "sharding", None)
+  mesh = getattr(sharding, "mesh", None)
+  return sharding if mesh is not None and _explicit_axes(mesh) else None
+
+
+def on_global_arrays(fn: Callable[..., Any], *args: Any, out_like: Any) -> Any:
+  """``fn(*args)`` on the global arrays, XLA's partitioner placing the collectives (for steps
+  that couple leaves or call ``eigh``, which do not fit :func:`map_matrices_sharded`). On
+  Explicit mesh axes, where shardings are part of the types and a contraction over sharded
+  axes must name its output's, ``fn`` runs under ``jax.sharding.auto_axes`` and its outputs
+  (laid out like ``out_like``) come back in ``out_like``'s shardings."""
+  typed = [_type_sharding(x) for x in jax.tree.leaves(out_like)]
+  if not any(typed):
+    return fn(*args)
+  specs = jax.tree.map(lambda x: _type_sharding(x).spec if _type_sharding(x) else
+                       PartitionSpec(), out_like)
+  return jax.sharding.auto_axes(fn, out_sharding=specs)(*args)
+
+
 def constrain(x: jax.Array, sharding: NamedSharding) -> jax.Array:
   """Pins ``x`` to ``sharding``: ``reshard`` on Explicit mesh axes, else a sharding constraint."""
   if _explicit_axes(sharding.mesh):

@@ -36,6 +36,8 @@ RULE_FUNCTIONS = {"rownorm_m": "rownorm", "right_polargrad_m": "right_polar",
 _SOFTMAX_ROLES = ("lm_head", "router")
 # Roles of the hidden (bi-orthogonal) matrices: Muon in every preset but "adamw".
 HIDDEN_ROLES = ("attn_q", "attn_k", "attn_v", "attn_qkv", "attn_o", "mlp_in", "mlp_out", "matrix")
+# The attention roles whose leaves form the circuits Q K^T and V O (Compositional Muon's).
+ATTENTION_ROLES = ("attn_q", "attn_k", "attn_v", "attn_o")
 _EXPERTS = ("expert_in", "expert_out")
 
 
@@ -80,6 +82,9 @@ PRESET_OPTIONS: dict[str, dict[str, Any]] = {
 # neurons); the others (Muon and its bi-orthogonal kin) orthogonalise gate and up apart, as
 # the reference's Muon does.
 _PAIRED_RULES = ("rownorm", "right_polar", "left_polar", "hybrid", "rmnp", "normuon", "muoneq")
+# Rules that couple leaves: Compositional Muon steps each query with its key and each value
+# with its output projection (the stack passes them the roles and head-wise axes).
+_PAIRED_ATTENTION_RULES = ("compositional_muon",)
 # Rules whose update carries Muon's shape factor (scale_by_shape, shape_rule="muon").
 _SHAPED_RULES = ("muon", "normuon", "muoneq", "aurora", "pion", "auon", "hybrid_auon",
                  "muonq", "fismo")
@@ -109,6 +114,7 @@ LR_RATIO: dict[tuple[str, str], float] = {
     # COSMOS 0.001 (0.0005 / 0.001 / 0.002: 4.501 / 4.465 / 4.501; its update has per-entry
     # RMS 1, Adam-like).
     ("conda", "*"): 0.5, ("fismo", "*"): 0.5, ("cosmos", "*"): 0.05,
+    ("compositional_muon", "*"): 1.0,
     # RMNP's row-normalised update has Muon's Frobenius norm (sqrt(rows)): Muon's rate.
     ("rmnp", "*"): 1.0,
     ("rownorm", "embedding"): 5.0, ("rownorm", "*"): 0.15,
@@ -244,6 +250,7 @@ def resolve_rules(learning_rate, preset: str = DEFAULT_PRESET,
                          "(biases, norm scales) only take 'adamw'.")
       table[role] = spec["rule"]
     custom[role] = spec
+  _check_paired(table)
   out = {}
   for role in ROLES:
     rule = table[role]
@@ -262,6 +269,24 @@ def resolve_rules(learning_rate, preset: str = DEFAULT_PRESET,
                          lr_ratio=None if "learning_rate" in spec else ratio,
                          options=tuple(sorted(options.items())))
   return out
+
+
+def _check_paired(table: Mapping[str, str]) -> None:
+  """Rules that step the attention circuits (Compositional Muon) need both factors of a
+  circuit, and only attention roles."""
+  for rule in _PAIRED_ATTENTION_RULES:
+    roles = {r for r, v in table.items() if v == rule}
+    other = sorted(roles - set(ATTENTION_ROLES))
+    if other:
+      raise ValueError(
+          f"overrides: rule {rule!r} steps the attention circuits, so it takes only the "
+          f"attention roles attn_q, attn_k, attn_v, attn_o; {', '.join(other)} got it.")
+    for a, b in (("attn_q", "attn_k"), ("attn_v", "attn_o")):
+      if (a in roles) != (b in roles):
+        raise ValueError(
+            f"overrides: rule {rule!r} steps {a} and {b} together (each factor of the "
+            f"circuit is whitened by the other); give it to both or neither, e.g. "
+            f"overrides={{r: {rule!r} for r in ('attn_q', 'attn_k', 'attn_v', 'attn_o')}}.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -309,7 +334,9 @@ def _branches(table: Mapping[str, RoleRule], present: set[str]) -> list[_Branch]
     if role not in present:
       continue
     r = table[role]
-    if custom(r):
+    if r.rule in _PAIRED_ATTENTION_RULES:
+      key = f"{r.rule}|paired"  # its roles' leaves step together: one branch, always
+    elif custom(r):
       key = f"{role}:custom"
     elif r.rule == "adamw":
       key = f"adamw|wd={float(r.weight_decay)!r}" if split_adamw and r.weight_decay else "adamw"
@@ -323,6 +350,8 @@ def _branches(table: Mapping[str, RoleRule], present: set[str]) -> list[_Branch]
     keyed[first] += keyed.pop("adamw")
   out = []
   for key, rs in keyed.items():
+    if key.endswith("|paired"):
+      _check_one_setting(rs)
     wd = rs[0].weight_decay if len(rs) == 1 else max(r.weight_decay for r in rs)
     lr, leaf_rates = rs[0].learning_rate, None
     if len({r.lr_ratio for r in rs}) > 1:
@@ -333,6 +362,21 @@ def _branches(table: Mapping[str, RoleRule], present: set[str]) -> list[_Branch]
                                      or r.weight_decay),
                        options=rs[0].options))
   return out
+
+
+def _check_one_setting(rs: list[RoleRule]) -> None:
+  """The roles of a paired rule (one branch) must agree on rate, decay and options."""
+  first = rs[0]
+  for r in rs[1:]:
+    for what in ("learning_rate", "weight_decay", "options"):
+      a, b = getattr(first, what), getattr(r, what)
+      same = a is b or (not callable(a) and not callable(b) and bool(jnp.all(
+          jnp.asarray(a) == jnp.asarray(b))) if what != "options" else a == b)
+      if not same:
+        raise ValueError(
+            f"overrides: rule {r.rule!r} steps {first.role} and {r.role} together (one "
+            f"optimizer over the attention circuits), so they need the same {what}; got "
+            f"{a!r} and {b!r}.")
 
 
 def _role_mask(chosen, roles_like):
@@ -377,6 +421,8 @@ def _build(b: _Branch, roles_like, axes, sh: Mapping[str, Any], learning_rate, *
                       else _role_mask(b.centred, roles_like))
     if b.rule in _NU_RULES:
       kw["nu_scope"] = nu_scope
+    if b.rule in _PAIRED_ATTENTION_RULES:
+      kw["roles"] = roles_like
     tx = _unpinned(alias)(b.learning_rate, weight_decay=b.weight_decay, axes=axes,
                           **{**kw, **dict(b.options)}, **sh)
   if b.leaf_rates is None:
@@ -644,10 +690,21 @@ def _axes_by_rule(tree, role_tree, *, gate_up=None, **layout_kw):
   row-based rules (``_PAIRED_RULES``) and as separate gate and up matrices for the others;
   without ``gate_up`` every rule gets the same tree."""
   paired = matrix_axes(tree, roles=role_tree, gate_up=gate_up, **layout_kw)
+  heads = {}
+
+  def head_wise():  # the attention-circuit rules read heads whatever the stack's attention
+    if layout_kw.get("attention") == "heads" and gate_up is None:
+      return paired
+    if not heads:
+      heads["axes"] = matrix_axes(tree, roles=role_tree, gate_up=gate_up, gate_up_pairs=False,
+                                  **{**layout_kw, "attention": "heads"})
+    return heads["axes"]
+
   if gate_up is None:
-    return lambda rule: paired
+    return lambda rule: head_wise() if rule in _PAIRED_ATTENTION_RULES else paired
   apart = matrix_axes(tree, roles=role_tree, gate_up=gate_up, gate_up_pairs=False, **layout_kw)
-  return lambda rule: paired if rule in _PAIRED_RULES else apart
+  return lambda rule: (head_wise() if rule in _PAIRED_ATTENTION_RULES
+                       else paired if rule in _PAIRED_RULES else apart)
 
 
 def stack_options(preset: str, *, attention: str | None = None,
@@ -780,7 +837,9 @@ def describe(params: Any, *, preset: str = DEFAULT_PRESET, learning_rate: Any = 
     rows.append(dict(path=path_str(path), shape=tuple(jax.numpy.shape(leaf)), role=role,
                      rule=rule, rows="-" if ax is None else ax.rows,
                      cols="-" if ax is None else ax.cols,
-                     matrices="-" if lay is None else _matrices(lay, role, opts["attention"]),
+                     matrices="-" if lay is None else _matrices(
+                         lay, role, "heads" if r.rule in _PAIRED_ATTENTION_RULES
+                         else opts["attention"]),
                      **{"shape factor": factor}, lr=own if rates else None,
                      wd=r.weight_decay, batched=None if lay is None else lay.batched_shape,
                      **{"lr ratio": ratio}))

@@ -584,3 +584,37 @@ def test_quality_hold_groups_sweeps_the_base_rate_alone(monkeypatch):
   assert len({s.base for s in seen[:3]}) == 3
   assert all(r == pytest.approx(rates[1]) for r in rates)  # held at base 0.02's values
   assert rates[1]["embedding"] == pytest.approx(0.02 * 0.25 * 36)
+
+
+def test_attention_rules_and_the_attention_group(monkeypatch):
+  """--rule attention=RULE gives RULE to the q/k/v/o roles (Compositional Muon's); quality's
+  "attention" group sweeps their rate alone, all four at one rate, at Muon's base rate."""
+  sys.path.insert(0, str(ROOT / "benchmarks"))
+  import quality
+  monkeypatch.delenv("SYMOPTAX_SMOKE", raising=False)
+  args = pretrain.parse_args(["--preset", "muon", "--rule", "attention=compositional_muon"])
+  table = symoptax.stacks.resolve_rules(args.lr, args.preset, pretrain.overrides(args))
+  assert {r for r in symoptax.ROLES if table[r].rule == "compositional_muon"} == set(
+      symoptax.stacks.ATTENTION_ROLES)
+  seen = []
+
+  def fake_run(size, s, seed, steps):
+    seen.append(s)
+    m = s.mult("attention")
+    return {"final_val_loss": 5 + abs(np.log(m / 3)), "val_curve": [], "spikes": 0,
+            "s_per_step": 0.1}
+
+  args = quality.parse(["--hold-groups", "--start", "vocab=36", "vector=4", "--groups",
+                        "attention", "--seeds", "0", "--extend", "1", "--lr", "0.02",
+                        "--base-multipliers", "1"])
+  out = quality.tune(fake_run, args, "tiny", "muon+attention=compositional_muon")
+  assert {s.base for s in seen} == {0.02}
+  assert dict(map(tuple, out["setting"]["mults"]))["attention"] == pytest.approx(3.0)
+  argv = quality.Setting(**{**out["setting"], "mults": tuple(map(tuple, out["setting"][
+      "mults"]))}).argv()
+  ratio = symoptax.stacks.LR_RATIO[("compositional_muon", "*")]
+  for role in symoptax.stacks.ATTENTION_ROLES:
+    assert f"{role}={0.02 * ratio * 3:.6g}" in argv
+  # The stack takes the four rates (equal) in one branch.
+  a = pretrain.parse_args(argv[:argv.index("--model")] + argv[argv.index("--model") + 2:])
+  symoptax.stacks.resolve_rules(a.lr, a.preset, pretrain.overrides(a))

@@ -489,3 +489,7 @@ from test_variants_muonq import (  # noqa: E402, F401
 from test_variants_conda import (  # noqa: E402, F401
     test_sharded_state_keeps_the_parameters_shardings_and_a_replicated_basis as
     test_conda_sharded_state_keeps_the_parameters_shardings_and_a_replicated_basis)
+# Compositional Muon's step on the global arrays (Auto and Explicit mesh axes), likewise.
+from test_variants_compositional import (  # noqa: E402, F401
+    test_sharded_step_equals_single_device_and_keeps_the_shardings as
+    test_compositional_muon_sharded_step_equals_single_device_and_keeps_the_shardings)
