@@ -603,6 +603,9 @@ def symmetry_stack(
   # Param wrappers at construction, its pure arrays in nnx.Optimizer). Without, every
   # init/update does (once per trace).
   fixed = layouts(params) if params is not None else None
+  if fixed is not None:  # every rule's layout now (head-wise ones are read on first use)
+    for rule in {table[r].rule for r in jax.tree_util.tree_leaves(fixed[0])}:
+      fixed[1](rule)
 
   def stack(tree) -> optax.GradientTransformationExtraArgs:
     if fixed is not None:
@@ -696,8 +699,12 @@ def _axes_by_rule(tree, role_tree, *, gate_up=None, **layout_kw):
     if layout_kw.get("attention") == "heads" and gate_up is None:
       return paired
     if not heads:
-      heads["axes"] = matrix_axes(tree, roles=role_tree, gate_up=gate_up, gate_up_pairs=False,
-                                  **{**layout_kw, "attention": "heads"})
+      try:
+        heads["axes"] = matrix_axes(tree, roles=role_tree, gate_up=gate_up,
+                                    gate_up_pairs=False, **{**layout_kw, "attention": "heads"})
+      except ValueError as e:
+        raise ValueError(f"{', '.join(_PAIRED_ATTENTION_RULES)} reads attention head by head "
+                         f"whatever the stack's attention option, so: {e}") from e
     return heads["axes"]
 
   if gate_up is None:

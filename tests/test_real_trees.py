@@ -347,3 +347,61 @@ def test_mla_heads_take_a_head_size_per_projection():
 def test_one_paper_step_on_a_small_easydel_tree(model):
   fx = fixture(f"easydel_{model}")
   paper_step_on(small_version(fx), fx)
+
+
+# Compositional Muon on the attention roles of every captured tree: the trees whose attention
+# has separate q/k/v/o leaves take it (HF and EasyDeL 2-D kernels read head by head with
+# head_dim=, MaxText's scanned 3-D ones as they are); those whose keys and values come from a
+# fused kernel (GPT-2's c_attn, gemma's kv_einsum, MLA's wkv_b) raise, naming the leaf.
+CM_FUSED = {"hf_flax_gpt2", "gemma_gemma3_1b", "gemma_gemma4_26b_a4b", "maxtext_deepseek3-671b",
+            "easydel_deepseek_v3"}
+CM_ALL = sorted(p.stem for p in FIXTURES.glob("*.json"))
+
+
+def cm_stack(params, name, fx):
+  hd = None if name.startswith("maxtext") else fx["config"].get("head_dim")
+  if name == "easydel_deepseek_v3":  # MLA: q heads of 192 (nope + rope), k/v pairs of 256
+    hd = {"q_b_proj": 192, "kv_b_proj": 256, "o_proj": 128}
+  overrides = {r: "compositional_muon" for r in symoptax.stacks.ATTENTION_ROLES}
+  return symoptax.symmetry_stack(0.02, preset="muon", params=params, overrides=overrides,
+                                 scan_axis=1 if name.startswith("maxtext") else None,
+                                 head_dim=hd)
+
+
+@pytest.mark.parametrize("name", [n for n in CM_ALL if n != "maxtext_qwen3-next-80b-a3b"])
+def test_compositional_muon_pairs_the_attention_of_real_trees(name):
+  fx = fixture(name)
+  tree = tree_of(fx["leaves"], lambda p, s, dt: jax.ShapeDtypeStruct(s, jnp.float32))
+  if name in CM_FUSED:
+    with pytest.raises(ValueError, match=r"compositional_muon: \S+ \(attn_\w\) has no attn_\w "
+                                         r"partner in its attention block .*attn_qkv"):
+      tx = cm_stack(tree, name, fx)
+      jax.eval_shape(tx.update, tree, jax.eval_shape(tx.init, tree), tree)
+    return
+  tx = cm_stack(tree, name, fx)
+  jax.eval_shape(tx.update, tree, jax.eval_shape(tx.init, tree), tree)
+
+
+def test_compositional_muon_on_qwen3_next_needs_its_linear_attention_head_size():
+  """Qwen3-Next's gated delta net blocks (local_layers/attention) have no q_norm to read a
+  head size from: the stack says so for this head-wise rule, whatever its attention option."""
+  name = "maxtext_qwen3-next-80b-a3b"
+  tree = tree_of(fixture(name)["leaves"], lambda p, s, dt: jax.ShapeDtypeStruct(s, jnp.float32))
+  with pytest.raises(ValueError, match=r"compositional_muon reads attention head by head "
+                                       r"whatever the stack's attention option, so: \S+out_proj"):
+    cm_stack(tree, name, fixture(name))
+
+
+@pytest.mark.parametrize("name", ["hf_flax_llama", "easydel_qwen3", "easydel_gpt_oss"])
+def test_one_compositional_muon_step_on_a_small_tree_of_the_same_layout(name):
+  """(MaxText's scanned 3-D layout: tests/test_variants_compositional.py checks it against
+  the 2-D one, number for number.)"""
+  fx = fixture(name)
+  leaves = [(p, [small_dims(fx).get(n, n) for n in shape], dt) for p, shape, dt in fx["leaves"]]
+  key = iter(jax.random.split(jax.random.key(0), 2 * len(leaves)))
+  params = tree_of(leaves, lambda p, s, dt: jax.random.normal(next(key), s, jnp.float32))
+  grads = jax.tree_util.tree_map(lambda x: jax.random.normal(next(key), x.shape), params)
+  tx = cm_stack(params, name, {**fx, "config": {**fx["config"], "head_dim": HEAD}})
+  updates, _ = jax.jit(tx.update)(grads, tx.init(params), params)
+  for path, u in flat(updates).items():
+    assert bool(jnp.all(jnp.isfinite(u))), path

@@ -508,3 +508,56 @@ def test_sharded_step_equals_single_device_and_keeps_the_shardings(isotropic, ex
     assert len(momentum) == len(flat_sh)
     for x, s in zip(momentum, flat_sh):
       assert x.sharding.is_equivalent_to(s, x.ndim), (x.sharding, s)
+
+
+def test_gradient_scale_invariance_and_the_weights_scale():
+  """The step is invariant to the gradient's scale (1e-30 .. 1e30, float32: msign forgets it
+  and the partners' roots do not see it). In the weights' scale s it is homogeneous of
+  degree -1 at damping 0 (a head's step is its partner's inverse root times a unit one),
+  finite from 1e-15 to 1e15; with damping it tends to damping^-1/2 msign(...) as s -> 0."""
+  params = tree(kv_heads=2)
+  grads = like(params, 11)
+  tx = cm(damping=0.0)
+  step = jax.jit(lambda g, p: tx.update(g, tx.init(p), p)[0])
+  base = step(grads, params)
+  for k in (-30, -20, -10, 10, 20, 30):
+    u = step(jax.tree.map(lambda g: g * 10.0 ** k, grads), params)
+    for x, y in zip(jax.tree.leaves(u), jax.tree.leaves(base)):
+      assert np.all(np.isfinite(x)) and max_rel_error(x, y) < 1e-3, k
+  for k in (-15, -6, 6, 15):
+    s = 10.0 ** k
+    u = step(grads, jax.tree.map(lambda w: w * s, params))
+    for x, y in zip(jax.tree.leaves(u), jax.tree.leaves(base)):
+      assert np.all(np.isfinite(x)) and max_rel_error(np.asarray(x, np.float64) * s, y) < 1e-3, k
+  lam = 1e-2
+  tiny = jax.tree.map(lambda w: w * 1e-8, params)
+  damped = symoptax.compositional_muon(1.0, method="svd", head_dim=HD, damping=lam)
+  u, _ = damped.update(grads, damped.init(tiny), tiny)
+  muon = symoptax.muon(1.0, method="svd", nesterov=False, shape_rule="none",
+                       axes=symoptax.matrix_axes(params, head_dim=HD))
+  m, _ = muon.update(grads, muon.init(params), params)
+  a, b = u["layer_0"]["self_attn"], m["layer_0"]["self_attn"]
+  for n, share in (("q_proj", 0.5), ("k_proj", 0.25), ("v_proj", 0.25)):  # G = 2
+    np.testing.assert_allclose(a[n]["kernel"], share * lam ** -0.5 * b[n]["kernel"],
+                               rtol=1e-3, atol=1e-5)
+
+
+@pytest.mark.parametrize("n", [4, 32, 128])
+def test_inverse_roots_by_coupled_newton_schulz_match_eigh(n):
+  """The partners' inverse roots (coupled Newton-Schulz, matrix products only) against a
+  float64 eigendecomposition: to float32's resolution of the Gram over condition numbers
+  1e1 .. 1e20 (the damping floor, 1e-5 of the Gram's norm, bounds what is resolved), and
+  finite for a zero Gram."""
+  from symoptax.variants.compositional import DAMPING_FLOOR, _inverse_root
+  rng = np.random.default_rng(n)
+  for cond, tol in ((1e1, 1e-5), (1e4, 2e-4), (1e9, 2e-3), (1e20, 2e-3)):
+    q, _ = np.linalg.qr(rng.standard_normal((n, n)))
+    w = np.logspace(0, -np.log10(cond), n) * 37.0
+    gram = (q * w) @ q.T
+    for lam in (0.0, 1e-2):
+      lam_eff = max(lam, DAMPING_FLOOR * np.linalg.norm(gram))
+      want = (q / np.sqrt(w + lam_eff)) @ q.T
+      got = _inverse_root(jnp.asarray(gram[None], jnp.float32), lam, False)[0]
+      assert max_rel_error(got, want) < tol, (cond, lam)
+  zero = _inverse_root(jnp.zeros((1, n, n)), 0.0, False)
+  assert bool(jnp.all(jnp.isfinite(zero)))

@@ -8,8 +8,8 @@ weights, the value heads' on the output projection's and back, so it reads the r
 head-wise axes (:func:`symoptax.matrix_axes` with ``attention="heads"``) to cut them into
 heads -- HF/NNX 2-D kernels, MaxText 3-D kernels and scanned layer stacks alike. Written from
 the authors' blog post and the reference repository's README (the code was not available
-here); the inverse roots are exact (``eigh``) where the reference iterates coupled
-Newton-Schulz.
+here); the partners' inverse roots come from coupled Newton-Schulz, as the reference's do
+(:func:`inverse_sqrt`, iterated to float32 precision).
 """
 
 from __future__ import annotations
@@ -35,9 +35,9 @@ _HI = jax.lax.Precision.HIGHEST
 # The leaves the step pairs: queries with keys, values with output projections.
 PAIRED_ROLES = ("attn_q", "attn_k", "attn_v", "attn_o")
 _MODULE_NAMES = frozenset().union(*(_ATTN_NAMES[r] for r in PAIRED_ROLES))
-# An eigenvalue floor relative to the largest (float32's eigh resolves none smaller), for
-# damping=0 on a rank-deficient partner.
-EIGEN_FLOOR = 1e-6
+# The least damping, relative to a Gram's Frobenius norm (float32's resolution of its
+# eigenvalues, with room to spare; a rank-deficient partner's root stays finite at damping=0).
+DAMPING_FLOOR = 1e-5
 
 
 def _mm(a, b):
@@ -48,19 +48,57 @@ def _t(a):
   return jnp.swapaxes(a, -1, -2)
 
 
+# Coupled Newton-Schulz steps for the inverse roots: the iteration multiplies a small
+# eigenvalue's share of the norm by 2.25 per step, then converges quadratically, so 30 steps
+# reach float32 precision for eigenvalues down to 1e-8 of the norm (the damped Grams' are
+# above DAMPING_FLOOR = 1e-5 of it).
+ROOT_STEPS = 30
+
+
+def _frobenius(a: jax.Array) -> jax.Array:
+  """Frobenius norms of a batch ``[..., n, n]`` (keepdims), in units of the largest entry: no
+  square underflows or overflows; at least float32's smallest normal."""
+  s = jnp.max(jnp.abs(a), axis=(-2, -1), keepdims=True)
+  s = jnp.maximum(s, jnp.finfo(a.dtype).tiny)
+  return s * jnp.sqrt(jnp.sum(jnp.square(a / s), axis=(-2, -1), keepdims=True))
+
+
+def inverse_sqrt(a: jax.Array, steps: int = ROOT_STEPS) -> jax.Array:
+  r"""``a^{-1/2}`` of a batch ``[..., n, n]`` of symmetric positive definite matrices by the
+  coupled Newton-Schulz iteration (matrix products only: no LAPACK call, whose CPU kernels
+  hung XLA:CPU's threads in training runs here, and no ``eigh`` inside ``shard_map``):
+
+  .. math::
+    Y_0 = a / c,\ Z_0 = I,\quad T = \tfrac12 (3 I - Z_k Y_k),\ Y_{k+1} = Y_k T,\
+    Z_{k+1} = T Z_k;\qquad a^{-1/2} = Z_\infty / \sqrt{c}
+
+  with ``c`` the Frobenius norm of ``a`` (every eigenvalue of ``a / c`` in ``(0, 1]``)."""
+  n = a.shape[-1]
+  eye = jnp.eye(n, dtype=a.dtype)
+  c = _frobenius(a)
+
+  def step(_, yz):
+    y, z = yz
+    t = 1.5 * eye - 0.5 * _mm(z, y)
+    return _mm(y, t), _mm(t, z)
+
+  _, z = jax.lax.fori_loop(0, steps, step, (a / c, jnp.broadcast_to(eye, a.shape)))
+  z = 0.5 * (z + _t(z))
+  return z * jax.lax.rsqrt(c)
+
+
 def _inverse_root(gram: jax.Array, damping, isotropic: bool) -> jax.Array:
   """``(gram + damping I)^{-1/2}`` of a batch ``[..., n, n]``; ``isotropic``: of its
-  isotropic part, ``(tr(gram)/n + damping)^{-1/2} I``."""
+  isotropic part, ``(tr(gram)/n + damping)^{-1/2} I``. The damping is at least
+  ``DAMPING_FLOOR`` times the Gram's Frobenius norm: float32 resolves no smaller eigenvalue
+  of it, and the floor keeps a rank-deficient Gram's root finite at ``damping=0``."""
   n = gram.shape[-1]
   eye = jnp.eye(n, dtype=gram.dtype)
+  lam = jnp.maximum(jnp.maximum(damping, DAMPING_FLOOR * _frobenius(gram)),
+                    jnp.finfo(gram.dtype).tiny)  # a zero partner (zero-initialised) too
   if isotropic:
-    c2 = jnp.trace(gram, axis1=-2, axis2=-1)[..., None, None] / n + damping
-    return jax.lax.rsqrt(jnp.maximum(c2, jnp.finfo(gram.dtype).tiny)) * eye
-  w, v = jnp.linalg.eigh(0.5 * (gram + _t(gram)))
-  w = jnp.maximum(w, 0.0) + damping
-  w = jnp.maximum(w, EIGEN_FLOOR * jnp.max(w, axis=-1, keepdims=True))
-  w = jnp.maximum(w, jnp.finfo(gram.dtype).tiny)
-  return _mm(v * jax.lax.rsqrt(w)[..., None, :], _t(v))
+    return jax.lax.rsqrt(jnp.trace(gram, axis1=-2, axis2=-1)[..., None, None] / n + lam) * eye
+  return inverse_sqrt(0.5 * (gram + _t(gram)) + lam * eye)
 
 
 def _grouped(x: jax.Array, groups: int) -> jax.Array:
@@ -184,7 +222,9 @@ def _pairs(flat, roles, axes, where: str):
         raise ValueError(
             f"{where}: {path_str(flat[found[have]][0])} ({have}) has no {miss} partner in "
             f"its attention block {'/'.join(block)}; compositional Muon steps queries with "
-            "keys and values with output projections. Give both roles this rule, or neither.")
+            "keys and values with output projections. Give both roles this rule, or neither "
+            "(a fused q/k/v or k/v kernel, role attn_qkv, has no separate partner: give this "
+            "role another rule in such a model).")
   return blocks
 
 
@@ -245,7 +285,8 @@ def scale_by_compositional_muon(
   ``isotropic=True`` is the authors' partner-rescaled Muon: each Gram root is replaced by its
   isotropic part :math:`c = (\|W_h\|_F^2 / hd + \lambda)^{1/2}`, so each head steps by
   :math:`\tfrac12 c^{-1} \mathrm{msign}(M)` (the output projection by
-  :math:`\tfrac12 \mathrm{msign}([c_h^{-1} M_{O,h}]_h)` times :math:`c_h^{-1}`), no ``eigh``.
+  :math:`\tfrac12 \mathrm{msign}([c_h^{-1} M_{O,h}]_h)` times :math:`c_h^{-1}`), no inverse
+  root.
 
   Symmetry: the attention's own reparametrisations. For ``damping=0`` the step is
   equivariant under every per-head invertible :math:`A_h, B_h` that leaves the circuits
@@ -413,7 +454,7 @@ def compositional_muon(
   Muon's momentum trace without Nesterov (the reference's defaults: ``beta`` 0.95,
   ``damping`` 1e-2). No shape factor: a head's step is :math:`\tfrac{\eta}{2}` times its
   partner's inverse root, so its size follows the partner's scale (the authors' per-head
-  dynamic learning rate). ``isotropic=True`` is their partner-rescaled Muon, no ``eigh``.
+  dynamic learning rate). ``isotropic=True`` is their partner-rescaled Muon, no inverse root.
   Symmetry: the attention's per-head reparametrisations (orthogonal ones at any damping,
   every invertible one at ``damping=0``; see :func:`symoptax.scale_by_compositional_muon`).
 
