@@ -114,7 +114,11 @@ LR_RATIO: dict[tuple[str, str], float] = {
     # COSMOS 0.001 (0.0005 / 0.001 / 0.002: 4.501 / 4.465 / 4.501; its update has per-entry
     # RMS 1, Adam-like).
     ("conda", "*"): 0.5, ("fismo", "*"): 0.5, ("cosmos", "*"): 0.05,
-    ("compositional_muon", "*"): 1.0,
+    # Compositional Muon on the attention roles, Muon at 0.02 on the MLP: its attention rate
+    # swept on seed 0 (README "Compositional Muon against Muon"): 0.0067 / 0.02 / 0.06 / 0.18
+    # gave 4.672 / 4.554 / 4.483 / 4.546 (a head's step is half its partner's inverse root:
+    # 3x Muon's rate).
+    ("compositional_muon", "*"): 3.0,
     # RMNP's row-normalised update has Muon's Frobenius norm (sqrt(rows)): Muon's rate.
     ("rmnp", "*"): 1.0,
     ("rownorm", "embedding"): 5.0, ("rownorm", "*"): 0.15,
@@ -308,6 +312,9 @@ class _Branch:
   centred: tuple[str, ...]
   decayed: tuple[str, ...]
   options: tuple[tuple[str, Any], ...] = ()
+  # A paired rule's roles with rates of their own (overrides, --role-lr): the rule steps at
+  # 1 and each leaf is scaled by its role's absolute rate (float or schedule).
+  role_rates: Mapping[str, Any] | None = None
 
 
 def _is_number(x) -> bool:
@@ -350,29 +357,40 @@ def _branches(table: Mapping[str, RoleRule], present: set[str]) -> list[_Branch]
     keyed[first] += keyed.pop("adamw")
   out = []
   for key, rs in keyed.items():
+    role_rates = None
     if key.endswith("|paired"):
       _check_one_setting(rs)
+      own = [r.learning_rate for r in rs if r.lr_ratio is None]
+      if own and not (len(own) == len(rs) and all(_same(x, own[0]) for x in own)):
+        role_rates = {r.role: r.learning_rate for r in rs}
     wd = rs[0].weight_decay if len(rs) == 1 else max(r.weight_decay for r in rs)
     lr, leaf_rates = rs[0].learning_rate, None
-    if len({r.lr_ratio for r in rs}) > 1:
+    if role_rates is not None:
+      lr = 1.0
+    elif len({r.lr_ratio for r in rs}) > 1:
       lr, leaf_rates = 1.0, {r.role: r.lr_ratio for r in rs}
     out.append(_Branch(key, rs[0].rule, tuple(r.role for r in rs), lr, wd, leaf_rates,
                        centred=tuple(r.role for r in rs if r.center),
                        decayed=tuple(r.role for r in rs if not _is_number(r.weight_decay)
                                      or r.weight_decay),
-                       options=rs[0].options))
+                       options=rs[0].options, role_rates=role_rates))
   return out
 
 
+def _same(a, b) -> bool:
+  """The same rate or decay: one object, or equal numbers/arrays."""
+  return a is b or (not callable(a) and not callable(b) and bool(jnp.all(
+      jnp.asarray(a) == jnp.asarray(b))))
+
+
 def _check_one_setting(rs: list[RoleRule]) -> None:
-  """The roles of a paired rule (one branch) must agree on rate, decay and options."""
+  """The roles of a paired rule (one branch, one step) must agree on weight decay and
+  options; their learning rates may differ (each leaf is scaled by its own)."""
   first = rs[0]
   for r in rs[1:]:
-    for what in ("learning_rate", "weight_decay", "options"):
+    for what in ("weight_decay", "options"):
       a, b = getattr(first, what), getattr(r, what)
-      same = a is b or (not callable(a) and not callable(b) and bool(jnp.all(
-          jnp.asarray(a) == jnp.asarray(b))) if what != "options" else a == b)
-      if not same:
+      if not (a == b if what == "options" else _same(a, b)):
         raise ValueError(
             f"overrides: rule {r.rule!r} steps {first.role} and {r.role} together (one "
             f"optimizer over the attention circuits), so they need the same {what}; got "
@@ -405,6 +423,25 @@ def _leaf_learning_rates(learning_rate, ratios: Mapping[str, float], roles_like
   return optax.GradientTransformation(init_fn, update_fn)
 
 
+def _role_learning_rates(rates: Mapping[str, Any], roles_like
+                         ) -> optax.GradientTransformation:
+  """Scales each leaf by its role's own rate (float or schedule of the step count), after a
+  rule that stepped at learning rate 1 (its update already negated)."""
+
+  def init_fn(params):
+    del params
+    return optax.ScaleByScheduleState(count=jnp.zeros([], jnp.int32))
+
+  def update_fn(updates, state, params=None):
+    del params
+    rate = lambda r: rates[r](state.count) if callable(rates[r]) else rates[r]
+    scaled = jax.tree_util.tree_map(lambda u, r: jnp.asarray(rate(r), dtype=u.dtype) * u,
+                                    updates, roles_like(updates))
+    return scaled, optax.ScaleByScheduleState(count=optax.safe_increment(state.count))
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
 def _build(b: _Branch, roles_like, axes, sh: Mapping[str, Any], learning_rate, *,
            nu_scope: str = "matrix", scale: str | None = None, mu_dtype: Any = None
            ) -> optax.GradientTransformation:
@@ -425,6 +462,8 @@ def _build(b: _Branch, roles_like, axes, sh: Mapping[str, Any], learning_rate, *
       kw["roles"] = roles_like
     tx = _unpinned(alias)(b.learning_rate, weight_decay=b.weight_decay, axes=axes,
                           **{**kw, **dict(b.options)}, **sh)
+  if b.role_rates is not None:
+    return optax.chain(tx, _role_learning_rates(b.role_rates, roles_like))
   if b.leaf_rates is None:
     return tx
   return optax.chain(tx, _leaf_learning_rates(learning_rate, b.leaf_rates, roles_like))
@@ -493,7 +532,11 @@ def symmetry_stack(
       schedule; ``options``: further keywords of the rule's optimizer, e.g.
       ``{"method": "muon_ns", "momentum": "optax"}`` for ``muon``, ``{"b2": 0.99}`` for
       ``adamw``, ``{"center": False}`` to switch a head's or router's centring off (an
-      ablation); roles with the same rule and options share a branch). A rule is a name in
+      ablation); roles with the same rule and options share a branch;
+      ``"compositional_muon"`` couples leaves: give it to ``attn_q`` with ``attn_k`` and/or
+      ``attn_v`` with ``attn_o`` (``ATTENTION_ROLES``), which then share one branch (one
+      step, read head by head; their rates may differ, their weight decay and options may
+      not)). A rule is a name in
       ``RULES``, each the named optimizer of that name (``symoptax.<rule>``, ``optax.adamw``);
       the paper's four may be given by their function names too (``"hybrid_polargrad_m"``
       for ``"hybrid"``, ``RULE_FUNCTIONS``).
@@ -603,9 +646,11 @@ def symmetry_stack(
   # Param wrappers at construction, its pure arrays in nnx.Optimizer). Without, every
   # init/update does (once per trace).
   fixed = layouts(params) if params is not None else None
-  if fixed is not None:  # every rule's layout now (head-wise ones are read on first use)
-    for rule in {table[r].rule for r in jax.tree_util.tree_leaves(fixed[0])}:
+  if fixed is not None:  # every rule's layout and branch now (errors before training)
+    present = set(jax.tree_util.tree_leaves(fixed[0]))
+    for rule in {table[r].rule for r in present}:
       fixed[1](rule)
+    _branches(table, present)
 
   def stack(tree) -> optax.GradientTransformationExtraArgs:
     if fixed is not None:

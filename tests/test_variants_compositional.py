@@ -561,3 +561,35 @@ def test_inverse_roots_by_coupled_newton_schulz_match_eigh(n):
       assert max_rel_error(got, want) < tol, (cond, lam)
   zero = _inverse_root(jnp.zeros((1, n, n)), 0.0, False)
   assert bool(jnp.all(jnp.isfinite(zero)))
+
+
+def test_stack_takes_a_rate_of_its_own_per_attention_role():
+  """Rates an override sets (a schedule object per role, as examples/pretrain.py --role-lr
+  builds them, or different numbers) keep the four roles in one step: each leaf is scaled by
+  its own rate."""
+  params = stack_model()
+  g = like(params, 12)
+  sched = lambda peak: (lambda count: peak * (1.0 - count / 100))
+  rates = {"attn_q": 0.02, "attn_k": 0.02, "attn_v": 0.04, "attn_o": 0.04}
+  overrides = {r: {"rule": "compositional_muon", "learning_rate": sched(v)}
+               for r, v in rates.items()}
+  stack = symoptax.symmetry_stack(0.02, preset="muon", overrides=overrides, params=params)
+  state = stack.init(params)
+  for _ in range(2):  # the second step's rates are the schedules' at count 1
+    u, state = jax.jit(stack.update)(g, state, params)
+  alone = symoptax.compositional_muon(1.0, head_dim=HD)
+  attn = lambda t: {k: {"self_attn": {n: x for n, x in v["self_attn"].items()
+                                      if n.endswith("proj")}}
+                    for k, v in t.items() if k.startswith("layer_")}
+  s = alone.init(attn(params))
+  for _ in range(2):
+    want, s = alone.update(attn(g), s, attn(params))
+  for name, role in (("q_proj", "attn_q"), ("k_proj", "attn_k"), ("v_proj", "attn_v"),
+                     ("o_proj", "attn_o")):
+    np.testing.assert_allclose(u["layer_1"]["self_attn"][name]["kernel"],
+                               sched(rates[role])(1) * want["layer_1"]["self_attn"][name][
+                                   "kernel"], rtol=1e-5, atol=1e-7)
+  with pytest.raises(ValueError, match="need the same weight_decay"):
+    symoptax.symmetry_stack(0.02, preset="muon", params=params, overrides={
+        **{r: "compositional_muon" for r in ATTN},
+        "attn_k": {"rule": "compositional_muon", "weight_decay": 0.1}})
