@@ -408,7 +408,7 @@ def scale_by_compositional_muon(
   return optax.GradientTransformation(lambda params: optax.EmptyState(), update_fn)
 
 
-def _decay_mask(axes, roles, scan_axis, head_dim) -> Callable[[Any], Any]:
+def _decay_mask(axes, roles, scan_axis) -> Callable[[Any], Any]:
   """Weight decay's mask: the matrix leaves (those with axes)."""
   if axes is not None:
     return matrix_mask(axes)
@@ -516,6 +516,6 @@ def compositional_muon(
   wd = None
   if not (isinstance(weight_decay, (int, float)) and weight_decay == 0):
     wd = optax.add_decayed_weights(weight_decay,
-                                   mask=_decay_mask(axes, roles, scan_axis, head_dim))
+                                   mask=_decay_mask(axes, roles, scan_axis))
   return chain(optax.trace(decay=beta, nesterov=nesterov, accumulator_dtype=mu_dtype), step,
                wd, optax.scale_by_learning_rate(learning_rate))
