@@ -92,11 +92,11 @@ def on_global_arrays(fn: Callable[..., Any], *args: Any, out_like: Any) -> Any:
   Explicit mesh axes, where shardings are part of the types and a contraction over sharded
   axes must name its output's, ``fn`` runs under ``jax.sharding.auto_axes`` and its outputs
   (laid out like ``out_like``) come back in ``out_like``'s shardings."""
-  typed = [_type_sharding(x) for x in jax.tree.leaves(out_like)]
+  leaves, treedef = jax.tree.flatten(out_like)
+  typed = [_type_sharding(x) for x in leaves]
   if not any(typed):
     return fn(*args)
-  specs = jax.tree.map(lambda x: _type_sharding(x).spec if _type_sharding(x) else
-                       PartitionSpec(), out_like)
+  specs = treedef.unflatten([PartitionSpec() if t is None else t.spec for t in typed])
   return jax.sharding.auto_axes(fn, out_sharding=specs)(*args)
 
 

@@ -297,9 +297,10 @@ def _check_paired(table: Mapping[str, str]) -> None:
 class _Branch:
   """One ``multi_transform`` branch: a rule and the roles that take it.
 
-  The rule steps at ``learning_rate`` with ``weight_decay``. ``leaf_rates`` (set when the
-  roles' learning-rate ratios differ): the rule then steps at 1 and each leaf is scaled by
-  its role's ratio times the stack's learning rate (one rounding, as a single rate gives).
+  The rule steps at ``learning_rate`` with ``weight_decay``. ``role_rates`` (set when the
+  roles' rates differ: their ratios, or a paired rule's rates of their own): the rule then
+  steps at 1 and each leaf is scaled by its role's rate (one rounding, as a single rate
+  gives).
   ``centred``: the roles whose rows are centred; ``decayed``: the roles AdamW decays (the
   others get weight decay 0).
   """
@@ -308,13 +309,10 @@ class _Branch:
   roles: tuple[str, ...]
   learning_rate: Any
   weight_decay: Any
-  leaf_rates: Mapping[str, float] | None
+  role_rates: Mapping[str, Any] | None  # role -> its rate (float or schedule)
   centred: tuple[str, ...]
   decayed: tuple[str, ...]
   options: tuple[tuple[str, Any], ...] = ()
-  # A paired rule's roles with rates of their own (overrides, --role-lr): the rule steps at
-  # 1 and each leaf is scaled by its role's absolute rate (float or schedule).
-  role_rates: Mapping[str, Any] | None = None
 
 
 def _is_number(x) -> bool:
@@ -357,23 +355,20 @@ def _branches(table: Mapping[str, RoleRule], present: set[str]) -> list[_Branch]
     keyed[first] += keyed.pop("adamw")
   out = []
   for key, rs in keyed.items():
-    role_rates = None
     if key.endswith("|paired"):
       _check_one_setting(rs)
-      own = [r.learning_rate for r in rs if r.lr_ratio is None]
-      if own and not (len(own) == len(rs) and all(_same(x, own[0]) for x in own)):
-        role_rates = {r.role: r.learning_rate for r in rs}
     wd = rs[0].weight_decay if len(rs) == 1 else max(r.weight_decay for r in rs)
-    lr, leaf_rates = rs[0].learning_rate, None
-    if role_rates is not None:
-      lr = 1.0
-    elif len({r.lr_ratio for r in rs}) > 1:
-      lr, leaf_rates = 1.0, {r.role: r.lr_ratio for r in rs}
-    out.append(_Branch(key, rs[0].rule, tuple(r.role for r in rs), lr, wd, leaf_rates,
+    lr, role_rates = rs[0].learning_rate, None
+    # Different ratios, or (a paired rule's roles) rates of their own that differ: each role
+    # at its own rate (RoleRule.learning_rate: the ratio times the stack's rate, or its own).
+    if len({r.lr_ratio for r in rs}) > 1 or not all(
+        r.lr_ratio is not None or _same(r.learning_rate, rs[0].learning_rate) for r in rs):
+      lr, role_rates = 1.0, {r.role: r.learning_rate for r in rs}
+    out.append(_Branch(key, rs[0].rule, tuple(r.role for r in rs), lr, wd, role_rates,
                        centred=tuple(r.role for r in rs if r.center),
                        decayed=tuple(r.role for r in rs if not _is_number(r.weight_decay)
                                      or r.weight_decay),
-                       options=rs[0].options, role_rates=role_rates))
+                       options=rs[0].options))
   return out
 
 
@@ -402,31 +397,11 @@ def _role_mask(chosen, roles_like):
   return lambda tree: jax.tree_util.tree_map(lambda r: r in chosen, roles_like(tree))
 
 
-def _leaf_learning_rates(learning_rate, ratios: Mapping[str, float], roles_like
-                         ) -> optax.GradientTransformation:
-  """Scales each leaf by its role's ratio times ``learning_rate`` (float or schedule), as
-  ``optax.scale_by_schedule`` does, after a rule that stepped at learning rate 1 (whose
-  update is already negated)."""
-
-  def init_fn(params):
-    del params
-    return optax.ScaleByScheduleState(count=jnp.zeros([], jnp.int32))
-
-  def update_fn(updates, state, params=None):
-    del params
-    lr = learning_rate(state.count) if callable(learning_rate) else learning_rate
-    scaled = jax.tree_util.tree_map(
-        lambda u, r: jnp.asarray(ratios[r] * lr, dtype=u.dtype) * u, updates,
-        roles_like(updates))
-    return scaled, optax.ScaleByScheduleState(count=optax.safe_increment(state.count))
-
-  return optax.GradientTransformation(init_fn, update_fn)
-
-
 def _role_learning_rates(rates: Mapping[str, Any], roles_like
                          ) -> optax.GradientTransformation:
-  """Scales each leaf by its role's own rate (float or schedule of the step count), after a
-  rule that stepped at learning rate 1 (its update already negated)."""
+  """Scales each leaf by its role's rate (float or schedule of the step count), as
+  ``optax.scale_by_schedule`` does, after a rule that stepped at learning rate 1 (its update
+  already negated)."""
 
   def init_fn(params):
     del params
@@ -442,7 +417,7 @@ def _role_learning_rates(rates: Mapping[str, Any], roles_like
   return optax.GradientTransformation(init_fn, update_fn)
 
 
-def _build(b: _Branch, roles_like, axes, sh: Mapping[str, Any], learning_rate, *,
+def _build(b: _Branch, roles_like, axes, sh: Mapping[str, Any], *,
            nu_scope: str = "matrix", scale: str | None = None, mu_dtype: Any = None
            ) -> optax.GradientTransformation:
   if b.rule == "adamw":
@@ -462,11 +437,9 @@ def _build(b: _Branch, roles_like, axes, sh: Mapping[str, Any], learning_rate, *
       kw["roles"] = roles_like
     tx = _unpinned(alias)(b.learning_rate, weight_decay=b.weight_decay, axes=axes,
                           **{**kw, **dict(b.options)}, **sh)
-  if b.role_rates is not None:
-    return optax.chain(tx, _role_learning_rates(b.role_rates, roles_like))
-  if b.leaf_rates is None:
+  if b.role_rates is None:
     return tx
-  return optax.chain(tx, _leaf_learning_rates(learning_rate, b.leaf_rates, roles_like))
+  return optax.chain(tx, _role_learning_rates(b.role_rates, roles_like))
 
 
 def _unpinned(alias):
@@ -663,7 +636,7 @@ def symmetry_stack(
     # Branches only for the roles present: an absent role's branch would still carry a
     # whole masked copy of the tree in the state (and cost its flattening every step).
     branches = _branches(table, set(jax.tree_util.tree_leaves(role_tree)))
-    transforms = {b.name: _build(b, roles_like, axes_like(b.rule), sh, learning_rate,
+    transforms = {b.name: _build(b, roles_like, axes_like(b.rule), sh,
                                  nu_scope=opts["nu_scope"], scale=opts["scale"],
                                  mu_dtype=mu_dtype) for b in branches}
     branch_of = {role: b.name for b in branches for role in b.roles}

@@ -26,7 +26,8 @@ from jax.typing import ArrayLike
 from symoptax import polar as polar_lib
 from symoptax import sharding as sharding_lib
 from symoptax.aliases import ScalarOrSchedule, chain, keeps_shardings
-from symoptax.axes import AxesLike, layout, matrix_mask, path_keys, path_str, resolve_axes
+from symoptax.axes import (AxesLike, from_batched, layout, matrix_mask, path_keys, path_str,
+                           resolve_axes, to_batched)
 from symoptax.docstrings import shared_args
 from symoptax.roles import _ATTN_NAMES, label_roles, matrix_axes
 from symoptax.transforms import shape_factor, validate_polar
@@ -156,28 +157,27 @@ def ov_step(mv, mo, wv, wo, *, damping, isotropic, msign):
 
 
 class _Heads:
-  """A leaf's matrices as ``[L, H, rows, cols]`` (layer axes, then head axes) and back."""
+  """A leaf's matrices as ``[L, H, rows, cols]``: its layout with the layer axes put before
+  the head axes (a MaxText out kernel ``[H, L, hd, d]`` lists heads first), read and written
+  by :func:`symoptax.axes.to_batched` / :func:`from_batched`."""
 
   def __init__(self, shape, axes, path):
-    self.lay = lay = layout(shape, axes, path)
+    lay = layout(shape, axes, path)
     nb = len(lay.batch_shape)
-    batch = lay.perm[:nb]
-    layers = [a for a in batch if a in lay.layers]
-    heads = [a for a in batch if a not in lay.layers]
-    self.perm = tuple(layers + heads) + lay.perm[nb:]
+    layers = [a for a in lay.perm[:nb] if a in lay.layers]
+    heads = [a for a in lay.perm[:nb] if a not in lay.layers]
     view = lay.view_shape
+    self.lay = lay._replace(perm=tuple(layers + heads) + lay.perm[nb:],
+                            batch_shape=tuple(view[a] for a in layers + heads))
+    _, rows, cols = lay.batched_shape
     self.shape = (math.prod(view[a] for a in layers), math.prod(view[a] for a in heads),
-                  math.prod(lay.rows_shape), math.prod(lay.cols_shape))
+                  rows, cols)
 
   def to(self, x):
-    return jnp.transpose(x.reshape(self.lay.view_shape), self.perm).reshape(self.shape)
+    return to_batched(x, self.lay).reshape(self.shape)
 
   def back(self, y):
-    y = y.reshape([self.lay.view_shape[a] for a in self.perm])
-    inv = [0] * len(self.perm)
-    for i, a in enumerate(self.perm):
-      inv[a] = i
-    return jnp.transpose(y, inv).reshape(self.lay.shape)
+    return from_batched(y.reshape(self.lay.batched_shape), self.lay)
 
 
 def _block_of(path, role: str) -> tuple[str, ...]:
