@@ -17,6 +17,7 @@ import optax
 from jax.typing import ArrayLike
 
 from symoptax import polar as polar_lib
+from symoptax import sharding as sharding_lib
 from symoptax.aliases import ScalarOrSchedule, decay_and_rate, keeps_shardings
 from symoptax.axes import AxesLike, flatten_with_layouts, from_batched, resolve_axes, to_batched
 from symoptax.variants.conda import root_ema
@@ -201,6 +202,11 @@ def scale_by_cosmos(b1: ArrayLike = 0.95, b2: ArrayLike = 0.95, eps: ArrayLike =
 
   def update_fn(updates, state, params=None):
     del params
+    # On the global arrays: XLA's partitioner places the collectives (under shardings=,
+    # cosmos() keeps the state in the parameters' shardings).
+    return sharding_lib.on_global_arrays(step, updates, state, out_like=(updates, state))
+
+  def step(updates, state):
     count = optax.safe_increment(state.count)
     t = count.astype(jnp.float32)
     c1 = (1 - b1 ** t) / (1 - b1)

@@ -186,9 +186,11 @@ def scale_by_fismo(beta: ArrayLike = 0.95, gamma: ArrayLike = 0.95, damping: Arr
     # Under shardings= the step runs on the global arrays (no shard_map): XLA's partitioner
     # places the collectives around the eigh calls, which inside shard_map deadlock XLA:CPU's
     # simulated devices (jaxlib 0.10.2); fismo() keeps the state in the shardings.
-    out, (mu, left, right) = map_with_stats(
-        fn, updates, updates, axes_tree, None, None,
-        stats=[state.mu, state.left, state.right], stat_kinds=["param", "rows_gram", "cols_gram"])
+    stats = [state.mu, state.left, state.right]
+    out, (mu, left, right) = sharding_lib.on_global_arrays(
+        lambda u, s: map_with_stats(fn, u, u, axes_tree, None, None, stats=s,
+                                    stat_kinds=["param", "rows_gram", "cols_gram"]),
+        updates, stats, out_like=(updates, stats))
     # Leaves without axes: the plain EMA momentum.
     is_none = lambda x: x is None
     mu = jax.tree.map(lambda m, old, g, ax: m if ax is not None or g is None else
